@@ -1,0 +1,415 @@
+//! Work-order protection on the wire (wire spec §3.3-§3.9): how session keys, the request hash,
+//! data items and signatures are encoded in hex and base64, and the checks a worker and a
+//! requester make. Both sides use these functions, so a requester and a worker cannot disagree on
+//! an encoding.
+//!
+//! Encodings: keys, IVs and the encrypted request hash travel as upper-case hex (read in either
+//! case, never with `0x`); data and signatures as padded base64; the encryption-key signature as
+//! upper-case hex of DER.
+
+use afallon_crypto::{
+    AesGcmError, AesKey, EcdsaSignature, EcdsaSigningKey, EcdsaVerifyingKey, Iv, KeyError,
+    OaepHash, RandomError, RsaError, RsaPrivateKey, RsaPublicKey, Sha256Digest, SignatureError,
+    sha256,
+};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
+use crate::work_order::DataItem;
+
+/// Why protecting or checking a work order failed. Each variant names the check that failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtectionError {
+    /// A hex field is not hex (odd length, a non-hex digit, or a `0x` prefix).
+    #[error("{field} is not valid hex")]
+    Hex {
+        /// The field's wire name.
+        field: &'static str,
+    },
+    /// A base64 field is not padded standard base64.
+    #[error("{field} is not valid base64")]
+    Base64 {
+        /// The field's wire name.
+        field: &'static str,
+    },
+    /// `sessionKeyIv` is missing or not 12 bytes.
+    #[error("invalid session key IV: {0}")]
+    SessionKeyIv(AesGcmError),
+    /// The session key could not be unwrapped (wrong length, wrong key, altered).
+    #[error("session key: {0}")]
+    SessionKey(RsaError),
+    /// The encrypted request hash did not decrypt: wrong session key or IV, or altered.
+    #[error("decryption of the request hash failed: {0}")]
+    RequestHashDecryption(AesGcmError),
+    /// The request hash decrypted but differs from the one computed over the request.
+    #[error("request hash mismatch: the request was tampered with")]
+    RequestHashMismatch,
+    /// A verification key PEM could not be read.
+    #[error("verification key: {0}")]
+    VerificationKey(KeyError),
+    /// A signature is malformed or does not verify.
+    #[error("signature: {0}")]
+    Signature(SignatureError),
+    /// A data item's data or wrapped key did not decrypt.
+    #[error("data item {index}: {source}")]
+    DataDecryption {
+        /// The item's index.
+        index: i64,
+        /// What AES-GCM said.
+        source: AesGcmError,
+    },
+    /// A per-item data key could not be unwrapped.
+    #[error("data item {index}: data key: {source}")]
+    DataKey {
+        /// The item's index.
+        index: i64,
+        /// What RSA said.
+        source: RsaError,
+    },
+    /// A data item's plaintext does not hash to its `dataHash`.
+    #[error("data item {index}: data hash verification failed")]
+    DataHashMismatch {
+        /// The item's index.
+        index: i64,
+    },
+    /// Encryption failed.
+    #[error("encryption failed: {0}")]
+    Encryption(AesGcmError),
+    /// Wrapping a key failed.
+    #[error("key wrapping failed: {0}")]
+    Wrap(RsaError),
+    /// The random generator failed.
+    #[error(transparent)]
+    Random(#[from] RandomError),
+}
+
+/// Reads hex the way Avalon's enclave does: either case, even length, no `0x`.
+///
+/// # Errors
+/// [`ProtectionError::Hex`] naming `field`.
+pub fn decode_hex(field: &'static str, value: &str) -> Result<Vec<u8>, ProtectionError> {
+    hex::decode(value).map_err(|_| ProtectionError::Hex { field })
+}
+
+/// Reads padded standard base64.
+///
+/// # Errors
+/// [`ProtectionError::Base64`] naming `field`.
+pub fn decode_base64(field: &'static str, value: &str) -> Result<Vec<u8>, ProtectionError> {
+    BASE64.decode(value).map_err(|_| ProtectionError::Base64 { field })
+}
+
+/// Writes padded standard base64.
+pub fn encode_base64(bytes: &[u8]) -> String {
+    BASE64.encode(bytes)
+}
+
+/// `encryptedSessionKey`: upper-case hex of the session key wrapped under the worker's key.
+///
+/// # Errors
+/// [`ProtectionError::Wrap`] if RSA fails.
+pub fn wrap_session_key(
+    worker_key: &RsaPublicKey,
+    hash: OaepHash,
+    session_key: &AesKey,
+) -> Result<String, ProtectionError> {
+    worker_key.wrap_key(hash, session_key).map(hex::encode_upper).map_err(ProtectionError::Wrap)
+}
+
+/// Unwraps `encryptedSessionKey` with the worker's key.
+///
+/// # Errors
+/// [`ProtectionError::Hex`] or [`ProtectionError::SessionKey`].
+pub fn unwrap_session_key(
+    worker_key: &RsaPrivateKey,
+    hash: OaepHash,
+    encrypted_session_key: &str,
+) -> Result<AesKey, ProtectionError> {
+    let wrapped = decode_hex("encryptedSessionKey", encrypted_session_key)?;
+    worker_key.unwrap_key(hash, &wrapped).map_err(ProtectionError::SessionKey)
+}
+
+/// `sessionKeyIv` as upper-case hex.
+pub fn encode_iv(iv: &Iv) -> String {
+    hex::encode_upper(iv.as_bytes())
+}
+
+/// Reads `sessionKeyIv` (or a data item's `iv`).
+///
+/// # Errors
+/// [`ProtectionError::Hex`] or [`ProtectionError::SessionKeyIv`].
+pub fn decode_iv(field: &'static str, value: &str) -> Result<Iv, ProtectionError> {
+    Iv::from_slice(&decode_hex(field, value)?).map_err(ProtectionError::SessionKeyIv)
+}
+
+/// `encryptedRequestHash`: upper-case hex of AES-GCM(session key, session IV, request hash).
+///
+/// # Errors
+/// [`ProtectionError::Encryption`] if AES-GCM fails.
+pub fn encrypt_request_hash(
+    session_key: &AesKey,
+    iv: &Iv,
+    request_hash: &Sha256Digest,
+) -> Result<String, ProtectionError> {
+    session_key
+        .seal(iv, request_hash.as_bytes())
+        .map(hex::encode_upper)
+        .map_err(ProtectionError::Encryption)
+}
+
+/// Checks `encryptedRequestHash` against the hash computed over the request.
+///
+/// # Errors
+/// [`ProtectionError::Hex`], [`ProtectionError::RequestHashDecryption`] when it does not decrypt
+/// (wrong key, altered), [`ProtectionError::RequestHashMismatch`] when it decrypts to another hash.
+pub fn check_request_hash(
+    session_key: &AesKey,
+    iv: &Iv,
+    encrypted_request_hash: &str,
+    expected: &Sha256Digest,
+) -> Result<(), ProtectionError> {
+    let sealed = decode_hex("encryptedRequestHash", encrypted_request_hash)?;
+    let plaintext =
+        session_key.open(iv, &sealed).map_err(ProtectionError::RequestHashDecryption)?;
+    if plaintext.as_slice() == expected.as_bytes() {
+        Ok(())
+    } else {
+        Err(ProtectionError::RequestHashMismatch)
+    }
+}
+
+/// A base64 DER signature over `digest` (`requesterSignature`, `workerSignature`, receipts).
+pub fn sign_digest_base64(key: &EcdsaSigningKey, digest: &Sha256Digest) -> String {
+    encode_base64(&key.sign_digest(digest).to_der())
+}
+
+/// Verifies a base64 DER signature over `digest` with a verification key given as PEM.
+///
+/// # Errors
+/// [`ProtectionError::VerificationKey`], [`ProtectionError::Base64`] or
+/// [`ProtectionError::Signature`].
+pub fn verify_digest_base64(
+    field: &'static str,
+    verification_key_pem: &str,
+    digest: &Sha256Digest,
+    signature_base64: &str,
+) -> Result<(), ProtectionError> {
+    let key = EcdsaVerifyingKey::from_pem(verification_key_pem)
+        .map_err(ProtectionError::VerificationKey)?;
+    let der = decode_base64(field, signature_base64)?;
+    let signature = EcdsaSignature::from_der(&der).map_err(ProtectionError::Signature)?;
+    key.verify_digest(digest, &signature).map_err(ProtectionError::Signature)
+}
+
+/// `encryptionKeySignature`: upper-case hex DER signature over SHA-256 of the encryption-key PEM.
+pub fn sign_encryption_key(key: &EcdsaSigningKey, encryption_key_pem: &str) -> String {
+    hex::encode_upper(
+        key.sign_digest(&crate::hash::encryption_key_digest(encryption_key_pem)).to_der(),
+    )
+}
+
+/// Checks `encryptionKeySignature` (hex, either case) with the worker's verification key.
+///
+/// # Errors
+/// [`ProtectionError::VerificationKey`], [`ProtectionError::Hex`] or
+/// [`ProtectionError::Signature`].
+pub fn verify_encryption_key_signature(
+    verification_key_pem: &str,
+    encryption_key_pem: &str,
+    signature_hex: &str,
+) -> Result<(), ProtectionError> {
+    let key = EcdsaVerifyingKey::from_pem(verification_key_pem)
+        .map_err(ProtectionError::VerificationKey)?;
+    let der = decode_hex("encryptionKeySignature", signature_hex)?;
+    let signature = EcdsaSignature::from_der(&der).map_err(ProtectionError::Signature)?;
+    key.verify_digest(&crate::hash::encryption_key_digest(encryption_key_pem), &signature)
+        .map_err(ProtectionError::Signature)
+}
+
+/// How a data item's `data` is protected, read from its `encryptedDataEncryptionKey` (§2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataKeyKind<'a> {
+    /// Absent, `""` or `"null"`: encrypted with the session key and session IV.
+    Session,
+    /// `"-"`: not encrypted; `data` is base64 of the plaintext.
+    Plain,
+    /// A per-item data key: `encryptedDataEncryptionKey` = hex(AES-GCM with prefixed IV under the
+    /// session key of RSA-OAEP(worker key, data key)); `iv` = hex of the data IV.
+    PerItem {
+        /// `encryptedDataEncryptionKey`.
+        wrapped_key: &'a str,
+        /// `iv`.
+        iv: &'a str,
+    },
+}
+
+impl<'a> DataKeyKind<'a> {
+    /// The kind of `item`.
+    pub fn of(item: &'a DataItem) -> Self {
+        match item.encrypted_data_encryption_key.as_deref() {
+            None | Some("" | "null") => Self::Session,
+            Some("-") => Self::Plain,
+            Some(wrapped_key) => {
+                Self::PerItem { wrapped_key, iv: item.iv.as_deref().unwrap_or("") }
+            }
+        }
+    }
+}
+
+/// The key an item's data is encrypted with, resolved.
+#[derive(Debug)]
+pub enum ItemKey<'a> {
+    /// The session key and session IV.
+    Session {
+        /// The session key.
+        key: &'a AesKey,
+        /// The session IV.
+        iv: &'a Iv,
+    },
+    /// No encryption.
+    Plain,
+    /// A per-item data key and its IV.
+    DataKey {
+        /// The data key.
+        key: AesKey,
+        /// The item's IV.
+        iv: Iv,
+    },
+}
+
+impl ItemKey<'_> {
+    /// Encrypts (or, for plain items, encodes) `plaintext` into the item's `data`. An empty
+    /// plaintext gives `""`, as Avalon's worker writes it.
+    ///
+    /// # Errors
+    /// [`ProtectionError::Encryption`].
+    pub fn seal(&self, plaintext: &[u8]) -> Result<String, ProtectionError> {
+        if plaintext.is_empty() {
+            return Ok(String::new());
+        }
+        let bytes = match self {
+            Self::Session { key, iv } => {
+                key.seal(iv, plaintext).map_err(ProtectionError::Encryption)?
+            }
+            Self::DataKey { key, iv } => {
+                key.seal(iv, plaintext).map_err(ProtectionError::Encryption)?
+            }
+            Self::Plain => return Ok(encode_base64(plaintext)),
+        };
+        Ok(encode_base64(&bytes))
+    }
+
+    /// Decodes and decrypts an item's `data`; `""` gives an empty plaintext.
+    ///
+    /// # Errors
+    /// [`ProtectionError::Base64`] or [`ProtectionError::DataDecryption`].
+    pub fn open(&self, index: i64, data: &str) -> Result<Vec<u8>, ProtectionError> {
+        let bytes = decode_base64("data", data)?;
+        if bytes.is_empty() {
+            return Ok(bytes);
+        }
+        let opened = match self {
+            Self::Session { key, iv } => key.open(iv, &bytes),
+            Self::DataKey { key, iv } => key.open(iv, &bytes),
+            Self::Plain => return Ok(bytes),
+        };
+        opened.map_err(|source| ProtectionError::DataDecryption { index, source })
+    }
+}
+
+/// Requester side: wraps a fresh data key for an item, giving the item's
+/// `(encryptedDataEncryptionKey, iv)` strings and the key to seal its data with.
+///
+/// # Errors
+/// [`ProtectionError::Random`], [`ProtectionError::Wrap`] or [`ProtectionError::Encryption`].
+pub fn new_data_key(
+    session_key: &AesKey,
+    worker_key: &RsaPublicKey,
+    hash: OaepHash,
+) -> Result<(String, String, ItemKey<'static>), ProtectionError> {
+    let key = AesKey::generate()?;
+    let iv = Iv::generate()?;
+    let rsa_wrapped = worker_key.wrap_key(hash, &key).map_err(ProtectionError::Wrap)?;
+    let wrapped =
+        session_key.seal_with_random_iv(&rsa_wrapped).map_err(ProtectionError::Encryption)?;
+    Ok((hex::encode_upper(wrapped), encode_iv(&iv), ItemKey::DataKey { key, iv }))
+}
+
+/// Worker side: resolves the key of `item`, unwrapping a per-item key with the worker's key.
+///
+/// # Errors
+/// [`ProtectionError::Hex`], [`ProtectionError::SessionKeyIv`],
+/// [`ProtectionError::DataDecryption`] or [`ProtectionError::DataKey`].
+pub fn item_key<'k>(
+    item: &DataItem,
+    session_key: &'k AesKey,
+    session_iv: &'k Iv,
+    worker_key: &RsaPrivateKey,
+    hash: OaepHash,
+) -> Result<ItemKey<'k>, ProtectionError> {
+    Ok(match DataKeyKind::of(item) {
+        DataKeyKind::Session => ItemKey::Session { key: session_key, iv: session_iv },
+        DataKeyKind::Plain => ItemKey::Plain,
+        DataKeyKind::PerItem { wrapped_key, iv } => {
+            let index = item.index;
+            let wrapped = decode_hex("encryptedDataEncryptionKey", wrapped_key)?;
+            let rsa_wrapped = session_key
+                .open_with_prefixed_iv(&wrapped)
+                .map_err(|source| ProtectionError::DataDecryption { index, source })?;
+            let key = worker_key
+                .unwrap_key(hash, &rsa_wrapped)
+                .map_err(|source| ProtectionError::DataKey { index, source })?;
+            ItemKey::DataKey { key, iv: decode_iv("iv", iv)? }
+        }
+    })
+}
+
+/// Checks an item's plaintext against its `dataHash`, when it has one (hex, either case).
+///
+/// # Errors
+/// [`ProtectionError::Hex`] or [`ProtectionError::DataHashMismatch`].
+pub fn check_data_hash(item: &DataItem, plaintext: &[u8]) -> Result<(), ProtectionError> {
+    match item.data_hash.as_deref() {
+        None | Some("") => Ok(()),
+        Some(expected) => {
+            let expected = decode_hex("dataHash", expected)?;
+            if expected == sha256(plaintext).as_bytes() {
+                Ok(())
+            } else {
+                Err(ProtectionError::DataHashMismatch { index: item.index })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_is_read_like_the_enclave() {
+        assert_eq!(decode_hex("f", "aBcD").expect("hex"), vec![0xab, 0xcd]);
+        assert_eq!(decode_hex("f", "0xab"), Err(ProtectionError::Hex { field: "f" }));
+        assert_eq!(decode_hex("f", "abc"), Err(ProtectionError::Hex { field: "f" }));
+    }
+
+    #[test]
+    fn data_key_kinds() {
+        let item = |key: Option<&str>| DataItem {
+            index: 0,
+            data_hash: None,
+            data: Some("x".into()),
+            encrypted_data_encryption_key: key.map(str::to_owned),
+            iv: Some("AB".into()),
+        };
+        assert_eq!(DataKeyKind::of(&item(None)), DataKeyKind::Session);
+        assert_eq!(DataKeyKind::of(&item(Some(""))), DataKeyKind::Session);
+        assert_eq!(DataKeyKind::of(&item(Some("null"))), DataKeyKind::Session);
+        assert_eq!(DataKeyKind::of(&item(Some("-"))), DataKeyKind::Plain);
+        assert_eq!(
+            DataKeyKind::of(&item(Some("FF"))),
+            DataKeyKind::PerItem { wrapped_key: "FF", iv: "AB" }
+        );
+    }
+}
