@@ -7,6 +7,7 @@
 //! | Data encryption (AES-256-GCM, three conventions) | [`AesKey`], [`Iv`] | aws-lc-rs |
 //! | Signatures (secp256k1 ECDSA on SHA-256 digests) | [`EcdsaSigningKey`], [`EcdsaVerifyingKey`], [`EcdsaSignature`] | k256 |
 //! | Hashing | [`sha256()`], [`Sha256`], [`Sha256Digest`] | sha2 |
+//! | Key derivation (HKDF-SHA256) | [`derive_aes_key`] | aws-lc-rs |
 //! | Key formats (SPKI/PKCS#1 PEM and DER) | [`pem`] and `from_pem`/`to_pem` on the key types | own DER code |
 //!
 //! What this crate does not do: it knows nothing of JSON, hex or base64 on the wire, of work
@@ -42,6 +43,7 @@
 mod aes_gcm;
 mod der;
 mod ecdsa;
+mod kdf;
 pub mod pem;
 mod random;
 mod rsa;
@@ -49,6 +51,7 @@ mod sha256;
 
 pub use aes_gcm::{AesGcmError, AesKey, IV_LEN, Iv, KEY_LEN, TAG_LEN};
 pub use ecdsa::{EcdsaSignature, EcdsaSigningKey, EcdsaVerifyingKey, SignatureError};
+pub use kdf::derive_aes_key;
 pub use random::{RandomError, fill_random, random_array};
 pub use rsa::{OaepHash, RsaError, RsaPrivateKey, RsaPublicKey};
 pub use sha256::{Sha256, Sha256Digest, sha256};

@@ -12,7 +12,8 @@
 //! - [`WorkOrderRequest`], [`WorkOrderResult`], [`DataItem`], [`WorkerRecord`], [`ReceiptCreate`]
 //!   and [`ReceiptUpdate`] are the wire's objects.
 //! - [`request_hash`], [`response_hash`] and the receipt digests are computed over the literal JSON
-//!   strings; [`protection`] holds the encodings and checks built on them.
+//!   strings; [`protection`] holds the encodings and checks built on them, and [`requester`] the
+//!   requester's side: build a protected work order, then verify and decrypt its result.
 //!
 //! ```
 //! use afallon_proto::{Params, Response, parse_request};
@@ -37,6 +38,7 @@ mod methods;
 pub mod protection;
 pub mod python_json;
 mod receipt;
+pub mod requester;
 mod schema;
 mod work_order;
 mod worker;

@@ -81,4 +81,8 @@ pub struct WorkerTypeData {
     /// EEA optional field, absent in Avalon's records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption_key_nonce: Option<String>,
+    /// A field Avalon's SDK knows but never fills; afallon carries simulated evidence here, so
+    /// that `proofData` stays empty for simulated workers as Avalon's clients expect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enclave_certificate: Option<String>,
 }

@@ -60,6 +60,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("crypto", &[]),
     ("proto", &["crypto"]),
     ("workloads", &[]),
+    ("attest", &["crypto"]),
+    ("enclave", &["attest", "crypto", "proto", "workloads"]),
     ("tidy", &[]),
 ];
 

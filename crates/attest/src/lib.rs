@@ -1,0 +1,61 @@
+//! Attestation: what a TEE says about the code it runs, how that is checked, and who decides
+//! whether it is good enough.
+//!
+//! - A [`Platform`] is where an enclave runs. It tells the enclave's [`Measurement`], produces
+//!   [`Evidence`] over 64 bytes of [`ReportData`] (which bind the enclave's keys), and gives a
+//!   sealing key bound to the measurement. [`SimPlatform`] is the simulated TEE for development.
+//! - Evidence is checked by the verifier of its kind, which returns a [`VerifiedEvidence`]: the
+//!   measurement, the report data and the TCB status the evidence proves.
+//! - A [`Policy`] decides: which kinds and measurements are acceptable, and whether simulation is.
+//!   The default policy refuses simulated evidence; accepting it takes the explicitly named
+//!   [`Policy::insecure_allow_simulation`].
+//!
+//! Simulation is never a bypass: simulated evidence is its own kind, signed by a local simulation
+//! key and verified for real; only the policy can accept it.
+
+mod evidence;
+mod policy;
+mod sim;
+
+pub use evidence::{
+    Evidence, EvidenceKind, Measurement, ReportData, TcbStatus, VerifiedEvidence, WorkerProof,
+};
+pub use policy::{Policy, VerifyError};
+pub use sim::{SimPlatform, verify_sim};
+
+use afallon_crypto::AesKey;
+
+/// Why a platform operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlatformError {
+    /// Reading or writing the platform's files failed.
+    #[error("platform storage: {0}")]
+    Storage(#[from] std::io::Error),
+    /// A stored platform secret is not what this platform wrote.
+    #[error("platform secret {0} is corrupt")]
+    CorruptSecret(&'static str),
+    /// The random generator failed.
+    #[error(transparent)]
+    Random(#[from] afallon_crypto::RandomError),
+}
+
+/// Where an enclave runs: the TEE (or its simulation) that measures it, attests for it and seals
+/// its data.
+pub trait Platform: Send + Sync {
+    /// The kind of evidence this platform produces.
+    fn kind(&self) -> EvidenceKind;
+
+    /// The measurement of the enclave running on it.
+    fn measurement(&self) -> Measurement;
+
+    /// Evidence that an enclave with [`Platform::measurement`] runs here and chose `report_data`.
+    ///
+    /// # Errors
+    /// [`PlatformError`] if the platform cannot produce evidence.
+    fn evidence(&self, report_data: &ReportData) -> Result<Evidence, PlatformError>;
+
+    /// The sealing key: only an enclave with the same measurement on the same platform gets the
+    /// same key.
+    fn sealing_key(&self) -> AesKey;
+}

@@ -1,0 +1,321 @@
+//! The trusted core: everything that would run inside a TEE, behind a message-shaped interface.
+//!
+//! An [`Enclave`] holds a worker's keys and its workloads. It is created by sign-up
+//! ([`Enclave::create`]: fresh keys, evidence from the [`Platform`], the worker record) or
+//! restored from its sealed keys ([`Enclave::restore`]). Work orders go in as the raw
+//! `WorkOrderSubmit` request bytes and come out as the JSON-RPC response the worker stores
+//! ([`Enclave::process`]); nothing else crosses the boundary but sealed blobs, which only the same
+//! enclave on the same platform can open.
+//!
+//! This crate does no I/O: no files, sockets or clocks. The host stores what it is handed (the
+//! worker record, sealed keys, sealed workload state) and passes file access for workloads in as a
+//! [`HostIo`]. Private keys never leave it in the clear.
+//!
+//! Processing follows wire spec §3.13 step by step, and failures are answered with the codes and
+//! messages of §2.4 ([`ProcessError`]).
+
+mod error;
+mod keys;
+mod process;
+mod sealing;
+
+use afallon_attest::{Measurement, Platform, PlatformError, ReportData};
+use afallon_crypto::{AesKey, OaepHash, RandomError, RsaError, Sha256};
+use afallon_proto::{
+    WorkerDetails, WorkerRecord, WorkerStatus, WorkerType, WorkerTypeData, protection,
+};
+use afallon_workloads::{HostIo, Registry, WorkloadError};
+
+pub use error::ProcessError;
+pub use sealing::SealError;
+
+use keys::WorkerKeys;
+
+/// The key-encryption algorithm a worker advertises (`keyEncryptionAlgorithm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum KeyEncryption {
+    /// `RSA-OAEP-3072`: OAEP with SHA-1 and MGF1-SHA-1, Avalon's wire suite.
+    #[default]
+    RsaOaep3072,
+    /// `RSA-OAEP-3072-SHA256`: OAEP with SHA-256 and MGF1-SHA-256.
+    RsaOaep3072Sha256,
+}
+
+impl KeyEncryption {
+    /// The name in worker records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::RsaOaep3072 => "RSA-OAEP-3072",
+            Self::RsaOaep3072Sha256 => "RSA-OAEP-3072-SHA256",
+        }
+    }
+
+    /// The algorithm a worker record names.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::RsaOaep3072, Self::RsaOaep3072Sha256].into_iter().find(|k| k.name() == name)
+    }
+
+    /// The OAEP hash it stands for.
+    pub fn oaep_hash(self) -> OaepHash {
+        match self {
+            Self::RsaOaep3072 => OaepHash::Sha1,
+            Self::RsaOaep3072Sha256 => OaepHash::Sha256,
+        }
+    }
+}
+
+/// Size limits on what a work order may carry; beyond them it fails with a clear error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest raw request, in bytes (Avalon's enclave heap was 8 MiB).
+    pub max_request_bytes: usize,
+    /// The most `inData` plus `outData` items.
+    pub max_data_items: usize,
+    /// The most output bytes a workload may produce for one order.
+    pub max_output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_request_bytes: 8 << 20, max_data_items: 1024, max_output_bytes: 8 << 20 }
+    }
+}
+
+/// Who the worker is, as its record says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnclaveConfig {
+    /// The worker's name; its workerId is SHA-256 of it in hex.
+    pub worker_name: String,
+    /// `organizationId`.
+    pub organization_id: String,
+    /// `applicationTypeId`.
+    pub application_type_id: String,
+    /// `keyEncryptionAlgorithm`.
+    pub key_encryption: KeyEncryption,
+    /// Size limits.
+    pub limits: Limits,
+}
+
+impl EnclaveConfig {
+    /// A worker called `worker_name` with Avalon's default organization and application type ids.
+    pub fn new(worker_name: impl Into<String>) -> Self {
+        Self {
+            worker_name: worker_name.into(),
+            organization_id: "aabbcc1234ddeeffaabbcc1234ddeeffaabbcc1234ddeeffaabbcc1234ddeeff"
+                .into(),
+            application_type_id: "11aa22bb33cc44dd11aa22bb33cc44dd11aa22bb33cc44dd11aa22bb33cc44dd"
+                .into(),
+            key_encryption: KeyEncryption::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Why an enclave could not be created or restored.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnclaveError {
+    /// RSA key generation failed.
+    #[error("RSA: {0}")]
+    Rsa(#[from] RsaError),
+    /// The random generator failed.
+    #[error(transparent)]
+    Random(#[from] RandomError),
+    /// The platform failed to attest.
+    #[error("platform: {0}")]
+    Platform(#[from] PlatformError),
+    /// A sealed blob could not be opened.
+    #[error("sealed data: {0}")]
+    Seal(#[from] SealError),
+    /// A sealed workload state was refused by its workload.
+    #[error("state of workload {workload}: {error}")]
+    WorkloadState {
+        /// The workload.
+        workload: String,
+        /// What it said.
+        error: WorkloadError,
+    },
+    /// Sealed state for a workload this enclave does not have.
+    #[error("sealed state for unknown workload {0}")]
+    UnknownWorkload(String),
+}
+
+/// A workload's sealed state, for the host to keep and hand back at restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedState {
+    /// The workload's name.
+    pub workload: String,
+    /// The sealed blob.
+    pub blob: Vec<u8>,
+}
+
+/// What processing one work order gives the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Processed {
+    /// The JSON-RPC response to store: `{"jsonrpc": "2.0", "id": .., "result" | "error": ..}`.
+    pub response: String,
+    /// Why it failed, if it did (the same code and message as in `response`).
+    pub error: Option<ProcessError>,
+    /// The workload's new sealed state, if it has state; the host must store it.
+    pub state: Option<SealedState>,
+}
+
+/// A signed-up worker's trusted core.
+pub struct Enclave {
+    keys: WorkerKeys,
+    sealing_key: AesKey,
+    registry: Registry,
+    config: EnclaveConfig,
+    record: WorkerRecord,
+    worker_id: String,
+}
+
+impl Enclave {
+    /// Signs up a new worker: fresh keys, the encryption-key signature, evidence from `platform`
+    /// binding the verification key, and the worker record. Returns the enclave and its sealed
+    /// keys, which the host must store to restart the same worker.
+    ///
+    /// # Errors
+    /// [`EnclaveError`] if keys cannot be generated or the platform cannot attest.
+    pub fn create(
+        platform: &dyn Platform,
+        registry: Registry,
+        config: EnclaveConfig,
+    ) -> Result<(Self, Vec<u8>), EnclaveError> {
+        let keys = WorkerKeys::generate()?;
+        let sealing_key = platform.sealing_key();
+        let sealed_keys = keys.seal(&sealing_key)?;
+        Ok((Self::assemble(platform, keys, sealing_key, registry, config)?, sealed_keys))
+    }
+
+    /// Restarts a worker from its sealed keys and its workloads' sealed states.
+    ///
+    /// # Errors
+    /// [`EnclaveError::Seal`] if a blob was sealed by another enclave or platform or was altered;
+    /// [`EnclaveError::WorkloadState`] or [`EnclaveError::UnknownWorkload`] for states the
+    /// workloads refuse.
+    pub fn restore(
+        platform: &dyn Platform,
+        registry: Registry,
+        config: EnclaveConfig,
+        sealed_keys: &[u8],
+        states: &[SealedState],
+    ) -> Result<Self, EnclaveError> {
+        let sealing_key = platform.sealing_key();
+        let keys = WorkerKeys::unseal(&sealing_key, sealed_keys)?;
+        for state in states {
+            let workload = registry
+                .get(&state.workload)
+                .ok_or_else(|| EnclaveError::UnknownWorkload(state.workload.clone()))?;
+            let snapshot =
+                sealing::unseal(&sealing_key, &state_label(&state.workload), &state.blob)?;
+            workload.restore(&snapshot).map_err(|error| EnclaveError::WorkloadState {
+                workload: state.workload.clone(),
+                error,
+            })?;
+        }
+        Self::assemble(platform, keys, sealing_key, registry, config)
+    }
+
+    fn assemble(
+        platform: &dyn Platform,
+        keys: WorkerKeys,
+        sealing_key: AesKey,
+        registry: Registry,
+        config: EnclaveConfig,
+    ) -> Result<Self, EnclaveError> {
+        let verification_key = keys.signing.verifying_key().to_pem();
+        let encryption_key = keys.encryption.public_key().to_pem();
+        let encryption_key_signature =
+            protection::sign_encryption_key(&keys.signing, &encryption_key);
+        let evidence = platform.evidence(&ReportData::for_verification_key(&verification_key))?;
+        let proof = evidence.to_worker_proof();
+        let record = WorkerRecord {
+            worker_type: WorkerType::TeeSgx.code(),
+            organization_id: config.organization_id.clone(),
+            application_type_id: config.application_type_id.clone(),
+            details: WorkerDetails {
+                work_order_sync_uri: String::new(),
+                work_order_async_uri: String::new(),
+                work_order_pull_uri: String::new(),
+                work_order_notify_uri: String::new(),
+                receipt_invocation_uri: String::new(),
+                work_order_invocation_address: String::new(),
+                receipt_invocation_address: String::new(),
+                from_address: String::new(),
+                hashing_algorithm: "SHA-256".into(),
+                signing_algorithm: "SECP256K1".into(),
+                key_encryption_algorithm: config.key_encryption.name().into(),
+                data_encryption_algorithm: "AES-GCM-256".into(),
+                work_order_payload_formats: "JSON-RPC".into(),
+                worker_type_data: WorkerTypeData {
+                    verification_key,
+                    extended_measurements: vec![platform.measurement().to_hex_upper()],
+                    proof_data_type: proof.proof_data_type,
+                    proof_data: proof.proof_data,
+                    encryption_key,
+                    encryption_key_signature,
+                    encryption_key_nonce: None,
+                    enclave_certificate: proof.enclave_certificate,
+                },
+            },
+            status: WorkerStatus::Active.code(),
+        };
+        let worker_id = afallon_proto::worker_id_from_name(&config.worker_name);
+        Ok(Self { keys, sealing_key, registry, config, record, worker_id })
+    }
+
+    /// The worker's id: SHA-256 of its name, lower-case hex.
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+
+    /// The worker record to register (wire spec §1.9).
+    pub fn worker_record(&self) -> &WorkerRecord {
+        &self.record
+    }
+
+    /// The workloads this enclave runs.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Processes one work order: the raw `WorkOrderSubmit` JSON-RPC request in, the JSON-RPC
+    /// response to store out. Never panics on any input; every failure is an error response.
+    pub fn process(&self, raw_request: &[u8], io: &dyn HostIo) -> Processed {
+        process::process(self, raw_request, io)
+    }
+
+    fn seal_workload_state(&self, workload: &str, snapshot: &[u8]) -> Option<SealedState> {
+        sealing::seal(&self.sealing_key, &state_label(workload), snapshot)
+            .ok()
+            .map(|blob| SealedState { workload: workload.to_owned(), blob })
+    }
+}
+
+impl std::fmt::Debug for Enclave {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enclave")
+            .field("worker_id", &self.worker_id)
+            .field("workloads", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+fn state_label(workload: &str) -> String {
+    format!("workload-state:{workload}")
+}
+
+/// The measurement a simulated TEE reports for this enclave build with these workloads: SHA-256
+/// of the crate version and the workload names. On real hardware the TEE measures the code itself.
+pub fn sim_measurement(registry: &Registry) -> Measurement {
+    let mut h = Sha256::new();
+    h.update(b"afallon-enclave/");
+    h.update(env!("CARGO_PKG_VERSION").as_bytes());
+    for name in registry.names() {
+        h.update(b"\n");
+        h.update(name.as_bytes());
+    }
+    Measurement(*h.finalize().as_bytes())
+}

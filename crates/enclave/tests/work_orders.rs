@@ -1,0 +1,483 @@
+//! The trusted core end to end, in process: requests built with the requester functions of the
+//! proto crate go through `Enclave::process`; results verify and decrypt; every tampering is
+//! answered with the wire spec's code and message.
+
+use std::sync::OnceLock;
+
+use afallon_attest::{
+    Evidence, Measurement, Policy, ReportData, SimPlatform, VerifyError, WorkerProof,
+};
+use afallon_crypto::{EcdsaSigningKey, OaepHash, RsaPublicKey, sha256};
+use afallon_enclave::{Enclave, EnclaveConfig, Processed, sim_measurement};
+use afallon_proto::requester::{InputProtection, PendingResult, WorkOrderBuilder};
+use afallon_proto::{WorkOrderRequest, WorkOrderResult, protection};
+use afallon_workloads::{NoIo, Registry};
+use serde_json::{Value, json};
+
+struct Worker {
+    platform: SimPlatform,
+    enclave: Enclave,
+    sealed_keys: Vec<u8>,
+}
+
+/// One signed-up worker shared by the tests (RSA key generation is slow).
+fn worker() -> &'static Worker {
+    static WORKER: OnceLock<Worker> = OnceLock::new();
+    WORKER.get_or_init(|| {
+        let registry = Registry::with_builtins();
+        let platform = SimPlatform::ephemeral(sim_measurement(&registry)).expect("platform");
+        let (enclave, sealed_keys) =
+            Enclave::create(&platform, registry, EnclaveConfig::new("singleton-worker-1"))
+                .expect("sign-up");
+        Worker { platform, enclave, sealed_keys }
+    })
+}
+
+fn worker_key() -> RsaPublicKey {
+    RsaPublicKey::from_pem(
+        &worker().enclave.worker_record().details.worker_type_data.encryption_key,
+    )
+    .expect("key")
+}
+
+fn verification_key() -> &'static str {
+    &worker().enclave.worker_record().details.worker_type_data.verification_key
+}
+
+fn builder(workload: &str) -> WorkOrderBuilder {
+    WorkOrderBuilder::new(worker().enclave.worker_id(), &worker_key(), OaepHash::Sha1, workload)
+        .expect("builder")
+}
+
+fn body(request: &WorkOrderRequest) -> Vec<u8> {
+    json!({"jsonrpc": "2.0", "method": "WorkOrderSubmit", "id": 4711, "params": request})
+        .to_string()
+        .into_bytes()
+}
+
+fn result_of(processed: &Processed) -> WorkOrderResult {
+    assert_eq!(processed.error, None, "{}", processed.response);
+    let response: Value = serde_json::from_str(&processed.response).expect("json");
+    assert_eq!(response["id"], json!(4711));
+    serde_json::from_value(response["result"].clone()).expect("result")
+}
+
+fn run(
+    workload: &str,
+    inputs: &[(&str, InputProtection)],
+    signer: Option<&EcdsaSigningKey>,
+) -> Vec<String> {
+    let mut builder = builder(workload);
+    for (text, protection) in inputs {
+        builder.input(text.as_bytes(), *protection).expect("input");
+    }
+    let (request, pending) = builder.build(signer).expect("build");
+    open(&pending, &worker().enclave.process(&body(&request), &NoIo))
+}
+
+fn open(pending: &PendingResult, processed: &Processed) -> Vec<String> {
+    pending
+        .open(&result_of(processed), verification_key())
+        .expect("signature verifies and outputs decrypt")
+        .into_iter()
+        .map(|(_, data)| String::from_utf8(data).expect("utf-8"))
+        .collect()
+}
+
+#[test]
+fn echo_with_every_kind_of_input_round_trips() {
+    let requester = EcdsaSigningKey::generate().expect("rng");
+    let outputs = run(
+        "echo-result",
+        &[
+            ("Hello", InputProtection::Session),
+            ("in the clear", InputProtection::Plain),
+            ("per-item secret", InputProtection::DataKey),
+        ],
+        Some(&requester),
+    );
+    assert_eq!(outputs, ["RESULT: Hello", "RESULT: in the clear", "RESULT: per-item secret"]);
+}
+
+#[test]
+fn unsigned_requests_work_too() {
+    assert_eq!(run("echo-result", &[("x", InputProtection::Session)], None), ["RESULT: x"]);
+}
+
+#[test]
+fn result_shape_matches_avalon() {
+    let mut b = builder("echo-result");
+    b.input(b"Hello", InputProtection::Session).expect("input");
+    let (request, _) = b.build(None).expect("build");
+    let processed = worker().enclave.process(&body(&request), &NoIo);
+    let response: Value = serde_json::from_str(&processed.response).expect("json");
+    let result = &response["result"];
+    let keys: Vec<&str> = result.as_object().expect("object").keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "workOrderId",
+            "workloadId",
+            "workerId",
+            "requesterId",
+            "workerNonce",
+            "workerSignature",
+            "outData"
+        ]
+    );
+    let item = &result["outData"][0];
+    assert_eq!(item["dataHash"], json!(sha256(b"RESULT: Hello").to_hex_upper()));
+    assert_eq!(item["encryptedDataEncryptionKey"], json!(""));
+    assert_eq!(item["iv"], json!(""));
+    assert_eq!(result["workerNonce"].as_str().expect("nonce").len(), 44);
+}
+
+/// Processes `request` after `edit`, expecting an error response with `code` and `message`.
+fn refused(request: &WorkOrderRequest, edit: impl FnOnce(&mut Value), code: i64, message: &str) {
+    let mut value =
+        json!({"jsonrpc": "2.0", "method": "WorkOrderSubmit", "id": 9, "params": request});
+    edit(&mut value["params"]);
+    let processed = worker().enclave.process(value.to_string().as_bytes(), &NoIo);
+    let response: Value = serde_json::from_str(&processed.response).expect("json");
+    assert_eq!(response["error"]["code"], json!(code), "{}", processed.response);
+    assert_eq!(response["error"]["message"], json!(message));
+    assert_eq!(response["error"]["data"]["workOrderId"], json!(request.work_order_id));
+    assert_eq!(response["id"], json!(9));
+    assert_eq!(processed.error.as_ref().map(|e| e.code.code()), Some(code));
+}
+
+fn signed_request() -> WorkOrderRequest {
+    let requester = EcdsaSigningKey::generate().expect("rng");
+    let mut b = builder("echo-result");
+    b.input(b"Hello", InputProtection::Session).expect("input");
+    b.input(b"plain", InputProtection::Plain).expect("input");
+    b.build(Some(&requester)).expect("build").0
+}
+
+#[test]
+fn tampering_gets_the_wire_specs_codes_and_messages() {
+    let request = signed_request();
+    // Request hash: a hashed field changed after hashing.
+    refused(
+        &request,
+        |p| p["requesterNonce"] = json!("ff".repeat(16)),
+        -8,
+        "Decryption of client request hash failed. Request is tampered.",
+    );
+    refused(
+        &request,
+        |p| p["encryptedRequestHash"] = json!("00".repeat(48)),
+        -8,
+        "Decryption of client request hash failed. Request is tampered.",
+    );
+    // inData: an encrypted item altered, or a plain one replaced.
+    refused(
+        &request,
+        |p| {
+            let data = p["inData"][0]["data"].as_str().expect("data").to_owned();
+            let mut bytes = protection::decode_base64("data", &data).expect("b64");
+            bytes[0] ^= 1;
+            p["inData"][0]["data"] = json!(protection::encode_base64(&bytes));
+        },
+        -11,
+        "Crypto Error (DecryptMessage): AES_GCM authentication failed, plaintext is not trustworthy",
+    );
+    refused(
+        &request,
+        |p| {
+            p["inData"][1]["data"] = json!(protection::encode_base64(b"other"));
+            p["inData"][1]["dataHash"] = json!(sha256(b"other").to_hex_upper());
+        },
+        -8,
+        "Decryption of client request hash failed. Request is tampered.",
+    );
+    // dataHash: it no longer matches the plaintext.
+    refused(
+        &request,
+        |p| p["inData"][1]["dataHash"] = json!(sha256(b"x").to_hex()),
+        -8,
+        "input data hash verification failed",
+    );
+    // requesterSignature: made by another key.
+    let impostor = EcdsaSigningKey::generate().expect("rng");
+    refused(
+        &request,
+        |p| p["verifyingKey"] = json!(impostor.verifying_key().to_pem()),
+        -8,
+        "Signature verification of client request failed. Request is tampered.",
+    );
+    refused(
+        &request,
+        |p| p["requesterSignature"] = json!(protection::encode_base64(b"not DER")),
+        -8,
+        "Signature verification of client request failed. Request is tampered.",
+    );
+    // Missing IV.
+    refused(
+        &request,
+        |p| {
+            p.as_object_mut().expect("object").remove("sessionKeyIv");
+        },
+        -8,
+        "invalid request; failed to retrieve session key iv",
+    );
+    // No inputs; a truncated session key; unsupported formats.
+    refused(&request, |p| p["inData"] = json!([]), -8, "Indata is empty");
+    refused(
+        &request,
+        |p| {
+            let key = p["encryptedSessionKey"].as_str().expect("hex").to_owned();
+            p["encryptedSessionKey"] = json!(key[..key.len() - 2]);
+        },
+        -8,
+        "Crypto Error (DecryptMessage): RSA ciphertext size is invalid",
+    );
+    refused(
+        &request,
+        |p| p["payloadFormat"] = json!("xml"),
+        -8,
+        "Unsupported payload format found in the input",
+    );
+    refused(
+        &request,
+        |p| p["dataEncryptionAlgorithm"] = json!("aes-gcm-256"),
+        -8,
+        "Unsupported dataEncryptionAlgorithm found in the request",
+    );
+}
+
+#[test]
+fn unknown_workload_is_code_minus_12() {
+    let mut b = builder("no-such-workload");
+    b.input(b"x", InputProtection::Session).expect("input");
+    let (request, _) = b.build(None).expect("build");
+    refused(&request, |_| {}, -12, "Workload cannot be processed by this worker");
+    // The workloadId is hashed: changing it afterwards is tampering, caught before the look-up.
+    refused(
+        &request,
+        |p| p["workloadId"] = json!("6563686f2d726573756c74"),
+        -8,
+        "Decryption of client request hash failed. Request is tampered.",
+    );
+}
+
+#[test]
+fn garbage_never_panics_and_is_answered() {
+    for raw in [
+        &b""[..],
+        b"{",
+        b"[]",
+        b"{\"params\": 1}",
+        b"{\"id\": 3, \"params\": {\"workOrderId\": \"ab\"}}",
+        &[0xff; 64],
+    ] {
+        let processed = worker().enclave.process(raw, &NoIo);
+        let response: Value = serde_json::from_str(&processed.response).expect("always JSON");
+        assert!(response["error"]["code"].is_i64(), "{raw:?} -> {}", processed.response);
+        assert!(processed.error.is_some());
+    }
+    let processed =
+        worker().enclave.process(b"{\"id\": 3, \"params\": {\"workOrderId\": \"ab\"}}", &NoIo);
+    assert!(
+        processed.response.contains("invalid request; failed to retrieve workerId"),
+        "{}",
+        processed.response
+    );
+}
+
+#[test]
+fn oversized_requests_are_refused_clearly() {
+    let big = vec![b' '; 9 << 20];
+    let processed = worker().enclave.process(&big, &NoIo);
+    let message = processed.error.expect("refused").message;
+    assert!(message.starts_with("Work order request is too large"), "{message}");
+}
+
+#[test]
+fn restarted_worker_keeps_its_keys() {
+    let w = worker();
+    let restarted = Enclave::restore(
+        &w.platform,
+        Registry::with_builtins(),
+        EnclaveConfig::new("singleton-worker-1"),
+        &w.sealed_keys,
+        &[],
+    )
+    .expect("restore");
+    let (a, b) = (
+        &w.enclave.worker_record().details.worker_type_data,
+        &restarted.worker_record().details.worker_type_data,
+    );
+    assert_eq!(a.verification_key, b.verification_key);
+    assert_eq!(a.encryption_key, b.encryption_key);
+    // And it decrypts what was encrypted for the original.
+    let mut b = builder("echo-result");
+    b.input(b"after restart", InputProtection::Session).expect("input");
+    let (request, pending) = b.build(None).expect("build");
+    assert_eq!(
+        open(&pending, &restarted.process(&body(&request), &NoIo)),
+        ["RESULT: after restart"]
+    );
+}
+
+#[test]
+fn sealed_keys_from_another_measurement_or_altered_are_refused() {
+    let w = worker();
+    let other = SimPlatform::ephemeral(Measurement([9; 32])).expect("platform");
+    let config = || EnclaveConfig::new("singleton-worker-1");
+    assert!(
+        Enclave::restore(&other, Registry::with_builtins(), config(), &w.sealed_keys, &[]).is_err()
+    );
+    let mut flipped = w.sealed_keys.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x01;
+    assert!(
+        Enclave::restore(&w.platform, Registry::with_builtins(), config(), &flipped, &[]).is_err()
+    );
+}
+
+#[test]
+fn wallet_state_survives_a_restart() {
+    let registry = Registry::with_builtins();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let platform = SimPlatform::open(dir.path(), sim_measurement(&registry)).expect("platform");
+    let (enclave, sealed_keys) =
+        Enclave::create(&platform, registry, EnclaveConfig::new("wallet-worker")).expect("sign-up");
+    let key =
+        RsaPublicKey::from_pem(&enclave.worker_record().details.worker_type_data.encryption_key)
+            .expect("key");
+    let verification = enclave.worker_record().details.worker_type_data.verification_key.clone();
+    let order = |enclave: &Enclave, text: &str| {
+        let mut b =
+            WorkOrderBuilder::new(enclave.worker_id(), &key, OaepHash::Sha1, "simple-wallet")
+                .expect("builder");
+        b.input(text.as_bytes(), InputProtection::Session).expect("input");
+        let (request, pending) = b.build(None).expect("build");
+        let processed = enclave.process(&body(&request), &NoIo);
+        let outputs = pending.open(&result_of(&processed), &verification).expect("open");
+        (String::from_utf8(outputs[0].1.clone()).expect("utf-8"), processed.state)
+    };
+    let (text, state) = order(&enclave, "deposit alice 100");
+    assert_eq!(text, "WALLET RESULT: alice::100");
+    let state = state.expect("the wallet hands out its sealed ledger");
+    drop(enclave);
+
+    // A new process: platform reopened from the same directory, enclave restored.
+    let registry = Registry::with_builtins();
+    let platform = SimPlatform::open(dir.path(), sim_measurement(&registry)).expect("platform");
+    let restarted = Enclave::restore(
+        &platform,
+        registry,
+        EnclaveConfig::new("wallet-worker"),
+        &sealed_keys,
+        std::slice::from_ref(&state),
+    )
+    .expect("restore");
+    assert_eq!(order(&restarted, "withdraw alice 30").0, "WALLET RESULT: alice::70");
+
+    // A ledger sealed for the wallet cannot be passed off as another workload's state.
+    let mut misfiled = state;
+    misfiled.workload = "heart-disease-eval".into();
+    assert!(
+        Enclave::restore(
+            &platform,
+            Registry::with_builtins(),
+            EnclaveConfig::new("wallet-worker"),
+            &sealed_keys,
+            &[misfiled]
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn worker_record_is_avalon_shaped_and_signed() {
+    let record = worker().enclave.worker_record();
+    let value = serde_json::to_value(record).expect("json");
+    assert_eq!(value["workerType"], json!(1));
+    assert_eq!(value["status"], json!(1));
+    assert_eq!(value["details"]["workOrderPayloadFormats"], json!("JSON-RPC"));
+    assert_eq!(value["details"]["keyEncryptionAlgorithm"], json!("RSA-OAEP-3072"));
+    let data = &record.details.worker_type_data;
+    assert!(
+        data.encryption_key_signature
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_lowercase())
+    );
+    protection::verify_encryption_key_signature(
+        &data.verification_key,
+        &data.encryption_key,
+        &data.encryption_key_signature,
+    )
+    .expect("encryptionKeySignature verifies");
+    // Simulated: proofData stays empty for Avalon's clients, and the record says it is simulated.
+    assert_eq!(data.proof_data, "");
+    assert_eq!(data.proof_data_type, "afallon-sim");
+    assert_eq!(
+        worker().enclave.worker_id(),
+        "0b03616a46ea9cf574f3f8eedc93a62c691a60dbd3783427c0243bacfe5bba94"
+    );
+}
+
+#[test]
+fn evidence_in_the_record_is_refused_by_default_and_binds_the_key_when_allowed() {
+    let data = &worker().enclave.worker_record().details.worker_type_data;
+    let proof = WorkerProof {
+        proof_data_type: data.proof_data_type.clone(),
+        proof_data: data.proof_data.clone(),
+        enclave_certificate: data.enclave_certificate.clone(),
+    };
+    let evidence = Evidence::from_worker_proof(&proof).expect("the record carries evidence");
+    let expected = ReportData::for_verification_key(&data.verification_key);
+    assert_eq!(Policy::default().verify(&evidence, &expected), Err(VerifyError::SimulationRefused));
+    let verified = Policy::new()
+        .insecure_allow_simulation()
+        .trust_simulation_key(worker().platform.attestation_key())
+        .verify(&evidence, &expected)
+        .expect("verifies when simulation is allowed");
+    assert_eq!(verified.measurement, sim_measurement(&Registry::with_builtins()));
+    let other_key = EcdsaSigningKey::generate().expect("rng").verifying_key().to_pem();
+    assert_eq!(
+        Policy::new()
+            .insecure_allow_simulation()
+            .verify(&evidence, &ReportData::for_verification_key(&other_key)),
+        Err(VerifyError::ReportDataMismatch)
+    );
+}
+
+#[test]
+fn heart_disease_through_the_enclave() {
+    let outputs = run(
+        "heart-disease-eval",
+        &[("Data: 25 10 1 67 102 125 1 95 5 10 1 11 36 1", InputProtection::Session)],
+        None,
+    );
+    assert_eq!(outputs, ["You have a 47% risk of heart disease"]);
+}
+
+#[test]
+fn output_slots_choose_how_outputs_are_protected() {
+    let mut b = builder("echo-result");
+    b.input(b"first", InputProtection::Session).expect("input");
+    b.input(b"second", InputProtection::Session).expect("input");
+    b.input(b"third", InputProtection::Session).expect("input");
+    b.output(InputProtection::DataKey).expect("slot");
+    b.output(InputProtection::Plain).expect("slot");
+    let (request, pending) = b.build(None).expect("build");
+    let processed = worker().enclave.process(&body(&request), &NoIo);
+    let result = result_of(&processed);
+    // Slot 0: per-item key (hex key and IV copied); slot 1: plain ("-", data is base64 of the
+    // plaintext); the third output has no slot and uses the session key.
+    assert_eq!(
+        result.out_data[0].encrypted_data_encryption_key,
+        request.out_data[0].encrypted_data_encryption_key
+    );
+    assert_eq!(result.out_data[0].iv, request.out_data[0].iv);
+    assert_eq!(result.out_data[1].encrypted_data_encryption_key.as_deref(), Some("-"));
+    assert_eq!(
+        result.out_data[1].data.as_deref(),
+        Some(protection::encode_base64(b"RESULT: second").as_str())
+    );
+    assert_eq!(result.out_data[2].encrypted_data_encryption_key.as_deref(), Some(""));
+    assert_eq!(open(&pending, &processed), ["RESULT: first", "RESULT: second", "RESULT: third"]);
+}
