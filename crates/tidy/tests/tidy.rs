@@ -62,6 +62,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("workloads", &[]),
     ("attest", &["crypto"]),
     ("enclave", &["attest", "crypto", "proto", "workloads"]),
+    ("store", &[]),
     ("tidy", &[]),
 ];
 

@@ -1,0 +1,212 @@
+//! The store: the worker registry, the work-order queue with leases, results and receipts.
+//!
+//! [`Store`] is the interface the listener and the worker hosts use; [`RedbStore`] is the embedded
+//! backend (one process, one file), built on redb.
+//!
+//! Guarantees every backend gives:
+//! - [`Store::submit`] inserts a work order only if its id is new (a replay is refused atomically)
+//!   and enqueues it for its worker; when it returns, the order is durable (fsync'd).
+//! - [`Store::claim`] hands the oldest queued order of a worker to one holder under a lease; an
+//!   order whose lease expires goes back to the head of the queue ([`Store::requeue_expired`]).
+//! - [`Store::complete`] stores a response once: the first completion wins, later ones are ignored.
+//! - At most `max_orders` orders are kept: a submission beyond that purges the oldest finished
+//!   order, or is refused as busy when every stored order is still unfinished.
+//!
+//! Time comes in as an argument (milliseconds), so backends read no clock.
+
+mod redb_store;
+
+use std::future::Future;
+
+pub use redb_store::{RedbStore, RedbStoreOptions};
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend failed to read or write.
+    #[error("storage failure: {0}")]
+    Storage(String),
+    /// Stored data is not what this store wrote.
+    #[error("corrupt store data: {0}")]
+    Corrupt(String),
+    /// The store has shut down.
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// A work order to submit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOrder {
+    /// `workOrderId`, the key.
+    pub work_order_id: String,
+    /// The worker it is queued for.
+    pub worker_id: String,
+    /// The raw `WorkOrderSubmit` request body, stored and handed to the worker as it is.
+    pub request: Vec<u8>,
+}
+
+/// The outcome of [`Store::submit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubmitOutcome {
+    /// Stored durably and queued.
+    Accepted,
+    /// An order with this id exists already; nothing was changed.
+    Duplicate,
+    /// The store holds `max_orders` orders and none is finished; nothing was changed.
+    Busy,
+}
+
+/// Where a work order stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderStatus {
+    /// No such order (never submitted, or purged).
+    Unknown,
+    /// Queued or being processed.
+    Pending,
+    /// Finished: the worker's JSON-RPC response, as stored.
+    Done(String),
+}
+
+/// An order handed to a worker under a lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    /// The order's id.
+    pub work_order_id: String,
+    /// The raw request body.
+    pub request: Vec<u8>,
+}
+
+/// The outcome of [`Store::complete`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    /// The response was stored.
+    Stored,
+    /// A response was stored before; this one was dropped.
+    AlreadyDone,
+    /// The order no longer exists (purged); nothing was stored.
+    Unknown,
+}
+
+/// The outcome of [`Store::create_receipt`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptCreation {
+    /// Stored.
+    Created,
+    /// The work order does not exist.
+    NoSuchOrder,
+    /// The work order has a receipt already.
+    Exists,
+}
+
+/// A receipt: the create request and its updates, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredReceipt {
+    /// The `WorkOrderReceiptCreate` params, JSON.
+    pub create: String,
+    /// Every update object, JSON, oldest first.
+    pub updates: Vec<String>,
+}
+
+/// Counts for metrics and autoscaling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OrderCounts {
+    /// Waiting in a queue.
+    pub queued: u64,
+    /// Under a lease.
+    pub processing: u64,
+    /// With a stored response.
+    pub finished: u64,
+}
+
+/// The store's interface.
+pub trait Store: Send + Sync + 'static {
+    /// Registers or replaces a worker record (JSON).
+    fn put_worker(
+        &self,
+        worker_id: &str,
+        record: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// A worker's record (JSON).
+    ///
+    /// # Errors
+    /// [`StoreError`] on a backend failure.
+    fn worker(&self, worker_id: &str) -> Result<Option<String>, StoreError>;
+
+    /// Every worker id, in byte order.
+    ///
+    /// # Errors
+    /// [`StoreError`] on a backend failure.
+    fn worker_ids(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Inserts a work order if its id is new and queues it; durable when it returns.
+    fn submit(
+        &self,
+        order: NewOrder,
+    ) -> impl Future<Output = Result<SubmitOutcome, StoreError>> + Send;
+
+    /// Where a work order stands.
+    ///
+    /// # Errors
+    /// [`StoreError`] on a backend failure.
+    fn status(&self, work_order_id: &str) -> Result<OrderStatus, StoreError>;
+
+    /// The raw request of a work order, if it exists.
+    ///
+    /// # Errors
+    /// [`StoreError`] on a backend failure.
+    fn request(&self, work_order_id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Hands the oldest queued order of `worker_id` to `holder` until `now_ms + lease_ms`.
+    fn claim(
+        &self,
+        worker_id: &str,
+        holder: &str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> impl Future<Output = Result<Option<Claimed>, StoreError>> + Send;
+
+    /// Stores the response of a work order unless one is stored already; ends its lease.
+    fn complete(
+        &self,
+        work_order_id: &str,
+        response: String,
+    ) -> impl Future<Output = Result<Completion, StoreError>> + Send;
+
+    /// Puts every order whose lease ended before `now_ms` back at the head of its queue; returns
+    /// how many.
+    fn requeue_expired(&self, now_ms: u64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// How many orders are queued, processing and finished.
+    ///
+    /// # Errors
+    /// [`StoreError`] on a backend failure.
+    fn counts(&self) -> Result<OrderCounts, StoreError>;
+
+    /// Stores a receipt for an existing work order that has none.
+    fn create_receipt(
+        &self,
+        work_order_id: &str,
+        create: String,
+    ) -> impl Future<Output = Result<ReceiptCreation, StoreError>> + Send;
+
+    /// Appends an update to a receipt; returns the number of updates, or `None` without a receipt.
+    fn add_receipt_update(
+        &self,
+        work_order_id: &str,
+        update: String,
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+
+    /// A receipt and its updates.
+    ///
+    /// # Errors
+    /// [`StoreError`] on a backend failure.
+    fn receipt(&self, work_order_id: &str) -> Result<Option<StoredReceipt>, StoreError>;
+
+    /// Every work-order id with a receipt, in byte order.
+    ///
+    /// # Errors
+    /// [`StoreError`] on a backend failure.
+    fn receipt_ids(&self) -> Result<Vec<String>, StoreError>;
+}

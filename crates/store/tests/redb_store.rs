@@ -1,0 +1,174 @@
+//! The embedded store's guarantees: insert-if-absent submission, FIFO claims under leases,
+//! requeue on expiry, first completion wins, retention and BUSY, receipts, durability across a
+//! reopen, and group commit.
+
+use std::sync::Arc;
+
+use afallon_store::{
+    Completion, NewOrder, OrderStatus, ReceiptCreation, RedbStore, RedbStoreOptions, Store,
+    SubmitOutcome,
+};
+
+fn order(id: &str, worker: &str) -> NewOrder {
+    NewOrder {
+        work_order_id: id.into(),
+        worker_id: worker.into(),
+        request: format!("request {id}").into_bytes(),
+    }
+}
+
+fn open(dir: &tempfile::TempDir, max_orders: u64) -> RedbStore {
+    RedbStore::open(
+        &dir.path().join("store.redb"),
+        RedbStoreOptions { max_orders, ..Default::default() },
+    )
+    .expect("open")
+}
+
+#[tokio::test]
+async fn submission_is_insert_if_absent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir, 100);
+    assert_eq!(store.submit(order("a", "w")).await, Ok(SubmitOutcome::Accepted));
+    assert_eq!(
+        store.submit(NewOrder { request: b"other".to_vec(), ..order("a", "w") }).await,
+        Ok(SubmitOutcome::Duplicate)
+    );
+    assert_eq!(store.request("a"), Ok(Some(b"request a".to_vec())));
+    assert_eq!(store.status("a"), Ok(OrderStatus::Pending));
+    assert_eq!(store.status("nope"), Ok(OrderStatus::Unknown));
+}
+
+#[tokio::test]
+async fn claims_are_fifo_per_worker_and_exclusive() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir, 100);
+    for id in ["1", "2", "3"] {
+        store.submit(order(id, "w")).await.expect("submit");
+    }
+    store.submit(order("x", "other")).await.expect("submit");
+    let first = store.claim("w", "h1", 1000, 500).await.expect("claim").expect("an order");
+    assert_eq!(first.work_order_id, "1");
+    assert_eq!(first.request, b"request 1");
+    assert_eq!(
+        store.claim("w", "h2", 1000, 500).await.expect("claim").map(|c| c.work_order_id),
+        Some("2".into())
+    );
+    assert_eq!(
+        store.claim("other", "h3", 1000, 500).await.expect("claim").map(|c| c.work_order_id),
+        Some("x".into())
+    );
+    let counts = store.counts().expect("counts");
+    assert_eq!((counts.queued, counts.processing, counts.finished), (1, 3, 0));
+}
+
+#[tokio::test]
+async fn expired_leases_return_to_the_head_of_the_queue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir, 100);
+    store.submit(order("1", "w")).await.expect("submit");
+    store.submit(order("2", "w")).await.expect("submit");
+    store.claim("w", "dead-worker", 1000, 500).await.expect("claim");
+    assert_eq!(store.requeue_expired(1499).await, Ok(0), "the lease still runs");
+    assert_eq!(store.requeue_expired(1501).await, Ok(1));
+    let again = store.claim("w", "live-worker", 2000, 500).await.expect("claim").expect("an order");
+    assert_eq!(again.work_order_id, "1", "a requeued order keeps its place");
+}
+
+#[tokio::test]
+async fn first_completion_wins() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir, 100);
+    store.submit(order("1", "w")).await.expect("submit");
+    store.claim("w", "slow", 0, 10).await.expect("claim");
+    store.requeue_expired(100).await.expect("requeue");
+    store.claim("w", "fast", 100, 10).await.expect("claim");
+    assert_eq!(store.complete("1", "fast response".into()).await, Ok(Completion::Stored));
+    assert_eq!(store.complete("1", "slow response".into()).await, Ok(Completion::AlreadyDone));
+    assert_eq!(store.status("1"), Ok(OrderStatus::Done("fast response".into())));
+    assert_eq!(store.complete("never-submitted", "x".into()).await, Ok(Completion::Unknown));
+    let counts = store.counts().expect("counts");
+    assert_eq!((counts.queued, counts.processing, counts.finished), (0, 0, 1));
+}
+
+#[tokio::test]
+async fn retention_purges_the_oldest_finished_and_is_busy_otherwise() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir, 2);
+    store.submit(order("1", "w")).await.expect("submit");
+    store.submit(order("2", "w")).await.expect("submit");
+    assert_eq!(
+        store.submit(order("3", "w")).await,
+        Ok(SubmitOutcome::Busy),
+        "nothing finished to purge"
+    );
+    store.claim("w", "h", 0, 1000).await.expect("claim");
+    store.complete("1", "done".into()).await.expect("complete");
+    store.create_receipt("1", "{}".into()).await.expect("receipt");
+    assert_eq!(store.submit(order("3", "w")).await, Ok(SubmitOutcome::Accepted));
+    assert_eq!(store.status("1"), Ok(OrderStatus::Unknown), "the oldest finished order was purged");
+    assert_eq!(store.receipt("1"), Ok(None), "with its receipt");
+    assert_eq!(store.status("2"), Ok(OrderStatus::Pending));
+}
+
+#[tokio::test]
+async fn receipts_and_updates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir, 100);
+    assert_eq!(store.create_receipt("1", "c".into()).await, Ok(ReceiptCreation::NoSuchOrder));
+    store.submit(order("1", "w")).await.expect("submit");
+    assert_eq!(store.add_receipt_update("1", "u".into()).await, Ok(None));
+    assert_eq!(store.create_receipt("1", "c".into()).await, Ok(ReceiptCreation::Created));
+    assert_eq!(store.create_receipt("1", "c2".into()).await, Ok(ReceiptCreation::Exists));
+    assert_eq!(store.add_receipt_update("1", "u1".into()).await, Ok(Some(1)));
+    assert_eq!(store.add_receipt_update("1", "u2".into()).await, Ok(Some(2)));
+    let receipt = store.receipt("1").expect("read").expect("exists");
+    assert_eq!(
+        (receipt.create.as_str(), receipt.updates),
+        ("c", vec!["u1".to_owned(), "u2".to_owned()])
+    );
+    assert_eq!(store.receipt_ids(), Ok(vec!["1".to_owned()]));
+}
+
+#[tokio::test]
+async fn everything_survives_a_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(&dir, 100);
+        store.put_worker("w", "{\"status\": 1}").await.expect("worker");
+        store.submit(order("1", "w")).await.expect("submit");
+        store.submit(order("2", "w")).await.expect("submit");
+        store.claim("w", "h", 0, 1000).await.expect("claim");
+        store.complete("1", "done".into()).await.expect("complete");
+        store.claim("w", "h", 0, 1000).await.expect("claim");
+    }
+    let store = open(&dir, 100);
+    assert_eq!(store.worker("w"), Ok(Some("{\"status\": 1}".into())));
+    assert_eq!(store.worker_ids(), Ok(vec!["w".to_owned()]));
+    assert_eq!(store.status("1"), Ok(OrderStatus::Done("done".into())));
+    // "2" was claimed when the process went away: a restart requeues every lease.
+    assert_eq!(store.requeue_expired(u64::MAX).await, Ok(1));
+    assert_eq!(
+        store.claim("w", "h", 0, 1000).await.expect("claim").map(|c| c.work_order_id),
+        Some("2".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_submissions_share_commits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(open(&dir, 10_000));
+    let before = store.commits();
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.submit(order(&format!("o{i}"), "w")).await })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.expect("task"), Ok(SubmitOutcome::Accepted));
+    }
+    let commits = store.commits() - before;
+    assert_eq!(store.counts().expect("counts").queued, 200);
+    assert!(commits < 200, "200 submissions took {commits} commits: no group commit");
+}
