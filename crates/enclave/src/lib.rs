@@ -19,10 +19,14 @@ mod keys;
 mod process;
 mod sealing;
 
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use afallon_attest::{Measurement, Platform, PlatformError, ReportData};
 use afallon_crypto::{AesKey, OaepHash, RandomError, RsaError, Sha256};
 use afallon_proto::{
-    WorkerDetails, WorkerRecord, WorkerStatus, WorkerType, WorkerTypeData, protection,
+    ReceiptStatus, ReceiptUpdate, WorkerDetails, WorkerRecord, WorkerStatus, WorkerType,
+    WorkerTypeData, protection, receipt_update_digest, result_update_data, updater_id,
 };
 use afallon_workloads::{HostIo, Registry, WorkloadError};
 
@@ -146,6 +150,8 @@ pub enum EnclaveError {
 pub struct SealedState {
     /// The workload's name.
     pub workload: String,
+    /// Increases with every snapshot of this enclave's workloads: keep the highest.
+    pub version: u64,
     /// The sealed blob.
     pub blob: Vec<u8>,
 }
@@ -169,6 +175,10 @@ pub struct Enclave {
     config: EnclaveConfig,
     record: WorkerRecord,
     worker_id: String,
+    /// The last version handed out in a [`SealedState`].
+    state_version: AtomicU64,
+    /// Held while a stateful workload runs and its state is sealed.
+    state_lock: Mutex<()>,
 }
 
 impl Enclave {
@@ -204,6 +214,7 @@ impl Enclave {
     ) -> Result<Self, EnclaveError> {
         let sealing_key = platform.sealing_key();
         let keys = WorkerKeys::unseal(&sealing_key, sealed_keys)?;
+        let version = states.iter().map(|s| s.version).max().unwrap_or(0);
         for state in states {
             let workload = registry
                 .get(&state.workload)
@@ -215,7 +226,9 @@ impl Enclave {
                 error,
             })?;
         }
-        Self::assemble(platform, keys, sealing_key, registry, config)
+        let enclave = Self::assemble(platform, keys, sealing_key, registry, config)?;
+        enclave.state_version.store(version, Ordering::SeqCst);
+        Ok(enclave)
     }
 
     fn assemble(
@@ -263,7 +276,16 @@ impl Enclave {
             status: WorkerStatus::Active.code(),
         };
         let worker_id = afallon_proto::worker_id_from_name(&config.worker_name);
-        Ok(Self { keys, sealing_key, registry, config, record, worker_id })
+        Ok(Self {
+            keys,
+            sealing_key,
+            registry,
+            config,
+            record,
+            worker_id,
+            state_version: AtomicU64::new(0),
+            state_lock: Mutex::new(()),
+        })
     }
 
     /// The worker's id: SHA-256 of its name, lower-case hex.
@@ -287,10 +309,42 @@ impl Enclave {
         process::process(self, raw_request, io)
     }
 
+    /// The receipt update a worker appends after processing an order (wire spec §3.11):
+    /// `updateType` 2 (processed) or 3 (failed, when the response is an error), `updateData` the
+    /// upper-case hex SHA-256 of the stored response, signed with the worker's key.
+    pub fn receipt_update(
+        &self,
+        work_order_id: &str,
+        response: &str,
+        failed: bool,
+    ) -> ReceiptUpdate {
+        let verification_key = &self.record.details.worker_type_data.verification_key;
+        let update_type = if failed { ReceiptStatus::Failed } else { ReceiptStatus::Processed };
+        let mut update = ReceiptUpdate {
+            work_order_id: Some(work_order_id.to_owned()),
+            updater_id: Some(updater_id(verification_key)),
+            update_type: Some(update_type.code()),
+            update_data: Some(result_update_data(response)),
+            update_signature: None,
+            signature_rules: Some("SHA-256/SECP256K1".into()),
+            receipt_verification_key: Some(verification_key.clone()),
+        };
+        update.update_signature = Some(protection::sign_digest_base64(
+            &self.keys.signing,
+            &receipt_update_digest(&update),
+        ));
+        update
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.state_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn seal_workload_state(&self, workload: &str, snapshot: &[u8]) -> Option<SealedState> {
+        let version = self.state_version.fetch_add(1, Ordering::SeqCst) + 1;
         sealing::seal(&self.sealing_key, &state_label(workload), snapshot)
             .ok()
-            .map(|blob| SealedState { workload: workload.to_owned(), blob })
+            .map(|blob| SealedState { workload: workload.to_owned(), version, blob })
     }
 }
 

@@ -191,10 +191,15 @@ fn run(
         work_order_id: &request.work_order_id,
         io,
     };
-    let outputs = workload.process(&context, &inputs);
-    if let Some(snapshot) = workload.snapshot() {
-        *state = enclave.seal_workload_state(workload.name(), &snapshot);
-    }
+    let outputs = {
+        // A stateful workload runs one order at a time, and its state is sealed before the next.
+        let _serial = workload.stateful().then(|| enclave.lock_state());
+        let outputs = workload.process(&context, &inputs);
+        if let Some(snapshot) = workload.snapshot() {
+            *state = enclave.seal_workload_state(workload.name(), &snapshot);
+        }
+        outputs
+    };
     let outputs = outputs.map_err(|e| ProcessError {
         code: EnclaveErrorCode::Runtime,
         message: format!("Workload error: {e}"),

@@ -481,3 +481,23 @@ fn output_slots_choose_how_outputs_are_protected() {
     assert_eq!(result.out_data[2].encrypted_data_encryption_key.as_deref(), Some(""));
     assert_eq!(open(&pending, &processed), ["RESULT: first", "RESULT: second", "RESULT: third"]);
 }
+
+#[test]
+fn receipt_updates_are_signed_by_the_worker() {
+    let enclave = &worker().enclave;
+    let update = enclave.receipt_update("ab12", "{\"result\": 1}", false);
+    assert_eq!(update.update_type, Some(2));
+    assert_eq!(
+        update.update_data.as_deref(),
+        Some(sha256(b"{\"result\": 1}").to_hex_upper().as_str())
+    );
+    let digest = afallon_proto::receipt_update_digest(&update);
+    protection::verify_digest_base64(
+        "updateSignature",
+        verification_key(),
+        &digest,
+        update.update_signature.as_deref().expect("signed"),
+    )
+    .expect("the worker's key signs its receipt updates");
+    assert_eq!(enclave.receipt_update("ab12", "x", true).update_type, Some(3));
+}

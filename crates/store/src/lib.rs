@@ -77,6 +77,18 @@ pub struct Claimed {
     pub request: Vec<u8>,
 }
 
+/// A sealed blob the store keeps for an enclave (its keys, a workload's state). `version` orders
+/// blobs under one key: an older version never replaces a newer one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedBlob {
+    /// What it is, e.g. `worker/<name>/keys`.
+    pub key: String,
+    /// Its version.
+    pub version: u64,
+    /// The sealed bytes.
+    pub blob: Vec<u8>,
+}
+
 /// The outcome of [`Store::complete`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Completion {
@@ -167,12 +179,25 @@ pub trait Store: Send + Sync + 'static {
         lease_ms: u64,
     ) -> impl Future<Output = Result<Option<Claimed>, StoreError>> + Send;
 
-    /// Stores the response of a work order unless one is stored already; ends its lease.
+    /// Stores the response of a work order unless one is stored already, ends its lease, and in
+    /// the same transaction stores `sealed` (the workload's new state), so that a result and the
+    /// state it produced are durable together or not at all.
     fn complete(
         &self,
         work_order_id: &str,
         response: String,
+        sealed: Option<SealedBlob>,
     ) -> impl Future<Output = Result<Completion, StoreError>> + Send;
+
+    /// Stores a sealed blob unless a newer version is stored under its key.
+    fn put_sealed(&self, sealed: SealedBlob)
+    -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Every sealed blob whose key starts with `prefix`, in key order.
+    ///
+    /// # Errors
+    /// [`StoreError`] on a backend failure.
+    fn sealed(&self, prefix: &str) -> Result<Vec<SealedBlob>, StoreError>;
 
     /// Puts every order whose lease ended before `now_ms` back at the head of its queue; returns
     /// how many.

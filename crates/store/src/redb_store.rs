@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::{
-    Claimed, Completion, NewOrder, OrderCounts, OrderStatus, ReceiptCreation, Store, StoreError,
-    StoredReceipt, SubmitOutcome,
+    Claimed, Completion, NewOrder, OrderCounts, OrderStatus, ReceiptCreation, SealedBlob, Store,
+    StoreError, StoredReceipt, SubmitOutcome,
 };
 
 const WORKERS: TableDefinition<'static, &str, &str> = TableDefinition::new("workers");
@@ -36,6 +36,8 @@ const FINISHED: TableDefinition<'static, u64, &str> = TableDefinition::new("fini
 const RECEIPTS: TableDefinition<'static, &str, &str> = TableDefinition::new("receipts");
 const RECEIPT_UPDATES: TableDefinition<'static, (&str, u64), &str> =
     TableDefinition::new("receipt_updates");
+/// Sealed blob key → version (8 bytes BE) || blob.
+const SEALED: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("sealed");
 const COUNTERS: TableDefinition<'static, &str, u64> = TableDefinition::new("counters");
 
 /// Settings of the embedded store.
@@ -67,7 +69,8 @@ enum Op {
     PutWorker { id: String, record: String },
     Submit(NewOrder),
     Claim { worker: String, holder: String, now: u64, lease: u64 },
-    Complete { id: String, response: String },
+    Complete { id: String, response: String, sealed: Option<SealedBlob> },
+    PutSealed(SealedBlob),
     Requeue { now: u64 },
     CreateReceipt { id: String, create: String },
     AddUpdate { id: String, update: String },
@@ -136,6 +139,7 @@ impl RedbStore {
             txn.open_table(FINISHED).map_err(storage)?;
             txn.open_table(RECEIPTS).map_err(storage)?;
             txn.open_table(RECEIPT_UPDATES).map_err(storage)?;
+            txn.open_table(SEALED).map_err(storage)?;
             txn.open_table(COUNTERS).map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
@@ -271,7 +275,11 @@ fn apply(txn: &WriteTransaction, op: &Op, options: RedbStoreOptions) -> Result<R
                 .unwrap_or_default();
             Reply::Claim(Some(Claimed { work_order_id: id, request }))
         }
-        Op::Complete { id, response } => {
+        Op::PutSealed(sealed) => {
+            put_sealed(txn, sealed)?;
+            Reply::Unit
+        }
+        Op::Complete { id, response, sealed } => {
             let mut orders = txn.open_table(ORDERS)?;
             let Some(bytes) = orders.get(id.as_str())?.map(|b| b.value().to_vec()) else {
                 return Ok(Reply::Complete(Completion::Unknown));
@@ -291,6 +299,9 @@ fn apply(txn: &WriteTransaction, op: &Op, options: RedbStoreOptions) -> Result<R
             txn.open_table(RESPONSES)?.insert(id.as_str(), response.as_str())?;
             let finish_seq = next(txn, "finish")?;
             txn.open_table(FINISHED)?.insert(finish_seq, id.as_str())?;
+            if let Some(sealed) = sealed {
+                put_sealed(txn, sealed)?;
+            }
             Reply::Complete(Completion::Stored)
         }
         Op::Requeue { now } => {
@@ -358,6 +369,23 @@ fn submit(
     txn.open_table(REQUESTS)?.insert(id, order.request.as_slice())?;
     txn.open_table(QUEUE)?.insert((order.worker_id.as_str(), seq), id)?;
     Ok(SubmitOutcome::Accepted)
+}
+
+fn put_sealed(txn: &WriteTransaction, sealed: &SealedBlob) -> Result<(), redb::Error> {
+    let mut table = txn.open_table(SEALED)?;
+    let current = table.get(sealed.key.as_str())?.map(|v| sealed_version(v.value()));
+    if current.is_some_and(|version| version > sealed.version) {
+        return Ok(());
+    }
+    let mut value = Vec::with_capacity(8 + sealed.blob.len());
+    value.extend_from_slice(&sealed.version.to_be_bytes());
+    value.extend_from_slice(&sealed.blob);
+    table.insert(sealed.key.as_str(), value.as_slice())?;
+    Ok(())
+}
+
+fn sealed_version(value: &[u8]) -> u64 {
+    value.first_chunk::<8>().map_or(0, |v| u64::from_be_bytes(*v))
 }
 
 fn purge(
@@ -454,11 +482,39 @@ impl Store for RedbStore {
         &self,
         work_order_id: &str,
         response: String,
+        sealed: Option<SealedBlob>,
     ) -> Result<Completion, StoreError> {
-        match self.write(Op::Complete { id: work_order_id.to_owned(), response }).await? {
+        match self.write(Op::Complete { id: work_order_id.to_owned(), response, sealed }).await? {
             Reply::Complete(completion) => Ok(completion),
             _ => Err(unexpected()),
         }
+    }
+
+    async fn put_sealed(&self, sealed: SealedBlob) -> Result<(), StoreError> {
+        match self.write(Op::PutSealed(sealed)).await? {
+            Reply::Unit => Ok(()),
+            _ => Err(unexpected()),
+        }
+    }
+
+    fn sealed(&self, prefix: &str) -> Result<Vec<SealedBlob>, StoreError> {
+        self.read(|txn| {
+            let table = txn.open_table(SEALED)?;
+            let mut out = Vec::new();
+            for entry in table.range(prefix..)? {
+                let (key, value) = entry?;
+                if !key.value().starts_with(prefix) {
+                    break;
+                }
+                let value = value.value();
+                out.push(SealedBlob {
+                    key: key.value().to_owned(),
+                    version: sealed_version(value),
+                    blob: value.get(8..).unwrap_or_default().to_vec(),
+                });
+            }
+            Ok(out)
+        })
     }
 
     async fn requeue_expired(&self, now_ms: u64) -> Result<u64, StoreError> {

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use afallon_store::{
-    Completion, NewOrder, OrderStatus, ReceiptCreation, RedbStore, RedbStoreOptions, Store,
-    SubmitOutcome,
+    Completion, NewOrder, OrderStatus, ReceiptCreation, RedbStore, RedbStoreOptions, SealedBlob,
+    Store, SubmitOutcome,
 };
 
 fn order(id: &str, worker: &str) -> NewOrder {
@@ -83,10 +83,13 @@ async fn first_completion_wins() {
     store.claim("w", "slow", 0, 10).await.expect("claim");
     store.requeue_expired(100).await.expect("requeue");
     store.claim("w", "fast", 100, 10).await.expect("claim");
-    assert_eq!(store.complete("1", "fast response".into()).await, Ok(Completion::Stored));
-    assert_eq!(store.complete("1", "slow response".into()).await, Ok(Completion::AlreadyDone));
+    assert_eq!(store.complete("1", "fast response".into(), None).await, Ok(Completion::Stored));
+    assert_eq!(
+        store.complete("1", "slow response".into(), None).await,
+        Ok(Completion::AlreadyDone)
+    );
     assert_eq!(store.status("1"), Ok(OrderStatus::Done("fast response".into())));
-    assert_eq!(store.complete("never-submitted", "x".into()).await, Ok(Completion::Unknown));
+    assert_eq!(store.complete("never-submitted", "x".into(), None).await, Ok(Completion::Unknown));
     let counts = store.counts().expect("counts");
     assert_eq!((counts.queued, counts.processing, counts.finished), (0, 0, 1));
 }
@@ -103,7 +106,7 @@ async fn retention_purges_the_oldest_finished_and_is_busy_otherwise() {
         "nothing finished to purge"
     );
     store.claim("w", "h", 0, 1000).await.expect("claim");
-    store.complete("1", "done".into()).await.expect("complete");
+    store.complete("1", "done".into(), None).await.expect("complete");
     store.create_receipt("1", "{}".into()).await.expect("receipt");
     assert_eq!(store.submit(order("3", "w")).await, Ok(SubmitOutcome::Accepted));
     assert_eq!(store.status("1"), Ok(OrderStatus::Unknown), "the oldest finished order was purged");
@@ -139,7 +142,7 @@ async fn everything_survives_a_reopen() {
         store.submit(order("1", "w")).await.expect("submit");
         store.submit(order("2", "w")).await.expect("submit");
         store.claim("w", "h", 0, 1000).await.expect("claim");
-        store.complete("1", "done".into()).await.expect("complete");
+        store.complete("1", "done".into(), None).await.expect("complete");
         store.claim("w", "h", 0, 1000).await.expect("claim");
     }
     let store = open(&dir, 100);
@@ -171,4 +174,36 @@ async fn concurrent_submissions_share_commits() {
     let commits = store.commits() - before;
     assert_eq!(store.counts().expect("counts").queued, 200);
     assert!(commits < 200, "200 submissions took {commits} commits: no group commit");
+}
+
+fn blob(key: &str, version: u64, bytes: &[u8]) -> SealedBlob {
+    SealedBlob { key: key.into(), version, blob: bytes.to_vec() }
+}
+
+#[tokio::test]
+async fn sealed_state_commits_with_the_result_and_never_goes_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir, 100);
+    store.put_sealed(blob("worker/a/keys", 0, b"keys")).await.expect("put");
+    store.submit(order("1", "w")).await.expect("submit");
+    store.submit(order("2", "w")).await.expect("submit");
+    store
+        .complete("1", "r1".into(), Some(blob("worker/a/state/wallet", 2, b"v2")))
+        .await
+        .expect("complete");
+    // An older version does not replace a newer one, and a losing completion stores nothing.
+    store
+        .complete("2", "r2".into(), Some(blob("worker/a/state/wallet", 1, b"v1")))
+        .await
+        .expect("complete");
+    store
+        .complete("1", "again".into(), Some(blob("worker/a/state/wallet", 9, b"v9")))
+        .await
+        .expect("complete");
+    let sealed = store.sealed("worker/a/").expect("read");
+    assert_eq!(
+        sealed,
+        vec![blob("worker/a/keys", 0, b"keys"), blob("worker/a/state/wallet", 2, b"v2")]
+    );
+    assert_eq!(store.sealed("worker/b/").expect("read"), vec![]);
 }

@@ -67,6 +67,10 @@ impl Workload for HeartDiseaseEval {
         Ok(vec![Output::new(0, result)])
     }
 
+    fn stateful(&self) -> bool {
+        true
+    }
+
     fn snapshot(&self) -> Option<Vec<u8>> {
         let summary = *self.summary.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         Some(format!("{} {}", summary.total_risk, summary.count).into_bytes())

@@ -105,6 +105,12 @@ pub trait Workload: Send + Sync {
         inputs: &[Input],
     ) -> Result<Vec<Output>, WorkloadError>;
 
+    /// Whether the workload keeps state between orders. The enclave runs the orders of a stateful
+    /// workload one at a time, so that each sealed snapshot follows the one before it.
+    fn stateful(&self) -> bool {
+        false
+    }
+
     /// The state to keep across restarts, for workloads that have one. The enclave seals it after
     /// every order the workload ran.
     fn snapshot(&self) -> Option<Vec<u8>> {

@@ -111,6 +111,10 @@ impl Workload for SimpleWallet {
             .collect())
     }
 
+    fn stateful(&self) -> bool {
+        true
+    }
+
     fn snapshot(&self) -> Option<Vec<u8>> {
         let ledger = self.ledger.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         serde_json::to_vec(&*ledger).ok()
