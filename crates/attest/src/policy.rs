@@ -77,6 +77,12 @@ impl Policy {
         self.allow_simulation
     }
 
+    /// Whether this policy accepts a worker with no evidence at all (as Avalon's simulation mode
+    /// publishes): only when it accepts simulation from any key.
+    pub fn allows_unattested(&self) -> bool {
+        self.allow_simulation && self.trusted_simulation_keys.is_empty()
+    }
+
     /// Verifies `evidence` and checks it against the policy and the report data the verified keys
     /// call for.
     ///

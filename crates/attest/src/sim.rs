@@ -69,6 +69,24 @@ impl SimPlatform {
         })
     }
 
+    /// The public half of the simulation attestation key kept in `dir`, if there is one, without
+    /// creating anything: a requester on the node's machine can trust exactly that key.
+    ///
+    /// # Errors
+    /// [`PlatformError`] if the key file cannot be read or is corrupt.
+    pub fn local_attestation_key(dir: &Path) -> Result<Option<EcdsaVerifyingKey>, PlatformError> {
+        match fs::read(dir.join(ATTESTATION_KEY_FILE)) {
+            Ok(bytes) => {
+                let bytes = Zeroizing::new(bytes);
+                let key = EcdsaSigningKey::from_scalar_bytes(&bytes[..])
+                    .map_err(|_| PlatformError::CorruptSecret("attestation key"))?;
+                Ok(Some(key.verifying_key()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The simulation attestation key's public half, for a policy that trusts only this node's
     /// simulated evidence.
     pub fn attestation_key(&self) -> EcdsaVerifyingKey {

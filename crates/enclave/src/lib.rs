@@ -23,7 +23,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use afallon_attest::{Measurement, Platform, PlatformError, ReportData};
-use afallon_crypto::{AesKey, OaepHash, RandomError, RsaError, Sha256};
+use afallon_crypto::{AesKey, RandomError, RsaError, Sha256};
+pub use afallon_proto::KeyEncryption;
 use afallon_proto::{
     ReceiptStatus, ReceiptUpdate, WorkerDetails, WorkerRecord, WorkerStatus, WorkerType,
     WorkerTypeData, protection, receipt_update_digest, result_update_data, updater_id,
@@ -34,40 +35,6 @@ pub use error::ProcessError;
 pub use sealing::SealError;
 
 use keys::WorkerKeys;
-
-/// The key-encryption algorithm a worker advertises (`keyEncryptionAlgorithm`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum KeyEncryption {
-    /// `RSA-OAEP-3072`: OAEP with SHA-1 and MGF1-SHA-1, Avalon's wire suite.
-    #[default]
-    RsaOaep3072,
-    /// `RSA-OAEP-3072-SHA256`: OAEP with SHA-256 and MGF1-SHA-256.
-    RsaOaep3072Sha256,
-}
-
-impl KeyEncryption {
-    /// The name in worker records.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::RsaOaep3072 => "RSA-OAEP-3072",
-            Self::RsaOaep3072Sha256 => "RSA-OAEP-3072-SHA256",
-        }
-    }
-
-    /// The algorithm a worker record names.
-    pub fn from_name(name: &str) -> Option<Self> {
-        [Self::RsaOaep3072, Self::RsaOaep3072Sha256].into_iter().find(|k| k.name() == name)
-    }
-
-    /// The OAEP hash it stands for.
-    pub fn oaep_hash(self) -> OaepHash {
-        match self {
-            Self::RsaOaep3072 => OaepHash::Sha1,
-            Self::RsaOaep3072Sha256 => OaepHash::Sha256,
-        }
-    }
-}
 
 /// Size limits on what a work order may carry; beyond them it fails with a clear error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

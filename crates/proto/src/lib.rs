@@ -64,4 +64,4 @@ pub use receipt::{
 };
 pub use schema::SchemaError;
 pub use work_order::{DataItem, WorkOrderErrorData, WorkOrderRequest, WorkOrderResult};
-pub use worker::{WorkerDetails, WorkerRecord, WorkerTypeData};
+pub use worker::{KeyEncryption, WorkerDetails, WorkerRecord, WorkerTypeData};

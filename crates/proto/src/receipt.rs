@@ -48,7 +48,7 @@ pub struct ReceiptUpdate {
     /// The work order the receipt is for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub work_order_id: Option<String>,
-    /// The updater: its public key PEM without armour lines or newlines (see [`updater_id`]).
+    /// The updater: hex of its public key PEM without armour lines or newlines ([`updater_id`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updater_id: Option<String>,
     /// [`crate::ReceiptStatus`] code (or an application-specific one).
@@ -94,12 +94,14 @@ pub fn receipt_update_digest(update: &ReceiptUpdate) -> Sha256Digest {
     h.finalize()
 }
 
-/// An updater's id: its public key PEM with the armour lines and every newline removed.
+/// An updater's id: hex of its public key PEM with the armour lines and every newline removed
+/// (the form Avalon's SDK gives a worker id from its key; the schema demands hex).
 pub fn updater_id(verification_key_pem: &str) -> String {
-    verification_key_pem
+    let stripped = verification_key_pem
         .replace("-----BEGIN PUBLIC KEY-----", "")
         .replace("-----END PUBLIC KEY-----", "")
-        .replace('\n', "")
+        .replace('\n', "");
+    hex::encode(stripped)
 }
 
 /// `updateData` of a processed or completed update: upper-case hex SHA-256 of the UTF-8 of the
@@ -138,7 +140,7 @@ mod tests {
         assert_eq!(receipt_update_digest(&update), afallon_crypto::sha256(b"aa2FEED"));
         assert_eq!(
             updater_id("-----BEGIN PUBLIC KEY-----\nAAAA\nBBBB\n-----END PUBLIC KEY-----\n"),
-            "AAAABBBB"
+            hex::encode("AAAABBBB")
         );
     }
 }

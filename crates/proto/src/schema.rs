@@ -25,6 +25,12 @@ impl SchemaError {
         Self { message: message.into() }
     }
 
+    /// An error with a message of the caller's, for failures before params validation (a body
+    /// over the size limit, say) that are answered in the same bare shape.
+    pub fn from_message(message: impl Into<String>) -> Self {
+        Self::new(message)
+    }
+
     /// The message, as Avalon's listener words it.
     pub fn message(&self) -> &str {
         &self.message

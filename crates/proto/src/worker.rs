@@ -1,6 +1,7 @@
 //! The worker record (wire spec §1.9): what `WorkerRetrieve` returns and what requesters check
 //! before they encrypt to a worker.
 
+use afallon_crypto::OaepHash;
 use serde::{Deserialize, Serialize};
 
 /// A worker as the registry holds it; `WorkerRetrieve`'s result.
@@ -85,4 +86,38 @@ pub struct WorkerTypeData {
     /// that `proofData` stays empty for simulated workers as Avalon's clients expect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enclave_certificate: Option<String>,
+}
+
+/// The key-encryption algorithm a worker advertises (`keyEncryptionAlgorithm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum KeyEncryption {
+    /// `RSA-OAEP-3072`: OAEP with SHA-1 and MGF1-SHA-1, Avalon's wire suite.
+    #[default]
+    RsaOaep3072,
+    /// `RSA-OAEP-3072-SHA256`: OAEP with SHA-256 and MGF1-SHA-256.
+    RsaOaep3072Sha256,
+}
+
+impl KeyEncryption {
+    /// The name in worker records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::RsaOaep3072 => "RSA-OAEP-3072",
+            Self::RsaOaep3072Sha256 => "RSA-OAEP-3072-SHA256",
+        }
+    }
+
+    /// The algorithm a worker record names.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::RsaOaep3072, Self::RsaOaep3072Sha256].into_iter().find(|k| k.name() == name)
+    }
+
+    /// The OAEP hash it stands for.
+    pub fn oaep_hash(self) -> OaepHash {
+        match self {
+            Self::RsaOaep3072 => OaepHash::Sha1,
+            Self::RsaOaep3072Sha256 => OaepHash::Sha256,
+        }
+    }
 }

@@ -63,6 +63,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("attest", &["crypto"]),
     ("enclave", &["attest", "crypto", "proto", "workloads"]),
     ("store", &[]),
+    ("node", &["attest", "crypto", "enclave", "proto", "store", "workloads"]),
+    ("client", &["attest", "crypto", "proto"]),
+    ("cli", &["attest", "client", "crypto", "enclave", "node", "proto"]),
     ("tidy", &[]),
 ];
 

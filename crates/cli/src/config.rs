@@ -1,0 +1,119 @@
+//! The service configuration: defaults, then a TOML file, then `AFALLON_*` environment variables,
+//! then command-line flags, each layer overriding the one before.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use afallon_enclave::{EnclaveConfig, KeyEncryption};
+use afallon_node::NodeConfig;
+use figment::Figment;
+use figment::providers::{Env, Format as _, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// A configuration that cannot be used; the binary exits with code 64.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub(crate) struct ConfigError(String);
+
+/// The settings of `afallon up`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Config {
+    pub(crate) listen: SocketAddr,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) sync_mode: bool,
+    pub(crate) sync_timeout_seconds: u64,
+    pub(crate) max_orders: u64,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) lease_seconds: u64,
+    pub(crate) processors_per_worker: Option<usize>,
+    /// `afallon up` runs on the simulated TEE unless this is set to false.
+    pub(crate) insecure_simulation: bool,
+    pub(crate) workers: Vec<WorkerSettings>,
+}
+
+/// One hosted worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WorkerSettings {
+    pub(crate) name: String,
+    #[serde(default)]
+    pub(crate) organization_id: Option<String>,
+    #[serde(default)]
+    pub(crate) application_type_id: Option<String>,
+    #[serde(default)]
+    pub(crate) key_encryption: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 1947)),
+            data_dir: PathBuf::from("afallon-data"),
+            sync_mode: false,
+            sync_timeout_seconds: 30,
+            max_orders: 10_000,
+            max_body_bytes: 8 << 20,
+            lease_seconds: 30,
+            processors_per_worker: None,
+            insecure_simulation: true,
+            workers: vec![WorkerSettings {
+                name: "singleton-worker-1".into(),
+                organization_id: None,
+                application_type_id: None,
+                key_encryption: None,
+            }],
+        }
+    }
+}
+
+/// Defaults, then the file (if any), then the environment.
+pub(crate) fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+    let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    if let Some(file) = file {
+        if !file.exists() {
+            return Err(ConfigError(format!("config file {} does not exist", file.display())));
+        }
+        figment = figment.merge(Toml::file(file));
+    }
+    figment = figment.merge(Env::prefixed("AFALLON_").ignore(&["CONFIG", "LOG", "URL"]));
+    figment.extract().map_err(|e| ConfigError(e.to_string()))
+}
+
+impl Config {
+    pub(crate) fn into_node_config(self) -> Result<NodeConfig, ConfigError> {
+        let mut node = NodeConfig::new(self.listen, self.data_dir);
+        node.sync_mode = self.sync_mode;
+        node.sync_timeout = Duration::from_secs(self.sync_timeout_seconds);
+        node.max_orders = self.max_orders;
+        node.max_body_bytes = self.max_body_bytes;
+        node.lease = Duration::from_secs(self.lease_seconds.max(1));
+        if let Some(processors) = self.processors_per_worker {
+            node.processors_per_worker = processors;
+        }
+        node.insecure_simulation = self.insecure_simulation;
+        if self.workers.is_empty() {
+            return Err(ConfigError("at least one worker must be configured".into()));
+        }
+        node.workers = self
+            .workers
+            .into_iter()
+            .map(|w| {
+                let mut config = EnclaveConfig::new(w.name);
+                if let Some(id) = w.organization_id {
+                    config.organization_id = id;
+                }
+                if let Some(id) = w.application_type_id {
+                    config.application_type_id = id;
+                }
+                if let Some(name) = w.key_encryption {
+                    config.key_encryption = KeyEncryption::from_name(&name)
+                        .ok_or_else(|| ConfigError(format!("unknown key_encryption {name:?}")))?;
+                }
+                Ok(config)
+            })
+            .collect::<Result<_, ConfigError>>()?;
+        Ok(node)
+    }
+}

@@ -1,0 +1,152 @@
+//! The `afallon` binary: thin glue over the node and client crates.
+//!
+//! `afallon up` runs the service; `submit`, `workers`, `result` and `receipt` talk to a running
+//! one as a requester would. Exit codes: 0 success, 1 failure, 64 bad configuration.
+
+mod config;
+mod requester;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// A trusted compute service: the EEA Off-Chain Trusted Compute API, wire-compatible with
+/// Hyperledger Avalon.
+#[derive(Debug, Parser)]
+#[command(name = "afallon", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs listener and worker in one process, on the embedded store and the simulated TEE.
+    Up(UpArgs),
+    /// Submits a work order, waits for the result, verifies and decrypts it.
+    Submit(requester::SubmitArgs),
+    /// Lists the registered workers.
+    Workers(requester::ConnectArgs),
+    /// Prints the stored result of a work order (encrypted: only its requester can read it).
+    Result(requester::IdArgs),
+    /// Prints a work order's receipt and its updates.
+    Receipt(requester::IdArgs),
+}
+
+/// Settings of `afallon up`; each overrides the config file and the `AFALLON_*` environment.
+#[derive(Debug, Args)]
+struct UpArgs {
+    /// A TOML config file.
+    #[arg(long, short = 'c', env = "AFALLON_CONFIG")]
+    config: Option<PathBuf>,
+    /// Listen address [default: 127.0.0.1:1947].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Data directory [default: ./afallon-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Answer WorkOrderSubmit with the result (Avalon's synchronous mode).
+    #[arg(long)]
+    sync: bool,
+    /// The most work orders kept [default: 10000].
+    #[arg(long)]
+    max_orders: Option<u64>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_log = if matches!(cli.command, Command::Up(_)) { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AFALLON_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Up(args) => up(args).await,
+            Command::Submit(args) => requester::submit(args).await,
+            Command::Workers(args) => requester::workers(args).await,
+            Command::Result(args) => requester::result(args).await,
+            Command::Receipt(args) => requester::receipt(args).await,
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            if error.downcast_ref::<config::ConfigError>().is_some() {
+                ExitCode::from(64)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let mut config = config::load(args.config.as_deref())?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(data_dir) = args.data_dir {
+        config.data_dir = data_dir;
+    }
+    if args.sync {
+        config.sync_mode = true;
+    }
+    if let Some(max_orders) = args.max_orders {
+        config.max_orders = max_orders;
+    }
+    let node_config = config.into_node_config()?;
+    if node_config.insecure_simulation {
+        eprintln!(
+            "WARNING: workers run on the SIMULATED TEE (insecure_simulation = true): their keys and the data \
+             they process are not protected by hardware, and their attestation proves nothing. For development only."
+        );
+    }
+    let node = afallon_node::Node::start(node_config.clone()).await?;
+    for worker in &node_config.workers {
+        println!(
+            "worker {} ({})",
+            worker.worker_name,
+            afallon_proto::worker_id_from_name(&worker.worker_name)
+        );
+    }
+    println!("listening on http://{}", node.local_addr());
+    node.run_until(shutdown_signal()).await;
+    eprintln!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

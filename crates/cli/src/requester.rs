@@ -1,0 +1,269 @@
+//! The requester commands: `submit`, `workers`, `result`, `receipt`. Outputs go to standard
+//! output (one line each, or JSON with `--json`); progress and verification notes go to standard
+//! error.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use afallon_attest::SimPlatform;
+use afallon_client::{Attestation, Client, InputProtection, Policy, Submission};
+use afallon_crypto::EcdsaSigningKey;
+use anyhow::Context as _;
+use clap::Args;
+use serde_json::json;
+
+/// Where the listener is.
+#[derive(Debug, Args)]
+pub(crate) struct ConnectArgs {
+    /// The listener's URL.
+    #[arg(long, env = "AFALLON_URL", default_value = "http://127.0.0.1:1947")]
+    url: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `afallon result` and `afallon receipt`.
+#[derive(Debug, Args)]
+pub(crate) struct IdArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// The work order's id.
+    work_order_id: String,
+}
+
+/// `afallon submit`.
+#[derive(Debug, Args)]
+pub(crate) struct SubmitArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// The worker's name (its id is SHA-256 of it).
+    #[arg(
+        short = 'w',
+        long = "worker",
+        conflicts_with = "worker_id",
+        required_unless_present = "worker_id"
+    )]
+    worker: Option<String>,
+    /// The worker's id in hex, instead of its name.
+    #[arg(long)]
+    worker_id: Option<String>,
+    /// The workload's name (echo-result, heart-disease-eval, inside-out-eval, simple-wallet).
+    #[arg(short = 'l', long = "workload")]
+    workload: String,
+    /// One input item each.
+    #[arg(short = 'i', long = "input", num_args = 1.., required = true)]
+    inputs: Vec<String>,
+    /// Send the inputs unencrypted (encryptedDataEncryptionKey "-").
+    #[arg(long)]
+    plain: bool,
+    /// Sign the request with a fresh requester key.
+    #[arg(long)]
+    sign: bool,
+    /// Create a receipt for the work order and show it when the result is in.
+    #[arg(long)]
+    receipt: bool,
+    /// Expect the result in the submit answer (a listener in synchronous mode); polls otherwise.
+    #[arg(long)]
+    sync: bool,
+    /// The local node's data directory: a simulated worker whose evidence is signed by this
+    /// node's simulation key is accepted.
+    #[arg(long, default_value = "afallon-data")]
+    data_dir: PathBuf,
+    /// Accept simulated (or unattested) workers from anywhere. For development only.
+    #[arg(long)]
+    insecure_allow_simulation: bool,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+}
+
+/// The attestation policy for `submit`, and what it means in words.
+fn policy(args: &SubmitArgs) -> anyhow::Result<(Policy, String)> {
+    if args.insecure_allow_simulation {
+        return Ok((
+            Policy::new().insecure_allow_simulation(),
+            "any simulated TEE (--insecure-allow-simulation)".into(),
+        ));
+    }
+    let sim_dir = args.data_dir.join("sim");
+    let local_key = SimPlatform::local_attestation_key(&sim_dir)
+        .with_context(|| format!("reading the local simulation key in {}", sim_dir.display()))?;
+    Ok(match local_key {
+        Some(key) => (
+            Policy::new().insecure_allow_simulation().trust_simulation_key(key),
+            format!("the simulated TEE of the local node in {}", args.data_dir.display()),
+        ),
+        None => (Policy::new(), "hardware TEEs only".into()),
+    })
+}
+
+pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.connect.url)?;
+    let worker_id = match (&args.worker_id, &args.worker) {
+        (Some(id), _) => id.clone(),
+        (None, Some(name)) => afallon_proto::worker_id_from_name(name),
+        (None, None) => anyhow::bail!("name a worker with -w NAME or --worker-id HEX"),
+    };
+    let (policy, trusted) = policy(&args)?;
+    let worker = client
+        .verify_worker(&worker_id, &policy)
+        .await
+        .with_context(|| format!("verifying worker {worker_id} (accepting {trusted})"))?;
+    match &worker.attestation {
+        Attestation::Verified(evidence) if worker.is_simulated() => {
+            eprintln!(
+                "worker {worker_id}: SIMULATED TEE, measurement {}, accepted as {trusted}",
+                evidence.measurement.to_hex_upper()
+            )
+        }
+        Attestation::Verified(evidence) => eprintln!(
+            "worker {worker_id}: attested, measurement {}",
+            evidence.measurement.to_hex_upper()
+        ),
+        _ => eprintln!("worker {worker_id}: NO attestation, accepted as {trusted}"),
+    }
+
+    let signer = if args.sign || args.receipt { Some(EcdsaSigningKey::generate()?) } else { None };
+    let mut builder = worker.work_order(&args.workload)?;
+    let protection = if args.plain { InputProtection::Plain } else { InputProtection::Session };
+    for input in &args.inputs {
+        builder.input(input.as_bytes(), protection)?;
+    }
+    let (request, pending) = builder.build(signer.as_ref().filter(|_| args.sign))?;
+    let submission = client.submit(&request).await.context("submitting")?;
+    eprintln!("work order {} submitted", request.work_order_id);
+    if args.receipt
+        && let Some(signer) = &signer
+    {
+        client.create_receipt(&request, signer).await.context("creating the receipt")?;
+    }
+    let timeout = Duration::from_secs(args.timeout);
+    let result = match submission {
+        Submission::Done(result) => *result,
+        Submission::Pending => {
+            if args.sync {
+                eprintln!("the listener is not in synchronous mode; polling for the result");
+            }
+            wait(&client, &request.work_order_id, timeout).await?
+        }
+    };
+    let outputs =
+        pending.open(&result, &worker.verification_key).context("verifying the result")?;
+    let receipt = if args.receipt {
+        Some(client.receipt(&request.work_order_id).await.context("reading the receipt")?)
+    } else {
+        None
+    };
+
+    if args.connect.json {
+        let outputs: Vec<_> = outputs
+            .iter()
+            .map(|(index, data)| json!({"index": index, "data": String::from_utf8_lossy(data)}))
+            .collect();
+        let mut out = json!({
+            "workOrderId": request.work_order_id,
+            "workerId": worker_id,
+            "signatureVerified": true,
+            "simulated": worker.is_simulated(),
+            "outputs": outputs,
+        });
+        if let Some(receipt) = &receipt {
+            out["receipt"] = serde_json::to_value(receipt)?;
+        }
+        println!("{out}");
+    } else {
+        for (_, data) in &outputs {
+            println!("{}", String::from_utf8_lossy(data));
+        }
+        eprintln!("signature verified: the result is signed by worker {worker_id}'s key");
+        if let Some(receipt) = &receipt {
+            eprintln!("receipt status: {}", receipt_status_name(receipt.receipt_current_status));
+        }
+    }
+    Ok(())
+}
+
+/// Polls with growing intervals: a fast worker answers within milliseconds.
+async fn wait(
+    client: &Client,
+    work_order_id: &str,
+    timeout: Duration,
+) -> anyhow::Result<afallon_proto::WorkOrderResult> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut interval = Duration::from_millis(5);
+    loop {
+        if let Some(result) = client.result(work_order_id).await.context("fetching the result")? {
+            return Ok(result);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("no result for work order {work_order_id} after {timeout:?}");
+        }
+        tokio::time::sleep(interval).await;
+        interval = (interval * 2).min(Duration::from_millis(250));
+    }
+}
+
+fn receipt_status_name(status: i64) -> String {
+    match afallon_proto::ReceiptStatus::from_code(status) {
+        Some(s) => format!("{s:?} ({status})").to_lowercase(),
+        None => status.to_string(),
+    }
+}
+
+pub(crate) async fn workers(args: ConnectArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.url)?;
+    let found = client.worker_lookup(1).await.context("looking up workers")?;
+    let mut rows = Vec::new();
+    for id in &found.ids {
+        let record =
+            client.worker_record(id).await.with_context(|| format!("retrieving worker {id}"))?;
+        rows.push((id.clone(), record));
+    }
+    if args.json {
+        let list: Vec<_> =
+            rows.iter().map(|(id, record)| json!({"workerId": id, "record": record})).collect();
+        println!("{}", serde_json::Value::Array(list));
+    } else {
+        for (id, record) in rows {
+            let data = &record.details.worker_type_data;
+            println!(
+                "{id}  status {}  {}  proof {}",
+                record.status, record.details.key_encryption_algorithm, data.proof_data_type
+            );
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn result(args: IdArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.connect.url)?;
+    match client.result(&args.work_order_id).await? {
+        Some(result) => println!("{}", serde_json::to_string_pretty(&result)?),
+        None => println!("pending"),
+    }
+    Ok(())
+}
+
+pub(crate) async fn receipt(args: IdArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.connect.url)?;
+    let receipt = client.receipt(&args.work_order_id).await?;
+    let last = client.receipt_update_retrieve(&args.work_order_id, None).await.ok();
+    if args.connect.json {
+        println!("{}", json!({"receipt": receipt, "lastUpdate": last}));
+    } else {
+        println!(
+            "receipt for work order {}: {}",
+            args.work_order_id,
+            receipt_status_name(receipt.receipt_current_status)
+        );
+        if let Some(last) = last {
+            println!(
+                "updates: {}, last by {}",
+                last.update_count,
+                last.update.updater_id.unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,269 @@
+//! The requester SDK: talk to an afallon (or Avalon) listener over JSON-RPC.
+//!
+//! 1. [`Client::verify_worker`] fetches a worker's record and checks it: active, the
+//!    encryption-key signature, and its attestation under a [`Policy`] (which refuses simulated
+//!    workers unless told otherwise).
+//! 2. [`Worker::work_order`] starts a [`WorkOrderBuilder`]: add inputs (session-key encrypted,
+//!    plain, or with their own data key), optionally sign, and build.
+//! 3. [`Client::submit`] sends it; [`Client::wait_result`] polls for the result (or submit in a
+//!    listener's synchronous mode returns it at once).
+//! 4. [`PendingResult::open`] verifies the worker's signature and decrypts the outputs.
+//!
+//! Receipts: [`Client::create_receipt`], [`Client::receipt`], [`Client::receipt_update`] and
+//! [`Client::receipt_update_retrieve`].
+
+mod transport;
+mod worker;
+
+use std::time::Duration;
+
+pub use afallon_attest::Policy;
+use afallon_crypto::{EcdsaSigningKey, random_array};
+pub use afallon_proto::requester::{InputProtection, PendingResult, ResultError, WorkOrderBuilder};
+use afallon_proto::{
+    LookUpResult, ReceiptCreate, ReceiptRetrieveResult, ReceiptStatus, ReceiptUpdate,
+    ReceiptUpdateRetrieveParams, ReceiptUpdateRetrieveResult, WorkOrderRequest, WorkOrderResult,
+    WorkOrderStatus, WorkerRecord, protection, receipt_create_digest, request_hash,
+};
+use serde_json::{Value, json};
+pub use transport::RpcError;
+pub use worker::{Attestation, Worker, WorkerError, verify_worker_record};
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The URL is not an `http://` URL.
+    #[error("invalid listener URL {0:?}")]
+    Url(String),
+    /// The listener could not be reached or the connection broke.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// The listener answered with something that is not a JSON-RPC response.
+    #[error("unexpected answer: {0}")]
+    Protocol(String),
+    /// The listener answered with a JSON-RPC error.
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    /// The worker's record did not pass verification.
+    #[error("worker: {0}")]
+    Worker(#[from] WorkerError),
+    /// The result did not verify or decrypt.
+    #[error("result: {0}")]
+    Result(#[from] ResultError),
+    /// Building a work order or receipt failed.
+    #[error("protection: {0}")]
+    Protection(#[from] protection::ProtectionError),
+    /// The result did not arrive in time.
+    #[error("no result after {0:?}")]
+    Timeout(Duration),
+}
+
+/// What a submission answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Submission {
+    /// Accepted and queued (code 5): poll for the result.
+    Pending,
+    /// Processed already (the listener's synchronous mode).
+    Done(Box<WorkOrderResult>),
+}
+
+/// A JSON-RPC client for one listener.
+#[derive(Debug)]
+pub struct Client {
+    transport: transport::Transport,
+}
+
+impl Client {
+    /// A client for the listener at `url` (`http://host:port`, any path).
+    ///
+    /// # Errors
+    /// [`ClientError::Url`] for anything else.
+    pub fn new(url: &str) -> Result<Self, ClientError> {
+        Ok(Self { transport: transport::Transport::new(url)? })
+    }
+
+    /// Calls `method` with `params` and returns the `result`; a JSON-RPC error (any code) is
+    /// [`ClientError::Rpc`].
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn call(&self, method: &str, params: Value) -> Result<Value, ClientError> {
+        self.transport.call(method, params).await
+    }
+
+    /// `WorkerLookUp` for workers of `worker_type` (1 for TEE workers).
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn worker_lookup(&self, worker_type: i64) -> Result<LookUpResult, ClientError> {
+        let result = self.call("WorkerLookUp", json!({"workerType": worker_type})).await?;
+        serde_json::from_value(result).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// `WorkerRetrieve`: a worker's record, unverified.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub async fn worker_record(&self, worker_id: &str) -> Result<WorkerRecord, ClientError> {
+        let result = self.call("WorkerRetrieve", json!({"workerId": worker_id})).await?;
+        serde_json::from_value(result).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// Fetches a worker's record and verifies it under `policy` (see [`verify_worker_record`]).
+    ///
+    /// # Errors
+    /// [`ClientError::Worker`] when the record does not verify.
+    pub async fn verify_worker(
+        &self,
+        worker_id: &str,
+        policy: &Policy,
+    ) -> Result<Worker, ClientError> {
+        let record = self.worker_record(worker_id).await?;
+        Ok(verify_worker_record(worker_id, record, policy)?)
+    }
+
+    /// `WorkOrderSubmit`.
+    ///
+    /// # Errors
+    /// [`ClientError::Rpc`] for a refusal (duplicate id, unknown worker, busy, ...).
+    pub async fn submit(&self, request: &WorkOrderRequest) -> Result<Submission, ClientError> {
+        let params =
+            serde_json::to_value(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        match self.call("WorkOrderSubmit", params).await {
+            Ok(result) => Ok(Submission::Done(Box::new(
+                serde_json::from_value(result).map_err(|e| ClientError::Protocol(e.to_string()))?,
+            ))),
+            Err(ClientError::Rpc(error)) if error.code == WorkOrderStatus::Pending.code() => {
+                Ok(Submission::Pending)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// `WorkOrderGetResult`: the result, or `None` while pending (code 5).
+    ///
+    /// # Errors
+    /// [`ClientError::Rpc`] for an unknown order or a failed one (the worker's error, mapped).
+    pub async fn result(
+        &self,
+        work_order_id: &str,
+    ) -> Result<Option<WorkOrderResult>, ClientError> {
+        match self.call("WorkOrderGetResult", json!({"workOrderId": work_order_id})).await {
+            Ok(result) => Ok(Some(
+                serde_json::from_value(result).map_err(|e| ClientError::Protocol(e.to_string()))?,
+            )),
+            Err(ClientError::Rpc(error)) if error.code == WorkOrderStatus::Pending.code() => {
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Polls `WorkOrderGetResult` every `poll` until the result is there or `timeout` passes.
+    ///
+    /// # Errors
+    /// As [`Client::result`], and [`ClientError::Timeout`].
+    pub async fn wait_result(
+        &self,
+        work_order_id: &str,
+        poll: Duration,
+        timeout: Duration,
+    ) -> Result<WorkOrderResult, ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(result) = self.result(work_order_id).await? {
+                return Ok(result);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ClientError::Timeout(timeout));
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
+    /// `WorkOrderReceiptCreate` for a submitted request, signed by `signer` (status pending).
+    ///
+    /// # Errors
+    /// [`ClientError::Rpc`] when the listener refuses it.
+    pub async fn create_receipt(
+        &self,
+        request: &WorkOrderRequest,
+        signer: &EcdsaSigningKey,
+    ) -> Result<(), ClientError> {
+        let nonce = u64::from_be_bytes(random_array()?) % 10_000_000_000 + 1;
+        let mut receipt = ReceiptCreate {
+            work_order_id: Some(request.work_order_id.clone()),
+            worker_service_id: Some(request.worker_id.clone()),
+            worker_id: Some(request.worker_id.clone()),
+            requester_id: Some(request.requester_id.clone()),
+            receipt_create_status: Some(ReceiptStatus::Pending.code()),
+            work_order_request_hash: Some(protection::encode_base64(
+                request_hash(request).as_bytes(),
+            )),
+            requester_generated_nonce: Some(nonce.to_string()),
+            requester_signature: None,
+            signature_rules: Some("SHA-256/SECP256K1".into()),
+            receipt_verification_key: Some(signer.verifying_key().to_pem()),
+        };
+        receipt.requester_signature =
+            Some(protection::sign_digest_base64(signer, &receipt_create_digest(&receipt)));
+        self.expect_code_zero("WorkOrderReceiptCreate", serde_json::to_value(&receipt)).await
+    }
+
+    /// `WorkOrderReceiptUpdate` with a signed update (see `afallon_proto::receipt_update_digest`).
+    ///
+    /// # Errors
+    /// [`ClientError::Rpc`] when the listener refuses it.
+    pub async fn receipt_update(&self, update: &ReceiptUpdate) -> Result<(), ClientError> {
+        self.expect_code_zero("WorkOrderReceiptUpdate", serde_json::to_value(update)).await
+    }
+
+    async fn expect_code_zero(
+        &self,
+        method: &str,
+        params: serde_json::Result<Value>,
+    ) -> Result<(), ClientError> {
+        let params = params.map_err(|e| ClientError::Protocol(e.to_string()))?;
+        match self.call(method, params).await {
+            Err(ClientError::Rpc(error)) if error.code == WorkOrderStatus::Success.code() => Ok(()),
+            Err(error) => Err(error),
+            Ok(other) => Err(ClientError::Protocol(format!("{method} answered a result: {other}"))),
+        }
+    }
+
+    /// `WorkOrderReceiptRetrieve`.
+    ///
+    /// # Errors
+    /// [`ClientError::Rpc`] for an unknown receipt.
+    pub async fn receipt(&self, work_order_id: &str) -> Result<ReceiptRetrieveResult, ClientError> {
+        let result =
+            self.call("WorkOrderReceiptRetrieve", json!({"workOrderId": work_order_id})).await?;
+        serde_json::from_value(result).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// `WorkOrderReceiptUpdateRetrieve`; `None` for the last update.
+    ///
+    /// # Errors
+    /// [`ClientError::Rpc`] for an unknown receipt or index.
+    pub async fn receipt_update_retrieve(
+        &self,
+        work_order_id: &str,
+        update_index: Option<i64>,
+    ) -> Result<ReceiptUpdateRetrieveResult, ClientError> {
+        let index = update_index.unwrap_or(ReceiptUpdateRetrieveParams::LAST_UPDATE);
+        let result = self
+            .call(
+                "WorkOrderReceiptUpdateRetrieve",
+                json!({"workOrderId": work_order_id, "updateIndex": index}),
+            )
+            .await?;
+        serde_json::from_value(result).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+}
+
+impl From<afallon_crypto::RandomError> for ClientError {
+    fn from(error: afallon_crypto::RandomError) -> Self {
+        Self::Protection(error.into())
+    }
+}

@@ -1,0 +1,81 @@
+//! JSON-RPC over HTTP/1.1: one POST per call, `Content-Type: application/json`, integer ids.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::Uri;
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+
+use crate::ClientError;
+
+/// A JSON-RPC error object from the listener (including Avalon's bare errors, which have no id).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("JSON-RPC error {code}: {message}")]
+pub struct RpcError {
+    /// The code.
+    pub code: i64,
+    /// The message.
+    pub message: String,
+    /// The data, if any.
+    pub data: Option<Value>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Transport {
+    http: HttpClient<HttpConnector, Full<Bytes>>,
+    url: Uri,
+    next_id: AtomicI64,
+}
+
+impl Transport {
+    pub(crate) fn new(url: &str) -> Result<Self, ClientError> {
+        let uri: Uri = url.parse().map_err(|_| ClientError::Url(url.to_owned()))?;
+        if uri.scheme_str() != Some("http") || uri.host().is_none() {
+            return Err(ClientError::Url(url.to_owned()));
+        }
+        Ok(Self {
+            http: HttpClient::builder(TokioExecutor::new()).build_http(),
+            url: uri,
+            next_id: AtomicI64::new(1),
+        })
+    }
+
+    pub(crate) async fn call(&self, method: &str, params: Value) -> Result<Value, ClientError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let body =
+            json!({"jsonrpc": "2.0", "method": method, "id": id, "params": params}).to_string();
+        let request = hyper::Request::post(self.url.clone())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let response =
+            self.http.request(request).await.map_err(|e| ClientError::Transport(e.to_string()))?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?
+            .to_bytes();
+        let mut value: Value = serde_json::from_slice(&bytes).map_err(|_| {
+            ClientError::Protocol(format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+            ))
+        })?;
+        if let Some(error) = value.get_mut("error") {
+            let code = error.get("code").and_then(Value::as_i64).unwrap_or(i64::MIN);
+            let message = error.get("message").and_then(Value::as_str).unwrap_or("").to_owned();
+            let data = error.get_mut("data").map(Value::take);
+            return Err(RpcError { code, message, data }.into());
+        }
+        match value.get_mut("result") {
+            Some(result) => Ok(result.take()),
+            None => Err(ClientError::Protocol(format!("HTTP {status}: neither result nor error"))),
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! The worker host: signs up or restarts each worker's enclave, and runs the tasks that claim
+//! work orders, hand them to the enclave on the blocking pool, and store the responses.
+//!
+//! A worker's tasks sleep until the listener wakes them (no polling on the hot path); a sweeper
+//! returns orders whose lease ran out to their queues, so an order claimed by a task that died is
+//! processed by another.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use afallon_attest::Platform;
+use afallon_enclave::{Enclave, EnclaveConfig, SealedState};
+use afallon_store::{Claimed, Completion, SealedBlob, Store};
+use afallon_workloads::{DirectoryIo, Registry};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use crate::{App, NodeError, now_ms};
+
+/// A worker hosted by this node.
+pub(crate) struct LocalWorker {
+    pub(crate) enclave: Enclave,
+    /// Wakes one of the worker's idle tasks.
+    pub(crate) wake: Notify,
+    io: DirectoryIo,
+    name: String,
+}
+
+impl LocalWorker {
+    /// Restores the worker from its sealed keys and states in the store, or signs it up and
+    /// stores its sealed keys; then registers its record.
+    pub(crate) async fn start<S: Store>(
+        store: &S,
+        platform: &dyn Platform,
+        config: EnclaveConfig,
+        data_dir: &Path,
+    ) -> Result<Self, NodeError> {
+        let name = config.worker_name.clone();
+        let enclave_error = |error| NodeError::Enclave { worker: name.clone(), error };
+        let prefix = format!("worker/{name}/");
+        let keys_key = format!("{prefix}keys");
+        let state_prefix = format!("{prefix}state/");
+        let sealed = store.sealed(&prefix)?;
+        let registry = Registry::with_builtins();
+        let enclave = match sealed.iter().find(|blob| blob.key == keys_key) {
+            Some(keys) => {
+                let states: Vec<SealedState> = sealed
+                    .iter()
+                    .filter_map(|blob| {
+                        blob.key.strip_prefix(&state_prefix).map(|workload| SealedState {
+                            workload: workload.to_owned(),
+                            version: blob.version,
+                            blob: blob.blob.clone(),
+                        })
+                    })
+                    .collect();
+                Enclave::restore(platform, registry, config, &keys.blob, &states)
+                    .map_err(enclave_error)?
+            }
+            None => {
+                let (enclave, keys) =
+                    Enclave::create(platform, registry, config).map_err(enclave_error)?;
+                store.put_sealed(SealedBlob { key: keys_key, version: 0, blob: keys }).await?;
+                enclave
+            }
+        };
+        let record = serde_json::to_string(enclave.worker_record()).unwrap_or_default();
+        store.put_worker(enclave.worker_id(), &record).await?;
+        let files = data_dir.join("workload-files").join(&name);
+        std::fs::create_dir_all(&files)?;
+        Ok(Self { enclave, wake: Notify::new(), io: DirectoryIo::new(&files)?, name })
+    }
+}
+
+/// Starts every worker's processing tasks and the lease sweeper.
+pub(crate) fn spawn<S: Store>(
+    app: &Arc<App<S>>,
+    stopped: &watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for worker in &app.workers {
+        for task in 0..app.config.processors_per_worker {
+            let holder = format!("{}/{}/{task}", std::process::id(), worker.name);
+            tasks.push(tokio::spawn(process_loop(
+                Arc::clone(app),
+                Arc::clone(worker),
+                holder,
+                stopped.clone(),
+            )));
+        }
+    }
+    tasks.push(tokio::spawn(sweep_loop(Arc::clone(app), stopped.clone())));
+    tasks
+}
+
+async fn process_loop<S: Store>(
+    app: Arc<App<S>>,
+    worker: Arc<LocalWorker>,
+    holder: String,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let lease_ms = u64::try_from(app.config.lease.as_millis()).unwrap_or(u64::MAX);
+    while !*stopped.borrow() {
+        match app.store.claim(worker.enclave.worker_id(), &holder, now_ms(), lease_ms).await {
+            Ok(Some(claimed)) => process(&app, &worker, claimed).await,
+            Ok(None) => {
+                tokio::select! {
+                    () = worker.wake.notified() => {}
+                    _ = stopped.changed() => {}
+                    // A safety net only: submissions and requeues wake the worker.
+                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, worker = %worker.name, "claiming a work order failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+async fn process<S: Store>(app: &App<S>, worker: &Arc<LocalWorker>, claimed: Claimed) {
+    let started = Instant::now();
+    let work_order_id = claimed.work_order_id;
+    let enclave_worker = Arc::clone(worker);
+    let request = claimed.request;
+    let processed = tokio::task::spawn_blocking(move || {
+        enclave_worker.enclave.process(&request, &enclave_worker.io)
+    })
+    .await;
+    let processed = match processed {
+        Ok(processed) => processed,
+        Err(error) => {
+            // The enclave answers every input; this is a bug. The lease returns the order.
+            tracing::error!(%error, %work_order_id, "the enclave task failed");
+            return;
+        }
+    };
+    app.metrics.observe_processing(started.elapsed().as_secs_f64());
+    let failed = processed.error.is_some();
+    if let Some(error) = &processed.error {
+        tracing::info!(%work_order_id, code = error.code.code(), message = %error.message, "work order failed");
+    }
+    let sealed = processed.state.map(|state| SealedBlob {
+        key: format!("worker/{}/state/{}", worker.name, state.workload),
+        version: state.version,
+        blob: state.blob,
+    });
+    match app.store.complete(&work_order_id, processed.response.clone(), sealed).await {
+        Ok(Completion::Stored) => {
+            let counter =
+                if failed { &app.metrics.completed_error } else { &app.metrics.completed_ok };
+            counter.fetch_add(1, Ordering::Relaxed);
+            app.waiters.completed(&work_order_id);
+            append_receipt_update(app, worker, &work_order_id, &processed.response).await;
+        }
+        Ok(outcome) => tracing::debug!(%work_order_id, ?outcome, "response not stored"),
+        Err(error) => {
+            tracing::error!(%error, %work_order_id, "storing a response failed; the lease will return the order")
+        }
+    }
+}
+
+/// Appends the worker's signed "processed" (or "failed", for an error response) update to the
+/// order's receipt, if the requester created one.
+pub(crate) async fn append_receipt_update<S: Store>(
+    app: &App<S>,
+    worker: &LocalWorker,
+    work_order_id: &str,
+    response: &str,
+) {
+    let failed = serde_json::from_str::<serde_json::Value>(response)
+        .map_or(true, |r| r.get("error").is_some());
+    match app.store.receipt(work_order_id) {
+        Ok(Some(_)) => {
+            let update = worker.enclave.receipt_update(work_order_id, response, failed);
+            let update = serde_json::to_string(&update).unwrap_or_default();
+            if let Err(error) = app.store.add_receipt_update(work_order_id, update).await {
+                tracing::error!(%error, %work_order_id, "appending the receipt update failed");
+            }
+        }
+        Ok(None) => {}
+        Err(error) => tracing::error!(%error, %work_order_id, "reading the receipt failed"),
+    }
+}
+
+async fn sweep_loop<S: Store>(app: Arc<App<S>>, mut stopped: watch::Receiver<bool>) {
+    let period = (app.config.lease / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    while !*stopped.borrow() {
+        tokio::select! {
+            () = tokio::time::sleep(period) => {}
+            _ = stopped.changed() => break,
+        }
+        match app.store.requeue_expired(now_ms()).await {
+            Ok(0) => {}
+            Ok(requeued) => {
+                tracing::warn!(requeued, "work orders whose lease ran out were queued again");
+                app.metrics.requeued.fetch_add(requeued, Ordering::Relaxed);
+                for worker in &app.workers {
+                    worker.wake.notify_waiters();
+                    worker.wake.notify_one();
+                }
+            }
+            Err(error) => tracing::error!(%error, "requeueing expired leases failed"),
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! The untrusted host: the JSON-RPC listener with Avalon's method set and HTTP behaviour, the
+//! worker host that feeds work orders to enclaves, health checks and metrics.
+//!
+//! [`Node::start`] opens the store in the data directory, signs up (or restarts) each configured
+//! worker's enclave, registers the worker records, starts the worker tasks and serves HTTP:
+//!
+//! - `POST` on any path: JSON-RPC, exactly as wire spec §1 describes (`http.rs`, `rpc.rs`,
+//!   `receipts.rs`);
+//! - `GET /healthz` (the process is up), `GET /readyz` (workers registered, store open),
+//!   `GET /metrics` (Prometheus text).
+//!
+//! Work orders flow: the listener stores a submission durably and wakes a worker task; the task
+//! claims the order under a lease, hands the raw request to the enclave on the blocking pool, and
+//! stores the response (with the workload's sealed state) in one transaction (`host.rs`).
+
+mod host;
+mod http;
+mod metrics;
+mod receipts;
+mod rpc;
+mod waiters;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use afallon_attest::{PlatformError, SimPlatform};
+use afallon_enclave::{EnclaveConfig, EnclaveError};
+use afallon_store::{RedbStore, RedbStoreOptions, Store, StoreError};
+use afallon_workloads::Registry;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::host::LocalWorker;
+use crate::metrics::Metrics;
+use crate::waiters::Waiters;
+
+/// How a node runs.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The listener's address (port 0 picks a free port; see [`RunningNode::local_addr`]).
+    pub listen: SocketAddr,
+    /// Where the store and the simulated TEE's secrets live.
+    pub data_dir: PathBuf,
+    /// The workers this node hosts.
+    pub workers: Vec<EnclaveConfig>,
+    /// Answer `WorkOrderSubmit` with the result instead of code 5 (Avalon's synchronous mode).
+    pub sync_mode: bool,
+    /// How long a synchronous submission waits before answering "pending" (code 5).
+    pub sync_timeout: Duration,
+    /// The most work orders kept (Avalon's `max_work_order_count`).
+    pub max_orders: u64,
+    /// The largest request body accepted.
+    pub max_body_bytes: usize,
+    /// How long a worker may hold an order before it is handed to another.
+    pub lease: Duration,
+    /// How many orders each worker processes at once (defaults to the number of cores). Zero
+    /// registers the workers without processing here (a listener-only node).
+    pub processors_per_worker: usize,
+    /// Run workers on the simulated TEE, which protects nothing. Without it, a node without TEE
+    /// hardware refuses to start.
+    pub insecure_simulation: bool,
+}
+
+impl NodeConfig {
+    /// A node on `listen` with its data in `data_dir`, hosting Avalon's default worker
+    /// `singleton-worker-1`, on no TEE until one is chosen.
+    pub fn new(listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen,
+            data_dir: data_dir.into(),
+            workers: vec![EnclaveConfig::new("singleton-worker-1")],
+            sync_mode: false,
+            sync_timeout: Duration::from_secs(30),
+            max_orders: 10_000,
+            max_body_bytes: 8 << 20,
+            lease: Duration::from_secs(30),
+            processors_per_worker: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            insecure_simulation: false,
+        }
+    }
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// No TEE is available and simulation was not allowed.
+    #[error(
+        "no TEE platform is available on this machine; to run workers on the simulated TEE (which protects nothing), allow simulation explicitly"
+    )]
+    NoTeePlatform,
+    /// The data directory or the listener could not be set up.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// The TEE platform failed.
+    #[error("TEE platform: {0}")]
+    Platform(#[from] PlatformError),
+    /// A worker's enclave could not be signed up or restored.
+    #[error("worker {worker}: {error}")]
+    Enclave {
+        /// The worker's name.
+        worker: String,
+        /// What went wrong.
+        error: EnclaveError,
+    },
+}
+
+/// Everything the listener and the worker tasks share.
+pub(crate) struct App<S> {
+    pub(crate) store: Arc<S>,
+    pub(crate) config: NodeConfig,
+    pub(crate) workers: Vec<Arc<LocalWorker>>,
+    pub(crate) waiters: Waiters,
+    pub(crate) metrics: Metrics,
+    pub(crate) ready: AtomicBool,
+    pub(crate) simulated: bool,
+}
+
+impl<S> App<S> {
+    pub(crate) fn local_worker(&self, worker_id: &str) -> Option<&Arc<LocalWorker>> {
+        self.workers.iter().find(|w| w.enclave.worker_id() == worker_id)
+    }
+}
+
+/// A started node.
+#[derive(Debug)]
+pub struct RunningNode {
+    local_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningNode {
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting requests and stops the workers after the orders they are processing.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.server.await;
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+
+    /// Runs until `signal` resolves, then shuts down.
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
+        signal.await;
+        self.shutdown().await;
+    }
+}
+
+/// The node.
+#[derive(Debug)]
+pub struct Node;
+
+impl Node {
+    /// Starts a node with the embedded store in `config.data_dir`.
+    ///
+    /// # Errors
+    /// [`NodeError`] if the store, the TEE platform, an enclave or the listener cannot be set up.
+    pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let store = RedbStore::open(
+            &config.data_dir.join("store.redb"),
+            RedbStoreOptions { max_orders: config.max_orders, ..RedbStoreOptions::default() },
+        )?;
+        Self::start_with_store(config, Arc::new(store)).await
+    }
+
+    async fn start_with_store<S: Store>(
+        config: NodeConfig,
+        store: Arc<S>,
+    ) -> Result<RunningNode, NodeError> {
+        if !config.insecure_simulation {
+            return Err(NodeError::NoTeePlatform);
+        }
+        // This process is the only one using the embedded store: leases held by an earlier
+        // process that died are void.
+        let requeued = store.requeue_expired(u64::MAX).await?;
+        if requeued > 0 {
+            tracing::info!(requeued, "work orders of an earlier run returned to their queues");
+        }
+        let registry = Registry::with_builtins();
+        let platform = SimPlatform::open(
+            &config.data_dir.join("sim"),
+            afallon_enclave::sim_measurement(&registry),
+        )?;
+        tracing::warn!(
+            "workers run on the SIMULATED TEE: their keys and data are not protected by hardware"
+        );
+
+        let mut workers = Vec::new();
+        for worker_config in &config.workers {
+            let worker =
+                LocalWorker::start(&*store, &platform, worker_config.clone(), &config.data_dir)
+                    .await?;
+            tracing::info!(worker = %worker_config.worker_name, worker_id = %worker.enclave.worker_id(), "worker registered");
+            workers.push(Arc::new(worker));
+        }
+
+        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        let local_addr = listener.local_addr()?;
+        let app = Arc::new(App {
+            store,
+            config,
+            workers,
+            waiters: Waiters::default(),
+            metrics: Metrics::default(),
+            ready: AtomicBool::new(true),
+            simulated: true,
+        });
+        let (shutdown, stopped) = watch::channel(false);
+        let tasks = host::spawn(&app, &stopped);
+        let server = http::serve(Arc::clone(&app), listener, stopped);
+        tracing::info!(%local_addr, "listening");
+        Ok(RunningNode { local_addr, shutdown, server, tasks })
+    }
+}
+
+/// Milliseconds since the Unix epoch, for leases.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,268 @@
+//! JSON-RPC dispatch: each method of the listener's public API, with Avalon's checks, codes and
+//! messages in Avalon's order (wire spec §1.6, §1.7).
+
+use std::sync::atomic::Ordering;
+
+use afallon_proto::{
+    LookUpResult, Params, Request, Response, ResultPath, WorkOrderRequest, WorkOrderStatus,
+    WorkerLookUpParams, WorkerRecord, listener_code, parse_request,
+};
+use afallon_store::{NewOrder, OrderStatus, Store, StoreError, SubmitOutcome};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Number, Value, json};
+
+use crate::App;
+
+/// What a method answers: a response built here, or one spliced from stored JSON as it is.
+pub(crate) enum Answer {
+    Response(Response),
+    Raw(String),
+}
+
+impl From<Response> for Answer {
+    fn from(response: Response) -> Self {
+        Self::Response(response)
+    }
+}
+
+/// Handles one request body; the answer is always a JSON-RPC response body.
+pub(crate) async fn handle<S: Store>(app: &App<S>, body: &[u8]) -> String {
+    app.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let request = match parse_request(body) {
+        Ok(request) => request,
+        Err(error) => return Response::bare_error(&error).to_json(),
+    };
+    let id = request.id.clone();
+    match dispatch(app, request, body).await {
+        Ok(Answer::Response(response)) => response.to_json(),
+        Ok(Answer::Raw(text)) => text,
+        Err(error) => {
+            tracing::error!(%error, "store failure while answering a request");
+            // Avalon's dispatcher answers an uncaught exception this way.
+            Response::Error {
+                id,
+                error: afallon_proto::ErrorObject {
+                    code: -32000,
+                    message: "Server error".into(),
+                    data: Some(json!({"type": "StoreError", "message": error.to_string()})),
+                },
+            }
+            .to_json()
+        }
+    }
+}
+
+async fn dispatch<S: Store>(
+    app: &App<S>,
+    request: Request,
+    body: &[u8],
+) -> Result<Answer, StoreError> {
+    let id = request.id;
+    Ok(match request.params {
+        Params::WorkerLookUp(filter) => look_up(app, id, &filter, None)?,
+        Params::WorkerLookUpNext(params) => {
+            look_up(app, id, &params.filter, params.look_up_tag.as_deref())?
+        }
+        Params::WorkerRetrieve(params) => match app.store.worker(&params.worker_id)? {
+            Some(record) => Answer::Raw(raw_result(&id, &record)),
+            None => Response::error(
+                id,
+                WorkOrderStatus::InvalidParameter.code(),
+                "Worker Id not found in the database. Hence invalid parameter",
+            )
+            .into(),
+        },
+        Params::WorkOrderSubmit(params) => submit(app, id, &params, body).await?,
+        Params::WorkOrderGetResult(params) => get_result(app, id, &params.work_order_id)?,
+        Params::WorkOrderReceiptCreate(params) => crate::receipts::create(app, id, params).await?,
+        Params::WorkOrderReceiptUpdate(params) => crate::receipts::update(app, id, params).await?,
+        Params::WorkOrderReceiptRetrieve(params) => {
+            crate::receipts::retrieve(app, id, &params.work_order_id)?
+        }
+        Params::WorkOrderReceiptUpdateRetrieve(params) => {
+            crate::receipts::update_retrieve(app, id, &params)?
+        }
+        Params::WorkOrderReceiptLookUp(params) => {
+            crate::receipts::look_up(app, id, &params, false)?
+        }
+        Params::WorkOrderReceiptLookUpNext(params) => {
+            crate::receipts::look_up(app, id, &params, true)?
+        }
+        _ => Response::error(
+            id,
+            WorkOrderStatus::InvalidParameter.code(),
+            "Invalid data format for method or method not supported",
+        )
+        .into(),
+    })
+}
+
+/// `{"jsonrpc": "2.0", "id": id, "result": <stored JSON as it is>}`.
+pub(crate) fn raw_result(id: &Number, raw: &str) -> String {
+    format!("{{\"jsonrpc\": \"2.0\", \"id\": {id}, \"result\": {raw}}}")
+}
+
+/// `WorkerLookUp(Next)`: every worker matching all the filters given, in id order; with a tag,
+/// only those after it.
+fn look_up<S: Store>(
+    app: &App<S>,
+    id: Number,
+    filter: &WorkerLookUpParams,
+    after: Option<&str>,
+) -> Result<Answer, StoreError> {
+    let mut ids = Vec::new();
+    for worker_id in app.store.worker_ids()? {
+        if after.is_some_and(|tag| worker_id.as_str() <= tag) {
+            continue;
+        }
+        let Some(record) = app.store.worker(&worker_id)? else { continue };
+        let Ok(record) = serde_json::from_str::<WorkerRecord>(&record) else { continue };
+        let matches = filter.worker_type.is_none_or(|t| t == record.worker_type)
+            && filter.organization_id.as_ref().is_none_or(|o| *o == record.organization_id)
+            && filter.application_type_id.as_ref().is_none_or(|a| *a == record.application_type_id);
+        if matches {
+            ids.push(worker_id);
+        }
+    }
+    let result = LookUpResult {
+        total_count: ids.len() as u64,
+        lookup_tag: ids.last().cloned().unwrap_or_default(),
+        ids,
+    };
+    Ok(Response::Result { id, result: serde_json::to_value(result).unwrap_or(Value::Null) }.into())
+}
+
+/// `WorkOrderSubmit` (wire spec §1.7.1 and §1.7.2).
+async fn submit<S: Store>(
+    app: &App<S>,
+    id: Number,
+    params: &WorkOrderRequest,
+    body: &[u8],
+) -> Result<Answer, StoreError> {
+    let work_order_id = &params.work_order_id;
+    let refuse = |code: WorkOrderStatus, message: String| {
+        app.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+        Ok(Response::work_order_error(id.clone(), code.code(), message, work_order_id).into())
+    };
+    if app.store.worker(&params.worker_id)?.is_none() {
+        return refuse(
+            WorkOrderStatus::InvalidParameter,
+            format!("worker {} doesn't exists", params.worker_id),
+        );
+    }
+    if let Some(signature) = &params.requester_signature
+        && base64::engine::general_purpose::STANDARD.decode(signature).is_err()
+    {
+        return refuse(
+            WorkOrderStatus::InvalidParameter,
+            "Invalid data format for requesterSignature".into(),
+        );
+    }
+    let completion = app.config.sync_mode.then(|| app.waiters.wait(work_order_id));
+    let order = NewOrder {
+        work_order_id: work_order_id.clone(),
+        worker_id: params.worker_id.clone(),
+        request: body.to_vec(),
+    };
+    match app.store.submit(order).await? {
+        SubmitOutcome::Accepted => {}
+        SubmitOutcome::Busy => {
+            app.waiters.forget(work_order_id);
+            return refuse(
+                WorkOrderStatus::Busy,
+                "Work order handler is busy updating the result".into(),
+            );
+        }
+        SubmitOutcome::Duplicate => {
+            app.waiters.forget(work_order_id);
+            return refuse(
+                WorkOrderStatus::InvalidParameter,
+                "Work order id already exists in the database. Hence invalid parameter".into(),
+            );
+        }
+    }
+    app.metrics.submitted.fetch_add(1, Ordering::Relaxed);
+    if let Some(worker) = app.local_worker(&params.worker_id) {
+        worker.wake.notify_one();
+    }
+    if let Some(completion) = completion {
+        let _ = tokio::time::timeout(app.config.sync_timeout, completion).await;
+        app.waiters.forget(work_order_id);
+        if let OrderStatus::Done(response) = app.store.status(work_order_id)? {
+            return Ok(stored_response(&id, work_order_id, &response, ResultPath::SyncSubmit));
+        }
+    }
+    Ok(Response::work_order_error(
+        id,
+        WorkOrderStatus::Pending.code(),
+        "Work order is computing. Please query for WorkOrderGetResult to view the result",
+        work_order_id,
+    )
+    .into())
+}
+
+/// `WorkOrderGetResult` (wire spec §1.7.3).
+fn get_result<S: Store>(
+    app: &App<S>,
+    id: Number,
+    work_order_id: &str,
+) -> Result<Answer, StoreError> {
+    Ok(match app.store.status(work_order_id)? {
+        OrderStatus::Done(response) => {
+            stored_response(&id, work_order_id, &response, ResultPath::GetResult)
+        }
+        OrderStatus::Pending => Response::work_order_error(
+            id,
+            WorkOrderStatus::Pending.code(),
+            "Work order result is yet to be updated",
+            work_order_id,
+        )
+        .into(),
+        OrderStatus::Unknown => Response::work_order_error(
+            id,
+            WorkOrderStatus::InvalidParameter.code(),
+            "Work order Id not found in the database. Hence invalid parameter",
+            work_order_id,
+        )
+        .into(),
+    })
+}
+
+#[derive(Deserialize)]
+struct StoredResponse<'a> {
+    #[serde(borrow)]
+    result: Option<&'a RawValue>,
+    error: Option<StoredError>,
+}
+
+#[derive(Deserialize)]
+struct StoredError {
+    code: i64,
+    message: String,
+}
+
+/// A worker's stored response as the listener returns it: the result verbatim, or the error
+/// with its code mapped.
+fn stored_response(id: &Number, work_order_id: &str, response: &str, path: ResultPath) -> Answer {
+    match serde_json::from_str::<StoredResponse<'_>>(response) {
+        Ok(StoredResponse { result: Some(result), .. }) => {
+            Answer::Raw(raw_result(id, result.get()))
+        }
+        Ok(StoredResponse { error: Some(error), .. }) => Response::work_order_error(
+            id.clone(),
+            listener_code(error.code, path),
+            error.message,
+            work_order_id,
+        )
+        .into(),
+        _ => Response::work_order_error(
+            id.clone(),
+            WorkOrderStatus::UnknownError.code(),
+            "The stored work order response is unreadable",
+            work_order_id,
+        )
+        .into(),
+    }
+}
