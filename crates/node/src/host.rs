@@ -148,13 +148,15 @@ async fn process<S: Store>(app: &App<S>, worker: &Arc<LocalWorker>, claimed: Cla
         version: state.version,
         blob: state.blob,
     });
-    match app.store.complete(&work_order_id, processed.response.clone(), sealed).await {
+    // Signed now, appended by the store in the completion's transaction if a receipt exists.
+    let receipt_update = worker.enclave.receipt_update(&work_order_id, &processed.response, failed);
+    let receipt_update = serde_json::to_string(&receipt_update).ok();
+    match app.store.complete(&work_order_id, processed.response, sealed, receipt_update).await {
         Ok(Completion::Stored) => {
             let counter =
                 if failed { &app.metrics.completed_error } else { &app.metrics.completed_ok };
             counter.fetch_add(1, Ordering::Relaxed);
             app.waiters.completed(&work_order_id);
-            append_receipt_update(app, worker, &work_order_id, &processed.response).await;
         }
         Ok(outcome) => tracing::debug!(%work_order_id, ?outcome, "response not stored"),
         Err(error) => {
@@ -163,9 +165,9 @@ async fn process<S: Store>(app: &App<S>, worker: &Arc<LocalWorker>, claimed: Cla
     }
 }
 
-/// Appends the worker's signed "processed" (or "failed", for an error response) update to the
-/// order's receipt, if the requester created one.
-pub(crate) async fn append_receipt_update<S: Store>(
+/// For a receipt created after its order finished: the worker's signed "processed" (or "failed",
+/// for an error response) update, appended unless the receipt has an update already.
+pub(crate) async fn append_late_receipt_update<S: Store>(
     app: &App<S>,
     worker: &LocalWorker,
     work_order_id: &str,
@@ -173,16 +175,10 @@ pub(crate) async fn append_receipt_update<S: Store>(
 ) {
     let failed = serde_json::from_str::<serde_json::Value>(response)
         .map_or(true, |r| r.get("error").is_some());
-    match app.store.receipt(work_order_id) {
-        Ok(Some(_)) => {
-            let update = worker.enclave.receipt_update(work_order_id, response, failed);
-            let update = serde_json::to_string(&update).unwrap_or_default();
-            if let Err(error) = app.store.add_receipt_update(work_order_id, update).await {
-                tracing::error!(%error, %work_order_id, "appending the receipt update failed");
-            }
-        }
-        Ok(None) => {}
-        Err(error) => tracing::error!(%error, %work_order_id, "reading the receipt failed"),
+    let update = worker.enclave.receipt_update(work_order_id, response, failed);
+    let update = serde_json::to_string(&update).unwrap_or_default();
+    if let Err(error) = app.store.add_receipt_update_if_finished(work_order_id, update).await {
+        tracing::error!(%error, %work_order_id, "appending the receipt update failed");
     }
 }
 

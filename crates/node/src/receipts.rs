@@ -84,7 +84,8 @@ pub(crate) async fn create<S: Store>(
             if let OrderStatus::Done(response) = app.store.status(&work_order_id)?
                 && let Some(worker) = app.local_worker(&request.worker_id)
             {
-                crate::host::append_receipt_update(app, worker, &work_order_id, &response).await;
+                crate::host::append_late_receipt_update(app, worker, &work_order_id, &response)
+                    .await;
             }
             success(id, "Receipt created successfully")
         }

@@ -180,14 +180,25 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<Claimed>, StoreError>> + Send;
 
     /// Stores the response of a work order unless one is stored already, ends its lease, and in
-    /// the same transaction stores `sealed` (the workload's new state), so that a result and the
-    /// state it produced are durable together or not at all.
+    /// the same transaction stores `sealed` (the workload's new state) and, if the order has a
+    /// receipt, appends `receipt_update`: a result, the state it produced and its receipt update
+    /// are durable together or not at all.
     fn complete(
         &self,
         work_order_id: &str,
         response: String,
         sealed: Option<SealedBlob>,
+        receipt_update: Option<String>,
     ) -> impl Future<Output = Result<Completion, StoreError>> + Send;
+
+    /// Appends `update` to a receipt only if the order is finished and the receipt has no update
+    /// yet (the worker's update for a receipt created after the order finished); returns whether
+    /// it did. Together with [`Store::complete`] this gives a receipt exactly one worker update.
+    fn add_receipt_update_if_finished(
+        &self,
+        work_order_id: &str,
+        update: String,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Stores a sealed blob unless a newer version is stored under its key.
     fn put_sealed(&self, sealed: SealedBlob)

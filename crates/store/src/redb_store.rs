@@ -66,14 +66,39 @@ struct OrderRecord {
 }
 
 enum Op {
-    PutWorker { id: String, record: String },
+    PutWorker {
+        id: String,
+        record: String,
+    },
     Submit(NewOrder),
-    Claim { worker: String, holder: String, now: u64, lease: u64 },
-    Complete { id: String, response: String, sealed: Option<SealedBlob> },
+    Claim {
+        worker: String,
+        holder: String,
+        now: u64,
+        lease: u64,
+    },
+    Complete {
+        id: String,
+        response: String,
+        sealed: Option<SealedBlob>,
+        receipt_update: Option<String>,
+    },
+    AddUpdateIfFinished {
+        id: String,
+        update: String,
+    },
     PutSealed(SealedBlob),
-    Requeue { now: u64 },
-    CreateReceipt { id: String, create: String },
-    AddUpdate { id: String, update: String },
+    Requeue {
+        now: u64,
+    },
+    CreateReceipt {
+        id: String,
+        create: String,
+    },
+    AddUpdate {
+        id: String,
+        update: String,
+    },
 }
 
 enum Reply {
@@ -84,6 +109,7 @@ enum Reply {
     Count(u64),
     Receipt(ReceiptCreation),
     Update(Option<u64>),
+    Appended(bool),
 }
 
 struct Job {
@@ -279,7 +305,18 @@ fn apply(txn: &WriteTransaction, op: &Op, options: RedbStoreOptions) -> Result<R
             put_sealed(txn, sealed)?;
             Reply::Unit
         }
-        Op::Complete { id, response, sealed } => {
+        Op::AddUpdateIfFinished { id, update } => {
+            let finished = txn.open_table(RESPONSES)?.get(id.as_str())?.is_some();
+            let has_receipt = txn.open_table(RECEIPTS)?.get(id.as_str())?.is_some();
+            let mut updates = txn.open_table(RECEIPT_UPDATES)?;
+            let empty = updates.range((id.as_str(), 0)..=(id.as_str(), u64::MAX))?.next().is_none();
+            let append = finished && has_receipt && empty;
+            if append {
+                updates.insert((id.as_str(), 0), update.as_str())?;
+            }
+            Reply::Appended(append)
+        }
+        Op::Complete { id, response, sealed, receipt_update } => {
             let mut orders = txn.open_table(ORDERS)?;
             let Some(bytes) = orders.get(id.as_str())?.map(|b| b.value().to_vec()) else {
                 return Ok(Reply::Complete(Completion::Unknown));
@@ -301,6 +338,11 @@ fn apply(txn: &WriteTransaction, op: &Op, options: RedbStoreOptions) -> Result<R
             txn.open_table(FINISHED)?.insert(finish_seq, id.as_str())?;
             if let Some(sealed) = sealed {
                 put_sealed(txn, sealed)?;
+            }
+            if let Some(update) = receipt_update
+                && txn.open_table(RECEIPTS)?.get(id.as_str())?.is_some()
+            {
+                append_update(txn, id, update)?;
             }
             Reply::Complete(Completion::Stored)
         }
@@ -339,10 +381,7 @@ fn apply(txn: &WriteTransaction, op: &Op, options: RedbStoreOptions) -> Result<R
             if txn.open_table(RECEIPTS)?.get(id.as_str())?.is_none() {
                 return Ok(Reply::Update(None));
             }
-            let mut updates = txn.open_table(RECEIPT_UPDATES)?;
-            let count = updates.range((id.as_str(), 0)..=(id.as_str(), u64::MAX))?.count() as u64;
-            updates.insert((id.as_str(), count), update.as_str())?;
-            Reply::Update(Some(count + 1))
+            Reply::Update(Some(append_update(txn, id, update)?))
         }
     })
 }
@@ -369,6 +408,14 @@ fn submit(
     txn.open_table(REQUESTS)?.insert(id, order.request.as_slice())?;
     txn.open_table(QUEUE)?.insert((order.worker_id.as_str(), seq), id)?;
     Ok(SubmitOutcome::Accepted)
+}
+
+/// Appends an update to a receipt; returns the number of updates.
+fn append_update(txn: &WriteTransaction, id: &str, update: &str) -> Result<u64, redb::Error> {
+    let mut updates = txn.open_table(RECEIPT_UPDATES)?;
+    let count = updates.range((id, 0)..=(id, u64::MAX))?.count() as u64;
+    updates.insert((id, count), update)?;
+    Ok(count + 1)
 }
 
 fn put_sealed(txn: &WriteTransaction, sealed: &SealedBlob) -> Result<(), redb::Error> {
@@ -483,9 +530,22 @@ impl Store for RedbStore {
         work_order_id: &str,
         response: String,
         sealed: Option<SealedBlob>,
+        receipt_update: Option<String>,
     ) -> Result<Completion, StoreError> {
-        match self.write(Op::Complete { id: work_order_id.to_owned(), response, sealed }).await? {
+        let op = Op::Complete { id: work_order_id.to_owned(), response, sealed, receipt_update };
+        match self.write(op).await? {
             Reply::Complete(completion) => Ok(completion),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn add_receipt_update_if_finished(
+        &self,
+        work_order_id: &str,
+        update: String,
+    ) -> Result<bool, StoreError> {
+        match self.write(Op::AddUpdateIfFinished { id: work_order_id.to_owned(), update }).await? {
+            Reply::Appended(appended) => Ok(appended),
             _ => Err(unexpected()),
         }
     }

@@ -83,13 +83,19 @@ async fn first_completion_wins() {
     store.claim("w", "slow", 0, 10).await.expect("claim");
     store.requeue_expired(100).await.expect("requeue");
     store.claim("w", "fast", 100, 10).await.expect("claim");
-    assert_eq!(store.complete("1", "fast response".into(), None).await, Ok(Completion::Stored));
     assert_eq!(
-        store.complete("1", "slow response".into(), None).await,
+        store.complete("1", "fast response".into(), None, None).await,
+        Ok(Completion::Stored)
+    );
+    assert_eq!(
+        store.complete("1", "slow response".into(), None, None).await,
         Ok(Completion::AlreadyDone)
     );
     assert_eq!(store.status("1"), Ok(OrderStatus::Done("fast response".into())));
-    assert_eq!(store.complete("never-submitted", "x".into(), None).await, Ok(Completion::Unknown));
+    assert_eq!(
+        store.complete("never-submitted", "x".into(), None, None).await,
+        Ok(Completion::Unknown)
+    );
     let counts = store.counts().expect("counts");
     assert_eq!((counts.queued, counts.processing, counts.finished), (0, 0, 1));
 }
@@ -106,7 +112,7 @@ async fn retention_purges_the_oldest_finished_and_is_busy_otherwise() {
         "nothing finished to purge"
     );
     store.claim("w", "h", 0, 1000).await.expect("claim");
-    store.complete("1", "done".into(), None).await.expect("complete");
+    store.complete("1", "done".into(), None, None).await.expect("complete");
     store.create_receipt("1", "{}".into()).await.expect("receipt");
     assert_eq!(store.submit(order("3", "w")).await, Ok(SubmitOutcome::Accepted));
     assert_eq!(store.status("1"), Ok(OrderStatus::Unknown), "the oldest finished order was purged");
@@ -142,7 +148,7 @@ async fn everything_survives_a_reopen() {
         store.submit(order("1", "w")).await.expect("submit");
         store.submit(order("2", "w")).await.expect("submit");
         store.claim("w", "h", 0, 1000).await.expect("claim");
-        store.complete("1", "done".into(), None).await.expect("complete");
+        store.complete("1", "done".into(), None, None).await.expect("complete");
         store.claim("w", "h", 0, 1000).await.expect("claim");
     }
     let store = open(&dir, 100);
@@ -188,16 +194,16 @@ async fn sealed_state_commits_with_the_result_and_never_goes_back() {
     store.submit(order("1", "w")).await.expect("submit");
     store.submit(order("2", "w")).await.expect("submit");
     store
-        .complete("1", "r1".into(), Some(blob("worker/a/state/wallet", 2, b"v2")))
+        .complete("1", "r1".into(), Some(blob("worker/a/state/wallet", 2, b"v2")), None)
         .await
         .expect("complete");
     // An older version does not replace a newer one, and a losing completion stores nothing.
     store
-        .complete("2", "r2".into(), Some(blob("worker/a/state/wallet", 1, b"v1")))
+        .complete("2", "r2".into(), Some(blob("worker/a/state/wallet", 1, b"v1")), None)
         .await
         .expect("complete");
     store
-        .complete("1", "again".into(), Some(blob("worker/a/state/wallet", 9, b"v9")))
+        .complete("1", "again".into(), Some(blob("worker/a/state/wallet", 9, b"v9")), None)
         .await
         .expect("complete");
     let sealed = store.sealed("worker/a/").expect("read");
@@ -206,4 +212,34 @@ async fn sealed_state_commits_with_the_result_and_never_goes_back() {
         vec![blob("worker/a/keys", 0, b"keys"), blob("worker/a/state/wallet", 2, b"v2")]
     );
     assert_eq!(store.sealed("worker/b/").expect("read"), vec![]);
+}
+
+#[tokio::test]
+async fn a_receipt_gets_exactly_one_worker_update() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir, 100);
+    // Receipt first: the completion appends the update; the late path then does nothing.
+    store.submit(order("1", "w")).await.expect("submit");
+    store.create_receipt("1", "c".into()).await.expect("receipt");
+    assert_eq!(
+        store.add_receipt_update_if_finished("1", "early".into()).await,
+        Ok(false),
+        "not finished yet"
+    );
+    store.complete("1", "r".into(), None, Some("worker update".into())).await.expect("complete");
+    assert_eq!(store.add_receipt_update_if_finished("1", "late".into()).await, Ok(false));
+    assert_eq!(
+        store.receipt("1").expect("read").expect("receipt").updates,
+        vec!["worker update".to_owned()]
+    );
+    // Order finished first: the completion had no receipt to update; the late path does it once.
+    store.submit(order("2", "w")).await.expect("submit");
+    store.complete("2", "r".into(), None, Some("dropped".into())).await.expect("complete");
+    store.create_receipt("2", "c".into()).await.expect("receipt");
+    assert_eq!(store.add_receipt_update_if_finished("2", "late".into()).await, Ok(true));
+    assert_eq!(store.add_receipt_update_if_finished("2", "again".into()).await, Ok(false));
+    assert_eq!(
+        store.receipt("2").expect("read").expect("receipt").updates,
+        vec!["late".to_owned()]
+    );
 }

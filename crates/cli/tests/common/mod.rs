@@ -1,0 +1,92 @@
+//! Starts the real `afallon` binary on a free loopback port, in a data directory of the test's.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use afallon_client::{Client, Policy, Worker};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_afallon");
+pub const WORKER: &str = "singleton-worker-1";
+
+/// A running `afallon up`.
+pub struct Service {
+    child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+}
+
+impl Service {
+    /// `afallon up --listen 127.0.0.1:0 --data-dir DIR ARGS...`, once it says where it listens.
+    pub fn start(data_dir: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(args)
+            .env("AFALLON_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the afallon binary starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(url.to_owned());
+                }
+            }
+        });
+        let url =
+            rx.recv_timeout(Duration::from_secs(120)).expect("afallon up reports its address");
+        Self { child, url, data_dir: data_dir.to_owned() }
+    }
+
+    /// SIGKILL: no shutdown of any kind.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// A client for it.
+    pub fn client(&self) -> Client {
+        Client::new(&self.url).expect("client")
+    }
+
+    /// The policy a requester on this machine uses: simulation only from this node's key.
+    pub fn policy(&self) -> Policy {
+        let key = afallon_attest::SimPlatform::local_attestation_key(&self.data_dir.join("sim"))
+            .expect("read")
+            .expect("the node made its simulation key");
+        Policy::new().insecure_allow_simulation().trust_simulation_key(key)
+    }
+
+    /// The default worker, verified.
+    pub async fn worker(&self) -> Worker {
+        self.client()
+            .verify_worker(&afallon_proto::worker_id_from_name(WORKER), &self.policy())
+            .await
+            .expect("the worker verifies")
+    }
+
+    /// Runs `afallon ARGS... --url URL` and returns what it printed.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .args(["--url", &self.url])
+            .current_dir(self.data_dir.parent().expect("parent"))
+            .output()
+            .expect("the afallon binary runs")
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
