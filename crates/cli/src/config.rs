@@ -117,3 +117,52 @@ impl Config {
         Ok(node)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_file_environment_in_that_order() {
+        figment::Jail::expect_with(|jail| {
+            let defaults = load(None).expect("defaults");
+            assert_eq!(defaults.listen, SocketAddr::from(([127, 0, 0, 1], 1947)));
+            assert!(defaults.insecure_simulation);
+            assert_eq!(defaults.workers[0].name, "singleton-worker-1");
+
+            jail.create_file(
+                "afallon.toml",
+                "max_orders = 5\nsync_mode = true\n[[workers]]\nname = \"w2\"\nkey_encryption = \"RSA-OAEP-3072-SHA256\"\n",
+            )?;
+            let from_file = load(Some(Path::new("afallon.toml"))).expect("file");
+            assert_eq!((from_file.max_orders, from_file.sync_mode), (5, true));
+            let node = from_file.into_node_config().expect("valid");
+            assert_eq!(node.workers[0].worker_name, "w2");
+            assert_eq!(node.workers[0].key_encryption, KeyEncryption::RsaOaep3072Sha256);
+
+            jail.set_env("AFALLON_MAX_ORDERS", "7");
+            jail.set_env("AFALLON_LISTEN", "0.0.0.0:2000");
+            let with_env = load(Some(Path::new("afallon.toml"))).expect("env");
+            assert_eq!(with_env.max_orders, 7, "the environment overrides the file");
+            assert_eq!(with_env.listen, SocketAddr::from(([0, 0, 0, 0], 2000)));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_configuration_is_refused_clearly() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "max_order = 5\n")?;
+            let error = load(Some(Path::new("bad.toml"))).expect_err("unknown key");
+            assert!(error.to_string().contains("max_order"), "{error}");
+            assert!(load(Some(Path::new("missing.toml"))).is_err());
+            jail.create_file(
+                "keys.toml",
+                "[[workers]]\nname = \"w\"\nkey_encryption = \"RSA-PKCS1\"\n",
+            )?;
+            let config = load(Some(Path::new("keys.toml"))).expect("parses");
+            assert!(config.into_node_config().is_err(), "unknown key encryption");
+            Ok(())
+        });
+    }
+}

@@ -231,3 +231,14 @@ async fn wallet_state_and_keys_survive_a_restart() {
         ["WALLET RESULT: carol::60"]
     );
 }
+
+#[test]
+fn synchronous_mode_end_to_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let service = Service::start(&dir.path().join("afallon-data"), &["--sync"]);
+    let output = service.cli(&["submit", "-w", WORKER, "-l", "echo-result", "-i", "now", "--sync"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "RESULT: now\n");
+    assert!(!stderr.contains("polling"), "the listener answered with the result: {stderr}");
+}

@@ -275,3 +275,80 @@ impl PendingResult {
         Ok(outputs)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use afallon_crypto::{EcdsaSigningKey, RsaPrivateKey};
+
+    use super::*;
+    use crate::hash::ext_verification_key_digest;
+
+    /// A pool-model result (wire spec §3.8): signed by a per-order key, which the worker's key
+    /// vouches for together with the requester's nonce.
+    #[test]
+    fn two_step_verification_of_pool_results() {
+        let worker_rsa = RsaPrivateKey::generate().expect("keygen");
+        let worker_key = EcdsaSigningKey::generate().expect("rng");
+        let order_key = EcdsaSigningKey::generate().expect("rng");
+        let mut builder =
+            WorkOrderBuilder::new("ab", worker_rsa.public_key(), OaepHash::Sha1, "echo-result")
+                .expect("builder");
+        builder.input(b"x", InputProtection::Session).expect("input");
+        let (request, pending) = builder.build(None).expect("build");
+
+        let session = protection::unwrap_session_key(
+            &worker_rsa,
+            OaepHash::Sha1,
+            &request.encrypted_session_key,
+        )
+        .expect("unwrap");
+        let iv = protection::decode_iv("iv", request.session_key_iv.as_deref().expect("iv"))
+            .expect("iv");
+        let ext_key = order_key.verifying_key().to_pem();
+        let mut result = WorkOrderResult {
+            work_order_id: request.work_order_id.clone(),
+            workload_id: request.workload_id.clone(),
+            worker_id: request.worker_id.clone(),
+            requester_id: request.requester_id.clone(),
+            worker_nonce: "nonce".into(),
+            worker_signature: String::new(),
+            out_data: vec![DataItem {
+                index: 0,
+                data_hash: Some(sha256(b"RESULT: x").to_hex_upper()),
+                data: Some(
+                    ItemKey::Session { key: &session, iv: &iv }.seal(b"RESULT: x").expect("seal"),
+                ),
+                encrypted_data_encryption_key: Some(String::new()),
+                iv: Some(String::new()),
+            }],
+            ext_verification_key_signature: Some(protection::sign_digest_base64(
+                &worker_key,
+                &ext_verification_key_digest(&ext_key, &request.requester_nonce),
+            )),
+            ext_verification_key: Some(ext_key),
+        };
+        result.worker_signature =
+            protection::sign_digest_base64(&order_key, &response_hash(&result));
+        let worker_pem = worker_key.verifying_key().to_pem();
+        assert_eq!(
+            pending.open(&result, &worker_pem).expect("two steps verify"),
+            vec![(0, b"RESULT: x".to_vec())]
+        );
+
+        // The per-order key vouched for by someone else is refused.
+        let stranger = EcdsaSigningKey::generate().expect("rng").verifying_key().to_pem();
+        assert!(matches!(pending.open(&result, &stranger), Err(ResultError::Signature(_))));
+        // And a per-order key swapped in without the worker's vouching is refused.
+        let mut swapped = result.clone();
+        swapped.ext_verification_key =
+            Some(EcdsaSigningKey::generate().expect("rng").verifying_key().to_pem());
+        assert!(matches!(pending.open(&swapped, &worker_pem), Err(ResultError::Signature(_))));
+        // A result for another order is refused before anything else.
+        let mut other = result;
+        other.work_order_id = "ff".into();
+        assert_eq!(
+            pending.open(&other, &worker_pem),
+            Err(ResultError::WrongWorkOrder("ff".into()))
+        );
+    }
+}
