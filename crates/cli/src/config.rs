@@ -119,6 +119,8 @@ impl Config {
 }
 
 #[cfg(test)]
+// figment's test jail takes closures returning its own (large) error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
