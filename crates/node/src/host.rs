@@ -148,14 +148,24 @@ async fn process<S: Store>(app: &App<S>, worker: &Arc<LocalWorker>, claimed: Cla
         version: state.version,
         blob: state.blob,
     });
-    // Signed now, appended by the store in the completion's transaction if a receipt exists.
-    let receipt_update = worker.enclave.receipt_update(&work_order_id, &processed.response, failed);
-    let receipt_update = serde_json::to_string(&receipt_update).ok();
-    match app.store.complete(&work_order_id, processed.response, sealed, receipt_update).await {
-        Ok(Completion::Stored) => {
+    // If the order has a receipt, its update is signed now and appended in the completion's
+    // transaction. (A receipt created meanwhile is reported back and updated just after.)
+    let receipt_update = match app.store.receipt(&work_order_id) {
+        Ok(Some(_)) => {
+            let update = worker.enclave.receipt_update(&work_order_id, &processed.response, failed);
+            serde_json::to_string(&update).ok()
+        }
+        _ => None,
+    };
+    let response = processed.response;
+    match app.store.complete(&work_order_id, response.clone(), sealed, receipt_update).await {
+        Ok(outcome @ (Completion::Stored | Completion::StoredReceiptPending)) => {
             let counter =
                 if failed { &app.metrics.completed_error } else { &app.metrics.completed_ok };
             counter.fetch_add(1, Ordering::Relaxed);
+            if outcome == Completion::StoredReceiptPending {
+                append_late_receipt_update(app, worker, &work_order_id, &response).await;
+            }
             app.waiters.completed(&work_order_id);
         }
         Ok(outcome) => tracing::debug!(%work_order_id, ?outcome, "response not stored"),

@@ -92,6 +92,12 @@ impl Metrics {
             out,
             "# HELP afallon_workers Workers hosted by this node.\n# TYPE afallon_workers gauge\nafallon_workers {workers}"
         );
+        if let Some((resident, peak)) = process_memory() {
+            let _ = writeln!(
+                out,
+                "# HELP process_resident_memory_bytes Resident memory size in bytes.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {resident}\n# HELP afallon_process_peak_resident_memory_bytes Peak resident memory size in bytes since the process started.\n# TYPE afallon_process_peak_resident_memory_bytes gauge\nafallon_process_peak_resident_memory_bytes {peak}"
+            );
+        }
         let h = &self.processing_seconds;
         let _ = writeln!(
             out,
@@ -114,4 +120,16 @@ impl Metrics {
         let _ = writeln!(out, "afallon_workorder_processing_seconds_count {count}");
         out
     }
+}
+
+/// Resident and peak resident memory of this process, in bytes (Linux: `/proc/self/status`).
+fn process_memory() -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib = |field: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    };
+    Some((kib("VmRSS:")? * 1024, kib("VmHWM:")? * 1024))
 }

@@ -94,6 +94,9 @@ pub struct SealedBlob {
 pub enum Completion {
     /// The response was stored.
     Stored,
+    /// The response was stored, but the order has a receipt and no receipt update was given:
+    /// the caller should add it with [`Store::add_receipt_update_if_finished`].
+    StoredReceiptPending,
     /// A response was stored before; this one was dropped.
     AlreadyDone,
     /// The order no longer exists (purged); nothing was stored.

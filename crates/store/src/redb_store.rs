@@ -48,11 +48,13 @@ pub struct RedbStoreOptions {
     pub max_orders: u64,
     /// The most writes committed together.
     pub max_batch: usize,
+    /// redb's page cache, in bytes.
+    pub cache_bytes: usize,
 }
 
 impl Default for RedbStoreOptions {
     fn default() -> Self {
-        Self { max_orders: 10_000, max_batch: 1024 }
+        Self { max_orders: 10_000, max_batch: 1024, cache_bytes: 64 << 20 }
     }
 }
 
@@ -152,7 +154,12 @@ impl RedbStore {
     /// # Errors
     /// [`StoreError::Storage`] if the file cannot be opened (another process holding it, say).
     pub fn open(path: &Path, options: RedbStoreOptions) -> Result<Self, StoreError> {
-        let db = Arc::new(Database::create(path).map_err(storage)?);
+        let db = Arc::new(
+            Database::builder()
+                .set_cache_size(options.cache_bytes)
+                .create(path)
+                .map_err(storage)?,
+        );
         // Create every table so that readers never meet a missing one.
         let txn = db.begin_write().map_err(storage)?;
         {
@@ -339,10 +346,13 @@ fn apply(txn: &WriteTransaction, op: &Op, options: RedbStoreOptions) -> Result<R
             if let Some(sealed) = sealed {
                 put_sealed(txn, sealed)?;
             }
-            if let Some(update) = receipt_update
-                && txn.open_table(RECEIPTS)?.get(id.as_str())?.is_some()
-            {
-                append_update(txn, id, update)?;
+            if txn.open_table(RECEIPTS)?.get(id.as_str())?.is_some() {
+                match receipt_update {
+                    Some(update) => {
+                        append_update(txn, id, update)?;
+                    }
+                    None => return Ok(Reply::Complete(Completion::StoredReceiptPending)),
+                }
             }
             Reply::Complete(Completion::Stored)
         }

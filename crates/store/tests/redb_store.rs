@@ -243,3 +243,20 @@ async fn a_receipt_gets_exactly_one_worker_update() {
         vec!["late".to_owned()]
     );
 }
+
+#[tokio::test]
+async fn completion_reports_a_receipt_it_had_no_update_for() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir, 100);
+    store.submit(order("1", "w")).await.expect("submit");
+    store.create_receipt("1", "c".into()).await.expect("receipt");
+    assert_eq!(
+        store.complete("1", "r".into(), None, None).await,
+        Ok(Completion::StoredReceiptPending)
+    );
+    assert_eq!(store.add_receipt_update_if_finished("1", "late".into()).await, Ok(true));
+    assert_eq!(
+        store.receipt("1").expect("read").expect("receipt").updates,
+        vec!["late".to_owned()]
+    );
+}
