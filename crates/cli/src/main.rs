@@ -3,6 +3,7 @@
 //! `afallon up` runs the service; `submit`, `workers`, `result` and `receipt` talk to a running
 //! one as a requester would. Exit codes: 0 success, 1 failure, 64 bad configuration.
 
+mod bench;
 mod config;
 mod requester;
 
@@ -11,6 +12,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+
+/// mimalloc: the service allocates and frees many small buffers per work order on several
+/// threads, which glibc's allocator handles markedly slower.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// A trusted compute service: the EEA Off-Chain Trusted Compute API, wire-compatible with
 /// Hyperledger Avalon.
@@ -33,6 +39,8 @@ enum Command {
     Result(requester::IdArgs),
     /// Prints a work order's receipt and its updates.
     Receipt(requester::IdArgs),
+    /// Measures throughput and latency of verified results, against the crypto limit.
+    Bench(bench::BenchArgs),
 }
 
 /// Settings of `afallon up`; each overrides the config file and the `AFALLON_*` environment.
@@ -80,6 +88,7 @@ fn main() -> ExitCode {
             Command::Workers(args) => requester::workers(args).await,
             Command::Result(args) => requester::result(args).await,
             Command::Receipt(args) => requester::receipt(args).await,
+            Command::Bench(args) => bench::bench(args).await,
         }
     });
     match outcome {

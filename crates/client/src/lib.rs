@@ -92,6 +92,14 @@ impl Client {
         self.transport.call(method, params).await
     }
 
+    /// The listener's Prometheus metrics (`GET /metrics`), as text.
+    ///
+    /// # Errors
+    /// [`ClientError::Transport`].
+    pub async fn metrics(&self) -> Result<String, ClientError> {
+        self.transport.get("/metrics").await
+    }
+
     /// `WorkerLookUp` for workers of `worker_type` (1 for TEE workers).
     ///
     /// # Errors

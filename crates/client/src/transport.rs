@@ -44,6 +44,26 @@ impl Transport {
         })
     }
 
+    /// `GET path` on the listener's host, as text (for `/metrics` and the like).
+    pub(crate) async fn get(&self, path: &str) -> Result<String, ClientError> {
+        let authority = self.url.authority().map(|a| a.as_str().to_owned()).unwrap_or_default();
+        let uri: Uri = format!("http://{authority}{path}")
+            .parse()
+            .map_err(|_| ClientError::Url(path.to_owned()))?;
+        let request = hyper::Request::get(uri)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let response =
+            self.http.request(request).await.map_err(|e| ClientError::Transport(e.to_string()))?;
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?
+            .to_bytes();
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
     pub(crate) async fn call(&self, method: &str, params: Value) -> Result<Value, ClientError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let body =

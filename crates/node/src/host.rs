@@ -126,10 +126,15 @@ async fn process<S: Store>(app: &App<S>, worker: &Arc<LocalWorker>, claimed: Cla
     let work_order_id = claimed.work_order_id;
     let enclave_worker = Arc::clone(worker);
     let request = claimed.request;
+    // Enclave work (RSA above all) runs on the blocking pool, at most one order per core at a
+    // time; the other claim tasks meanwhile wait on the store, so the cores never wait on fsync.
+    let Ok(slot) = app.enclave_slots.acquire().await else { return };
     let processed = tokio::task::spawn_blocking(move || {
         enclave_worker.enclave.process(&request, &enclave_worker.io)
     })
     .await;
+    // Free the core before waiting for the store.
+    drop(slot);
     let processed = match processed {
         Ok(processed) => processed,
         Err(error) => {

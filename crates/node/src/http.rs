@@ -113,7 +113,12 @@ async fn ready<S: Store>(State(app): State<Arc<App<S>>>) -> axum::response::Resp
 }
 
 async fn metrics<S: Store>(State(app): State<Arc<App<S>>>) -> axum::response::Response {
-    let body = app.metrics.render(app.store.counts().ok(), app.simulated, app.workers.len());
+    let body = app.metrics.render(
+        app.store.counts().ok(),
+        app.store.commits(),
+        app.simulated,
+        app.workers.len(),
+    );
     let mut response = (StatusCode::OK, Body::from(body)).into_response();
     response
         .headers_mut()

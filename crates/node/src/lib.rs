@@ -56,9 +56,13 @@ pub struct NodeConfig {
     pub max_body_bytes: usize,
     /// How long a worker may hold an order before it is handed to another.
     pub lease: Duration,
-    /// How many orders each worker processes at once (defaults to the number of cores). Zero
-    /// registers the workers without processing here (a listener-only node).
+    /// How many orders each worker holds at once (claimed, in the enclave, or being stored;
+    /// defaults to four per core, so that enclave work overlaps with store writes). Zero registers
+    /// the workers without processing here (a listener-only node).
     pub processors_per_worker: usize,
+    /// How many orders are in enclaves at once, across all workers (defaults to the number of
+    /// cores: the enclave's work is CPU-bound).
+    pub enclave_threads: usize,
     /// Run workers on the simulated TEE, which protects nothing. Without it, a node without TEE
     /// hardware refuses to start.
     pub insecure_simulation: bool,
@@ -68,6 +72,7 @@ impl NodeConfig {
     /// A node on `listen` with its data in `data_dir`, hosting Avalon's default worker
     /// `singleton-worker-1`, on no TEE until one is chosen.
     pub fn new(listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
             listen,
             data_dir: data_dir.into(),
@@ -77,7 +82,8 @@ impl NodeConfig {
             max_orders: 10_000,
             max_body_bytes: 8 << 20,
             lease: Duration::from_secs(30),
-            processors_per_worker: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            processors_per_worker: 4 * cores,
+            enclave_threads: cores,
             insecure_simulation: false,
         }
     }
@@ -120,6 +126,8 @@ pub(crate) struct App<S> {
     pub(crate) metrics: Metrics,
     pub(crate) ready: AtomicBool,
     pub(crate) simulated: bool,
+    /// Permits for enclave work: one per enclave thread.
+    pub(crate) enclave_slots: tokio::sync::Semaphore,
 }
 
 impl<S> App<S> {
@@ -209,6 +217,7 @@ impl Node {
         }
 
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        let config_enclave_threads = config.enclave_threads.max(1);
         let local_addr = listener.local_addr()?;
         let app = Arc::new(App {
             store,
@@ -218,6 +227,7 @@ impl Node {
             metrics: Metrics::default(),
             ready: AtomicBool::new(true),
             simulated: true,
+            enclave_slots: tokio::sync::Semaphore::new(config_enclave_threads),
         });
         let (shutdown, stopped) = watch::channel(false);
         let tasks = host::spawn(&app, &stopped);

@@ -43,10 +43,15 @@ impl Metrics {
     pub(crate) fn render(
         &self,
         counts: Option<OrderCounts>,
+        commits: u64,
         simulated: bool,
         workers: usize,
     ) -> String {
         let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP afallon_store_commits_total Write transactions committed by the store.\n# TYPE afallon_store_commits_total counter\nafallon_store_commits_total {commits}"
+        );
         let mut counter = |name: &str, help: &str, value: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
         };

@@ -243,6 +243,10 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError`] on a backend failure.
     fn receipt(&self, work_order_id: &str) -> Result<Option<StoredReceipt>, StoreError>;
 
+    /// How many write transactions have been committed since the store was opened (each durable
+    /// one is an fsync): fewer than the writes when group commit batches them.
+    fn commits(&self) -> u64;
+
     /// Every work-order id with a receipt, in byte order.
     ///
     /// # Errors

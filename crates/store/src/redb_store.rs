@@ -1,20 +1,26 @@
 //! The embedded store on redb: one file, one process.
 //!
-//! Reads use redb's MVCC snapshots from any thread. Every write goes to one writer thread, which
-//! takes all the writes waiting for it, applies them in one transaction and commits once (one
-//! fsync), then answers each caller: group commit, so that many concurrent submissions share a
-//! single fsync and none is acknowledged before it is on disk.
+//! What must survive a crash is on disk: workers, every order with its raw request, responses,
+//! receipts and sealed blobs. What need not is in memory: the per-worker queues and the leases,
+//! rebuilt when the store opens (every unfinished order queued again, in submission order, which
+//! is also what an expired lease would do). So a claim touches no disk at all, and an order costs
+//! two durable writes: its submission and its completion.
+//!
+//! Reads use redb's MVCC snapshots from any thread. Every durable write goes to one writer thread,
+//! which takes all the writes waiting for it, applies them in one transaction and commits once
+//! (one fsync), then answers each caller: group commit, so that many concurrent submissions share
+//! a single fsync and none is acknowledged before it is on disk.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::time::{Duration, Instant};
 
 use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
     WriteTransaction,
 };
-use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::{
@@ -23,13 +29,9 @@ use crate::{
 };
 
 const WORKERS: TableDefinition<'static, &str, &str> = TableDefinition::new("workers");
-/// Work-order id → [`OrderRecord`] (JSON).
+/// Work-order id → submission sequence (8 bytes BE), worker id length (2 bytes BE), worker id,
+/// raw request.
 const ORDERS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("orders");
-const REQUESTS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("requests");
-/// (worker id, submission sequence) → work-order id: each worker's FIFO.
-const QUEUE: TableDefinition<'static, (&str, u64), &str> = TableDefinition::new("queue");
-/// (lease end in ms, work-order id) → holder, ordered by expiry for the sweep.
-const LEASES: TableDefinition<'static, (u64, &str), &str> = TableDefinition::new("leases");
 const RESPONSES: TableDefinition<'static, &str, &str> = TableDefinition::new("responses");
 /// Finish sequence → work-order id: the purge order.
 const FINISHED: TableDefinition<'static, u64, &str> = TableDefinition::new("finished");
@@ -38,7 +40,6 @@ const RECEIPT_UPDATES: TableDefinition<'static, (&str, u64), &str> =
     TableDefinition::new("receipt_updates");
 /// Sealed blob key → version (8 bytes BE) || blob.
 const SEALED: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("sealed");
-const COUNTERS: TableDefinition<'static, &str, u64> = TableDefinition::new("counters");
 
 /// Settings of the embedded store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,21 +51,94 @@ pub struct RedbStoreOptions {
     pub max_batch: usize,
     /// redb's page cache, in bytes.
     pub cache_bytes: usize,
+    /// How long the writer gathers writes before a commit when the previous commit ended less
+    /// than this long ago (zero: never wait).
+    pub commit_window: Duration,
 }
 
 impl Default for RedbStoreOptions {
     fn default() -> Self {
-        Self { max_orders: 10_000, max_batch: 1024, cache_bytes: 64 << 20 }
+        Self {
+            max_orders: 10_000,
+            max_batch: 1024,
+            cache_bytes: 64 << 20,
+            commit_window: Duration::from_micros(500),
+        }
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct OrderRecord {
+/// A stored order's fixed part.
+struct OrderHeader<'a> {
     seq: u64,
+    worker: &'a str,
+    request: &'a [u8],
+}
+
+fn encode_order(seq: u64, worker: &str, request: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(10 + worker.len() + request.len());
+    out.extend_from_slice(&seq.to_be_bytes());
+    // Worker ids are 64 hex characters; anything longer than u16 was refused by the caller.
+    out.extend_from_slice(&u16::try_from(worker.len()).unwrap_or(u16::MAX).to_be_bytes());
+    out.extend_from_slice(worker.as_bytes());
+    out.extend_from_slice(request);
+    out
+}
+
+fn decode_order(bytes: &[u8]) -> Result<OrderHeader<'_>, redb::Error> {
+    let corrupt = || redb::Error::Corrupted("order record".into());
+    let (seq, rest) = bytes.split_first_chunk::<8>().ok_or_else(corrupt)?;
+    let (len, rest) = rest.split_first_chunk::<2>().ok_or_else(corrupt)?;
+    let len = usize::from(u16::from_be_bytes(*len));
+    let worker = rest.get(..len).and_then(|w| std::str::from_utf8(w).ok()).ok_or_else(corrupt)?;
+    Ok(OrderHeader { seq: u64::from_be_bytes(*seq), worker, request: &rest[len..] })
+}
+
+/// An order waiting in memory, with its request, so that claiming reads nothing from disk.
+#[derive(Debug, Clone)]
+struct Queued {
+    id: String,
+    request: Arc<[u8]>,
+}
+
+#[derive(Debug)]
+struct Lease {
     worker: String,
-    /// Lease end (ms) while claimed.
-    lease: Option<u64>,
-    done: bool,
+    seq: u64,
+    expires: u64,
+    request: Arc<[u8]>,
+}
+
+/// The queues and leases: memory only.
+#[derive(Debug, Default)]
+struct Queues {
+    by_worker: HashMap<String, BTreeMap<u64, Queued>>,
+    leases: HashMap<String, Lease>,
+    expiries: BTreeSet<(u64, String)>,
+    /// Orders stored (finished or not), for retention.
+    stored: u64,
+}
+
+impl Queues {
+    fn enqueue(&mut self, worker: &str, seq: u64, queued: Queued) {
+        self.by_worker.entry(worker.to_owned()).or_default().insert(seq, queued);
+    }
+
+    /// Forgets a finished order, whether leased or queued again after its lease expired.
+    fn finish(&mut self, id: &str, worker: &str, seq: u64) {
+        if let Some(lease) = self.leases.remove(id) {
+            self.expiries.remove(&(lease.expires, id.to_owned()));
+        }
+        if let Some(queue) = self.by_worker.get_mut(worker) {
+            queue.remove(&seq);
+        }
+    }
+}
+
+/// What a committed batch changes in memory.
+enum Effect {
+    Enqueue { worker: String, seq: u64, queued: Queued },
+    Finish { id: String, worker: String, seq: u64 },
+    Stored(u64),
 }
 
 enum Op {
@@ -73,12 +147,6 @@ enum Op {
         record: String,
     },
     Submit(NewOrder),
-    Claim {
-        worker: String,
-        holder: String,
-        now: u64,
-        lease: u64,
-    },
     Complete {
         id: String,
         response: String,
@@ -90,9 +158,6 @@ enum Op {
         update: String,
     },
     PutSealed(SealedBlob),
-    Requeue {
-        now: u64,
-    },
     CreateReceipt {
         id: String,
         create: String,
@@ -106,9 +171,7 @@ enum Op {
 enum Reply {
     Unit,
     Submit(SubmitOutcome),
-    Claim(Option<Claimed>),
     Complete(Completion),
-    Count(u64),
     Receipt(ReceiptCreation),
     Update(Option<u64>),
     Appended(bool),
@@ -122,6 +185,7 @@ struct Job {
 /// The embedded store.
 pub struct RedbStore {
     db: Arc<Database>,
+    queues: Arc<Mutex<Queues>>,
     writer: Option<mpsc::Sender<Job>>,
     writer_thread: Option<std::thread::JoinHandle<()>>,
     commits: Arc<AtomicU64>,
@@ -148,49 +212,53 @@ fn storage(error: impl std::fmt::Display) -> StoreError {
     StoreError::Storage(error.to_string())
 }
 
+fn lock(queues: &Mutex<Queues>) -> MutexGuard<'_, Queues> {
+    queues.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The writer thread's own counters.
+struct Sequences {
+    next_submit: u64,
+    next_finish: u64,
+}
+
 impl RedbStore {
-    /// Opens (or creates) the store in the file `path` and starts its writer thread.
+    /// Opens (or creates) the store in the file `path`, queues every unfinished order again, and
+    /// starts the writer thread.
     ///
     /// # Errors
     /// [`StoreError::Storage`] if the file cannot be opened (another process holding it, say).
     pub fn open(path: &Path, options: RedbStoreOptions) -> Result<Self, StoreError> {
-        let db = Arc::new(
-            Database::builder()
-                .set_cache_size(options.cache_bytes)
-                .create(path)
-                .map_err(storage)?,
-        );
+        let db = Database::builder()
+            .set_cache_size(options.cache_bytes)
+            .create(path)
+            .map_err(storage)?;
+        let db = Arc::new(db);
         // Create every table so that readers never meet a missing one.
         let txn = db.begin_write().map_err(storage)?;
         {
             txn.open_table(WORKERS).map_err(storage)?;
             txn.open_table(ORDERS).map_err(storage)?;
-            txn.open_table(REQUESTS).map_err(storage)?;
-            txn.open_table(QUEUE).map_err(storage)?;
-            txn.open_table(LEASES).map_err(storage)?;
             txn.open_table(RESPONSES).map_err(storage)?;
             txn.open_table(FINISHED).map_err(storage)?;
             txn.open_table(RECEIPTS).map_err(storage)?;
             txn.open_table(RECEIPT_UPDATES).map_err(storage)?;
             txn.open_table(SEALED).map_err(storage)?;
-            txn.open_table(COUNTERS).map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
+        let (queues, sequences) = rebuild(&db).map_err(storage)?;
+        let queues = Arc::new(Mutex::new(queues));
         let (writer, jobs) = mpsc::channel();
-        let writer_db = Arc::clone(&db);
         let commits = Arc::new(AtomicU64::new(0));
-        let writer_commits = Arc::clone(&commits);
-        let writer_thread = std::thread::Builder::new()
-            .name("afallon-store-writer".into())
-            .spawn(move || write_loop(&writer_db, &jobs, options, &writer_commits))
-            .map_err(storage)?;
-        Ok(Self { db, writer: Some(writer), writer_thread: Some(writer_thread), commits })
-    }
-
-    /// How many write transactions have been committed (each one fsync): fewer than the writes
-    /// when group commit batches them.
-    pub fn commits(&self) -> u64 {
-        self.commits.load(Ordering::Relaxed)
+        let writer_thread = {
+            let (db, queues, commits) =
+                (Arc::clone(&db), Arc::clone(&queues), Arc::clone(&commits));
+            std::thread::Builder::new()
+                .name("afallon-store-writer".into())
+                .spawn(move || write_loop(&db, &queues, &jobs, options, sequences, &commits))
+                .map_err(storage)?
+        };
+        Ok(Self { db, queues, writer: Some(writer), writer_thread: Some(writer_thread), commits })
     }
 
     async fn write(&self, op: Op) -> Result<Reply, StoreError> {
@@ -209,16 +277,39 @@ impl RedbStore {
     }
 }
 
+/// The in-memory state from the file: every unfinished order queued, in submission order.
+fn rebuild(db: &Database) -> Result<(Queues, Sequences), redb::Error> {
+    let txn = db.begin_read()?;
+    let orders = txn.open_table(ORDERS)?;
+    let responses = txn.open_table(RESPONSES)?;
+    let mut queues = Queues { stored: orders.len()?, ..Queues::default() };
+    let mut next_submit = 0;
+    for entry in orders.iter()? {
+        let (id, value) = entry?;
+        let header = decode_order(value.value())?;
+        next_submit = next_submit.max(header.seq + 1);
+        if responses.get(id.value())?.is_none() {
+            let queued = Queued { id: id.value().to_owned(), request: Arc::from(header.request) };
+            queues.enqueue(header.worker, header.seq, queued);
+        }
+    }
+    let next_finish = txn.open_table(FINISHED)?.last()?.map_or(0, |(key, _)| key.value() + 1);
+    Ok((queues, Sequences { next_submit, next_finish }))
+}
+
 fn unexpected() -> StoreError {
     StoreError::Corrupt("the writer answered with another kind of reply".into())
 }
 
 fn write_loop(
     db: &Database,
+    queues: &Mutex<Queues>,
     jobs: &mpsc::Receiver<Job>,
     options: RedbStoreOptions,
+    mut sequences: Sequences,
     commits: &AtomicU64,
 ) {
+    let mut last_commit = Instant::now();
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < options.max_batch {
@@ -227,15 +318,41 @@ fn write_loop(
                 Err(_) => break,
             }
         }
-        let outcome = apply_batch(db, &batch, options);
+        // Under load (writes arriving while the last commit ran) a commit costs far more than
+        // one more write in it, so gather for a moment; an idle store commits at once.
+        if !options.commit_window.is_zero() && last_commit.elapsed() < options.commit_window {
+            let deadline = Instant::now() + options.commit_window;
+            while batch.len() < options.max_batch {
+                match jobs.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+        }
+        let stored = lock(queues).stored;
+        let before = (sequences.next_submit, sequences.next_finish);
+        let outcome = apply_batch(db, &batch, options, stored, &mut sequences);
+        last_commit = Instant::now();
         commits.fetch_add(1, Ordering::Relaxed);
         match outcome {
-            Ok(replies) => {
+            Ok((replies, effects)) => {
+                let mut queues = lock(queues);
+                for effect in effects {
+                    match effect {
+                        Effect::Enqueue { worker, seq, queued } => {
+                            queues.enqueue(&worker, seq, queued)
+                        }
+                        Effect::Finish { id, worker, seq } => queues.finish(&id, &worker, seq),
+                        Effect::Stored(count) => queues.stored = count,
+                    }
+                }
+                drop(queues);
                 for (job, reply) in batch.into_iter().zip(replies) {
                     let _ = job.reply.send(Ok(reply));
                 }
             }
             Err(error) => {
+                (sequences.next_submit, sequences.next_finish) = before;
                 for job in batch {
                     let _ = job.reply.send(Err(error.clone()));
                 }
@@ -248,101 +365,54 @@ fn apply_batch(
     db: &Database,
     batch: &[Job],
     options: RedbStoreOptions,
-) -> Result<Vec<Reply>, StoreError> {
+    mut stored: u64,
+    sequences: &mut Sequences,
+) -> Result<(Vec<Reply>, Vec<Effect>), StoreError> {
     let txn = db.begin_write().map_err(storage)?;
     let mut replies = Vec::with_capacity(batch.len());
+    let mut effects = Vec::new();
     for job in batch {
-        replies.push(apply(&txn, &job.op, options).map_err(storage)?);
+        let reply =
+            apply(&txn, &job.op, options, &mut stored, sequences, &mut effects).map_err(storage)?;
+        replies.push(reply);
     }
+    effects.push(Effect::Stored(stored));
     txn.commit().map_err(storage)?;
-    Ok(replies)
+    Ok((replies, effects))
 }
 
-fn next(txn: &WriteTransaction, counter: &str) -> Result<u64, redb::Error> {
-    let mut counters = txn.open_table(COUNTERS)?;
-    let value = counters.get(counter)?.map_or(0, |v| v.value());
-    counters.insert(counter, value + 1)?;
-    Ok(value)
-}
-
-fn order_record(bytes: &[u8]) -> Result<OrderRecord, redb::Error> {
-    serde_json::from_slice(bytes).map_err(|e| redb::Error::Corrupted(format!("order record: {e}")))
-}
-
-fn encode(record: &OrderRecord) -> Vec<u8> {
-    // Serializing this struct to JSON cannot fail.
-    serde_json::to_vec(record).unwrap_or_default()
-}
-
-fn apply(txn: &WriteTransaction, op: &Op, options: RedbStoreOptions) -> Result<Reply, redb::Error> {
+fn apply(
+    txn: &WriteTransaction,
+    op: &Op,
+    options: RedbStoreOptions,
+    stored: &mut u64,
+    sequences: &mut Sequences,
+    effects: &mut Vec<Effect>,
+) -> Result<Reply, redb::Error> {
     Ok(match op {
         Op::PutWorker { id, record } => {
             txn.open_table(WORKERS)?.insert(id.as_str(), record.as_str())?;
             Reply::Unit
         }
-        Op::Submit(order) => Reply::Submit(submit(txn, order, options)?),
-        Op::Claim { worker, holder, now, lease } => {
-            let mut queue = txn.open_table(QUEUE)?;
-            let head = queue
-                .range((worker.as_str(), 0)..=(worker.as_str(), u64::MAX))?
-                .next()
-                .transpose()?
-                .map(|(key, id)| (key.value().1, id.value().to_owned()));
-            let Some((seq, id)) = head else { return Ok(Reply::Claim(None)) };
-            queue.remove((worker.as_str(), seq))?;
-            let mut orders = txn.open_table(ORDERS)?;
-            let mut record = match orders.get(id.as_str())? {
-                Some(bytes) => order_record(bytes.value())?,
-                None => {
-                    return Err(redb::Error::Corrupted(format!("queued order {id} has no record")));
-                }
-            };
-            let expires = now.saturating_add(*lease);
-            record.lease = Some(expires);
-            orders.insert(id.as_str(), encode(&record).as_slice())?;
-            txn.open_table(LEASES)?.insert((expires, id.as_str()), holder.as_str())?;
-            let request = txn
-                .open_table(REQUESTS)?
-                .get(id.as_str())?
-                .map(|r| r.value().to_vec())
-                .unwrap_or_default();
-            Reply::Claim(Some(Claimed { work_order_id: id, request }))
-        }
-        Op::PutSealed(sealed) => {
-            put_sealed(txn, sealed)?;
-            Reply::Unit
-        }
-        Op::AddUpdateIfFinished { id, update } => {
-            let finished = txn.open_table(RESPONSES)?.get(id.as_str())?.is_some();
-            let has_receipt = txn.open_table(RECEIPTS)?.get(id.as_str())?.is_some();
-            let mut updates = txn.open_table(RECEIPT_UPDATES)?;
-            let empty = updates.range((id.as_str(), 0)..=(id.as_str(), u64::MAX))?.next().is_none();
-            let append = finished && has_receipt && empty;
-            if append {
-                updates.insert((id.as_str(), 0), update.as_str())?;
-            }
-            Reply::Appended(append)
+        Op::Submit(order) => {
+            Reply::Submit(submit(txn, order, options, stored, sequences, effects)?)
         }
         Op::Complete { id, response, sealed, receipt_update } => {
-            let mut orders = txn.open_table(ORDERS)?;
-            let Some(bytes) = orders.get(id.as_str())?.map(|b| b.value().to_vec()) else {
+            let orders = txn.open_table(ORDERS)?;
+            let Some(record) = orders.get(id.as_str())? else {
                 return Ok(Reply::Complete(Completion::Unknown));
             };
-            let mut record = order_record(&bytes)?;
-            if record.done {
+            let header = decode_order(record.value())?;
+            let (worker, seq) = (header.worker.to_owned(), header.seq);
+            drop(record);
+            let mut responses = txn.open_table(RESPONSES)?;
+            if responses.get(id.as_str())?.is_some() {
                 return Ok(Reply::Complete(Completion::AlreadyDone));
             }
-            if let Some(expires) = record.lease.take() {
-                txn.open_table(LEASES)?.remove((expires, id.as_str()))?;
-            } else {
-                // Completed while queued (its lease had expired and it was requeued).
-                txn.open_table(QUEUE)?.remove((record.worker.as_str(), record.seq))?;
-            }
-            record.done = true;
-            orders.insert(id.as_str(), encode(&record).as_slice())?;
-            txn.open_table(RESPONSES)?.insert(id.as_str(), response.as_str())?;
-            let finish_seq = next(txn, "finish")?;
-            txn.open_table(FINISHED)?.insert(finish_seq, id.as_str())?;
+            responses.insert(id.as_str(), response.as_str())?;
+            txn.open_table(FINISHED)?.insert(sequences.next_finish, id.as_str())?;
+            sequences.next_finish += 1;
+            effects.push(Effect::Finish { id: id.clone(), worker, seq });
             if let Some(sealed) = sealed {
                 put_sealed(txn, sealed)?;
             }
@@ -356,25 +426,20 @@ fn apply(txn: &WriteTransaction, op: &Op, options: RedbStoreOptions) -> Result<R
             }
             Reply::Complete(Completion::Stored)
         }
-        Op::Requeue { now } => {
-            let mut leases = txn.open_table(LEASES)?;
-            let expired: Vec<(u64, String)> = leases
-                .range((0, "")..(*now, ""))?
-                .map(|entry| entry.map(|(key, _)| (key.value().0, key.value().1.to_owned())))
-                .collect::<Result<_, _>>()?;
-            let mut orders = txn.open_table(ORDERS)?;
-            let mut queue = txn.open_table(QUEUE)?;
-            for (expires, id) in &expired {
-                leases.remove((*expires, id.as_str()))?;
-                let bytes = orders.get(id.as_str())?.map(|b| b.value().to_vec());
-                if let Some(bytes) = bytes {
-                    let mut record = order_record(&bytes)?;
-                    record.lease = None;
-                    queue.insert((record.worker.as_str(), record.seq), id.as_str())?;
-                    orders.insert(id.as_str(), encode(&record).as_slice())?;
-                }
+        Op::AddUpdateIfFinished { id, update } => {
+            let finished = txn.open_table(RESPONSES)?.get(id.as_str())?.is_some();
+            let has_receipt = txn.open_table(RECEIPTS)?.get(id.as_str())?.is_some();
+            let mut updates = txn.open_table(RECEIPT_UPDATES)?;
+            let empty = updates.range((id.as_str(), 0)..=(id.as_str(), u64::MAX))?.next().is_none();
+            let append = finished && has_receipt && empty;
+            if append {
+                updates.insert((id.as_str(), 0), update.as_str())?;
             }
-            Reply::Count(expired.len() as u64)
+            Reply::Appended(append)
+        }
+        Op::PutSealed(sealed) => {
+            put_sealed(txn, sealed)?;
+            Reply::Unit
         }
         Op::CreateReceipt { id, create } => {
             if txn.open_table(ORDERS)?.get(id.as_str())?.is_none() {
@@ -400,23 +465,31 @@ fn submit(
     txn: &WriteTransaction,
     order: &NewOrder,
     options: RedbStoreOptions,
+    stored: &mut u64,
+    sequences: &mut Sequences,
+    effects: &mut Vec<Effect>,
 ) -> Result<SubmitOutcome, redb::Error> {
+    if order.worker_id.len() > usize::from(u16::MAX) {
+        return Ok(SubmitOutcome::Busy);
+    }
     let mut orders = txn.open_table(ORDERS)?;
     // Capacity first, then duplicates, as Avalon's listener orders its checks.
-    if orders.len()? >= options.max_orders {
+    if *stored >= options.max_orders {
         let oldest = txn.open_table(FINISHED)?.pop_first()?.map(|(_, id)| id.value().to_owned());
         let Some(oldest) = oldest else { return Ok(SubmitOutcome::Busy) };
         purge(txn, &mut orders, &oldest)?;
+        *stored -= 1;
     }
     let id = order.work_order_id.as_str();
     if orders.get(id)?.is_some() {
         return Ok(SubmitOutcome::Duplicate);
     }
-    let seq = next(txn, "submit")?;
-    let record = OrderRecord { seq, worker: order.worker_id.clone(), lease: None, done: false };
-    orders.insert(id, encode(&record).as_slice())?;
-    txn.open_table(REQUESTS)?.insert(id, order.request.as_slice())?;
-    txn.open_table(QUEUE)?.insert((order.worker_id.as_str(), seq), id)?;
+    let seq = sequences.next_submit;
+    sequences.next_submit += 1;
+    orders.insert(id, encode_order(seq, &order.worker_id, &order.request).as_slice())?;
+    *stored += 1;
+    let queued = Queued { id: id.to_owned(), request: Arc::from(order.request.as_slice()) };
+    effects.push(Effect::Enqueue { worker: order.worker_id.clone(), seq, queued });
     Ok(SubmitOutcome::Accepted)
 }
 
@@ -445,13 +518,13 @@ fn sealed_version(value: &[u8]) -> u64 {
     value.first_chunk::<8>().map_or(0, |v| u64::from_be_bytes(*v))
 }
 
+/// Removes a finished order and everything about it.
 fn purge(
     txn: &WriteTransaction,
     orders: &mut redb::Table<'_, &str, &[u8]>,
     id: &str,
 ) -> Result<(), redb::Error> {
     orders.remove(id)?;
-    txn.open_table(REQUESTS)?.remove(id)?;
     txn.open_table(RESPONSES)?.remove(id)?;
     txn.open_table(RECEIPTS)?.remove(id)?;
     let mut updates = txn.open_table(RECEIPT_UPDATES)?;
@@ -512,7 +585,9 @@ impl Store for RedbStore {
 
     fn request(&self, work_order_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.read(|txn| {
-            Ok(txn.open_table(REQUESTS)?.get(work_order_id)?.map(|v| v.value().to_vec()))
+            let orders = txn.open_table(ORDERS)?;
+            let Some(record) = orders.get(work_order_id)? else { return Ok(None) };
+            Ok(Some(decode_order(record.value())?.request.to_vec()))
         })
     }
 
@@ -523,16 +598,18 @@ impl Store for RedbStore {
         now_ms: u64,
         lease_ms: u64,
     ) -> Result<Option<Claimed>, StoreError> {
-        let op = Op::Claim {
-            worker: worker_id.to_owned(),
-            holder: holder.to_owned(),
-            now: now_ms,
-            lease: lease_ms,
+        let _ = holder;
+        let mut queues = lock(&self.queues);
+        let Some((seq, queued)) = queues.by_worker.get_mut(worker_id).and_then(BTreeMap::pop_first)
+        else {
+            return Ok(None);
         };
-        match self.write(op).await? {
-            Reply::Claim(claimed) => Ok(claimed),
-            _ => Err(unexpected()),
-        }
+        let expires = now_ms.saturating_add(lease_ms);
+        queues.expiries.insert((expires, queued.id.clone()));
+        let request = queued.request.to_vec();
+        let lease = Lease { worker: worker_id.to_owned(), seq, expires, request: queued.request };
+        queues.leases.insert(queued.id.clone(), lease);
+        Ok(Some(Claimed { work_order_id: queued.id, request }))
     }
 
     async fn complete(
@@ -588,20 +665,26 @@ impl Store for RedbStore {
     }
 
     async fn requeue_expired(&self, now_ms: u64) -> Result<u64, StoreError> {
-        match self.write(Op::Requeue { now: now_ms }).await? {
-            Reply::Count(count) => Ok(count),
-            _ => Err(unexpected()),
+        let mut queues = lock(&self.queues);
+        let expired: Vec<(u64, String)> =
+            queues.expiries.iter().take_while(|(expires, _)| *expires < now_ms).cloned().collect();
+        for key in &expired {
+            queues.expiries.remove(key);
+            if let Some(lease) = queues.leases.remove(&key.1) {
+                let queued = Queued { id: key.1.clone(), request: lease.request };
+                queues.enqueue(&lease.worker, lease.seq, queued);
+            }
         }
+        Ok(expired.len() as u64)
     }
 
     fn counts(&self) -> Result<OrderCounts, StoreError> {
-        self.read(|txn| {
-            Ok(OrderCounts {
-                queued: txn.open_table(QUEUE)?.len()?,
-                processing: txn.open_table(LEASES)?.len()?,
-                finished: txn.open_table(FINISHED)?.len()?,
-            })
-        })
+        let (queued, processing) = {
+            let queues = lock(&self.queues);
+            (queues.by_worker.values().map(|q| q.len() as u64).sum(), queues.leases.len() as u64)
+        };
+        let finished = self.read(|txn| Ok(txn.open_table(FINISHED)?.len()?))?;
+        Ok(OrderCounts { queued, processing, finished })
     }
 
     async fn create_receipt(
@@ -640,6 +723,10 @@ impl Store for RedbStore {
                 .collect::<Result<_, _>>()?;
             Ok(Some(StoredReceipt { create, updates }))
         })
+    }
+
+    fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     fn receipt_ids(&self) -> Result<Vec<String>, StoreError> {

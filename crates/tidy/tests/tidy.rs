@@ -65,7 +65,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("store", &[]),
     ("node", &["attest", "crypto", "enclave", "proto", "store", "workloads"]),
     ("client", &["attest", "crypto", "proto"]),
-    ("cli", &["attest", "client", "crypto", "enclave", "node", "proto"]),
+    ("bench", &["attest", "client", "crypto", "enclave", "proto", "workloads"]),
+    ("cli", &["attest", "bench", "client", "crypto", "enclave", "node", "proto"]),
     ("tidy", &[]),
 ];
 

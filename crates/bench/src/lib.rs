@@ -1,0 +1,16 @@
+//! `afallon bench`: how many work orders a listener turns around per second and how quickly,
+//! next to what its cryptography allows.
+//!
+//! - [`run`] acts as many requesters at once. Each builds a protected work order, submits it,
+//!   waits for the result (from the submit answer in synchronous mode, by polling otherwise),
+//!   verifies the worker's signature, decrypts, and checks the output. Only results that pass all
+//!   of that count; everything else is an error, counted by kind.
+//! - [`crypto_limit`] does the worker's cryptographic work for the same orders in-process on
+//!   every core, with no network, JSON or store: the ceiling any service could reach.
+//!   [`enclave_limit`] runs the whole enclave (JSON included) the same way.
+
+mod limits;
+mod load;
+
+pub use limits::{Limit, crypto_limit, enclave_limit};
+pub use load::{BenchConfig, Failure, Mode, Report, Stop, judge, run};

@@ -1,0 +1,249 @@
+//! `afallon bench`: load against a listener (or one started in this process), the crypto limit
+//! measured in the same run, and the ratio of the two.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use afallon_attest::SimPlatform;
+use afallon_bench::{BenchConfig, Limit, Mode, Report, Stop};
+use afallon_client::{Client, Policy};
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Async,
+    Sync,
+}
+
+/// `afallon bench`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// A running listener; without it (or with --embedded) the bench starts its own node in this
+    /// process.
+    #[arg(long, env = "AFALLON_URL", conflicts_with = "embedded")]
+    url: Option<String>,
+    /// Start a node in this process (embedded store in a temporary directory, simulated TEE).
+    #[arg(long)]
+    embedded: bool,
+    /// Requesters working at once.
+    #[arg(long, short = 'c', default_value_t = 16)]
+    concurrency: usize,
+    /// Run for this many seconds...
+    #[arg(long, short = 'd', default_value_t = 10.0, conflicts_with = "count")]
+    duration: f64,
+    /// ...or until this many orders are done.
+    #[arg(long, short = 'n')]
+    count: Option<u64>,
+    /// The workload (echo-result outputs are also checked against their inputs).
+    #[arg(long, short = 'l', default_value = "echo-result")]
+    workload: String,
+    /// Bytes per input.
+    #[arg(long, default_value_t = 1024)]
+    input_size: usize,
+    /// async: submit, then poll; sync: the result comes with the submit answer.
+    #[arg(long, value_enum, default_value = "async")]
+    mode: ModeArg,
+    /// Sign every request.
+    #[arg(long)]
+    sign: bool,
+    /// Seconds spent measuring each in-process limit.
+    #[arg(long, default_value_t = 3.0)]
+    limit_seconds: f64,
+    /// The local node's data directory (its simulation key is trusted).
+    #[arg(long, default_value = "afallon-data")]
+    data_dir: PathBuf,
+    /// Accept simulated workers from anywhere.
+    #[arg(long)]
+    insecure_allow_simulation: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mode = match args.mode {
+        ModeArg::Async => Mode::Async,
+        ModeArg::Sync => Mode::Sync,
+    };
+    let embedded_dir = tempfile_dir()?;
+    let (url, node, sim_dir) = match &args.url {
+        Some(url) if !args.embedded => (url.clone(), None, args.data_dir.join("sim")),
+        _ => {
+            let mut config =
+                afallon_node::NodeConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), &embedded_dir);
+            config.insecure_simulation = true;
+            config.sync_mode = mode == Mode::Sync;
+            config.max_orders = 200_000;
+            let node =
+                afallon_node::Node::start(config).await.context("starting the embedded node")?;
+            (format!("http://{}", node.local_addr()), Some(node), embedded_dir.join("sim"))
+        }
+    };
+    let client = Arc::new(Client::new(&url)?);
+    let policy = if args.insecure_allow_simulation {
+        Policy::new().insecure_allow_simulation()
+    } else {
+        match SimPlatform::local_attestation_key(&sim_dir)? {
+            Some(key) => Policy::new().insecure_allow_simulation().trust_simulation_key(key),
+            None => Policy::new(),
+        }
+    };
+    let worker_id = afallon_proto::worker_id_from_name("singleton-worker-1");
+    let worker =
+        Arc::new(client.verify_worker(&worker_id, &policy).await.context("verifying the worker")?);
+
+    let stop = match args.count {
+        Some(count) => Stop::Count(count),
+        None => Stop::Duration(Duration::from_secs_f64(args.duration)),
+    };
+    let config = BenchConfig {
+        concurrency: args.concurrency,
+        stop,
+        workload: args.workload.clone(),
+        input_size: args.input_size,
+        mode,
+        signed: args.sign,
+        result_timeout: Duration::from_secs(60),
+    };
+    let bar = progress_bar(stop, args.json);
+    let progress_bar = bar.clone();
+    let report = afallon_bench::run(
+        Arc::clone(&client),
+        worker,
+        config,
+        Arc::new(move |done, failed| {
+            progress_bar.set_position(done + failed);
+            if failed > 0 {
+                progress_bar.set_message(format!("{failed} errors"));
+            }
+        }),
+    )
+    .await;
+    bar.finish_and_clear();
+
+    let server_peak = peak_memory(&client).await;
+    if let Some(node) = node {
+        node.shutdown().await;
+    }
+    let limit_time = Duration::from_secs_f64(args.limit_seconds);
+    let input_size = args.input_size;
+    let crypto = tokio::task::spawn_blocking(move || {
+        afallon_bench::crypto_limit(input_size, threads, limit_time)
+    })
+    .await?
+    .context("measuring the crypto limit")?;
+    let enclave = tokio::task::spawn_blocking(move || {
+        afallon_bench::enclave_limit(input_size, threads, limit_time)
+    })
+    .await?
+    .context("measuring the enclave limit")?;
+    let ratio = report.orders_per_second / crypto.orders_per_second;
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "setup": {"url": url, "embedded": args.url.is_none() || args.embedded, "concurrency": args.concurrency,
+                          "workload": args.workload, "inputSize": args.input_size, "mode": mode, "signed": args.sign},
+                "report": report,
+                "cryptoLimit": crypto,
+                "enclaveLimit": enclave,
+                "ratio": ratio,
+                "serverPeakResidentBytes": server_peak,
+            })
+        );
+    } else {
+        print_report(&args, mode, &report, &crypto, &enclave, ratio, server_peak);
+    }
+    Ok(())
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("afallon-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn progress_bar(stop: Stop, hidden: bool) -> ProgressBar {
+    let bar = match stop {
+        Stop::Count(count) => ProgressBar::new(count),
+        Stop::Duration(_) => ProgressBar::no_length(),
+    };
+    if hidden {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    let style = match stop {
+        Stop::Count(_) => {
+            ProgressStyle::with_template("{bar:40} {pos}/{len} orders, {per_sec} {msg}")
+        }
+        Stop::Duration(_) => {
+            ProgressStyle::with_template("{spinner} {pos} orders in {elapsed}, {per_sec} {msg}")
+        }
+    };
+    if let Ok(style) = style {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// The listener's peak resident memory, from its `/metrics`.
+async fn peak_memory(client: &Client) -> Option<u64> {
+    let text = client.metrics().await.ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("afallon_process_peak_resident_memory_bytes "))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+fn print_report(
+    args: &BenchArgs,
+    mode: Mode,
+    report: &Report,
+    crypto: &Limit,
+    enclave: &Limit,
+    ratio: f64,
+    server_peak: Option<u64>,
+) {
+    let errors: u64 = report.errors.values().sum();
+    println!(
+        "afallon bench: {:.1} s, {} requesters, {}, {}-byte inputs, {}, {}, durable acknowledgements",
+        report.seconds,
+        args.concurrency,
+        args.workload,
+        args.input_size,
+        if mode == Mode::Sync { "sync" } else { "async" },
+        if args.sign { "signed" } else { "unsigned" },
+    );
+    println!("completed      {} orders verified and decrypted, {errors} errors", report.completed);
+    for (label, count) in &report.errors {
+        println!("  error {label}: {count}");
+    }
+    println!("throughput     {:.1} orders/s", report.orders_per_second);
+    let l = report.latency_ms;
+    println!(
+        "latency        p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+        l.p50, l.p95, l.p99, l.max
+    );
+    println!(
+        "crypto limit   {:.1} orders/s ({} threads, worker-side crypto only, in-process)",
+        crypto.orders_per_second, crypto.threads
+    );
+    println!(
+        "enclave limit  {:.1} orders/s ({} threads, whole enclave with JSON, in-process)",
+        enclave.orders_per_second, enclave.threads
+    );
+    println!("ratio          {ratio:.2} of the crypto limit");
+    match server_peak {
+        Some(bytes) => {
+            println!("server memory  peak {:.1} MiB resident", bytes as f64 / (1 << 20) as f64)
+        }
+        None => println!(
+            "server memory  unknown (no afallon_process_peak_resident_memory_bytes in /metrics)"
+        ),
+    }
+}
