@@ -28,6 +28,7 @@ pub(crate) struct Config {
     pub(crate) max_body_bytes: usize,
     pub(crate) lease_seconds: u64,
     pub(crate) processors_per_worker: Option<usize>,
+    pub(crate) enclave_threads: Option<usize>,
     /// `afallon up` runs on the simulated TEE unless this is set to false.
     pub(crate) insecure_simulation: bool,
     pub(crate) workers: Vec<WorkerSettings>,
@@ -57,6 +58,7 @@ impl Default for Config {
             max_body_bytes: 8 << 20,
             lease_seconds: 30,
             processors_per_worker: None,
+            enclave_threads: None,
             insecure_simulation: true,
             workers: vec![WorkerSettings {
                 name: "singleton-worker-1".into(),
@@ -91,6 +93,9 @@ impl Config {
         node.lease = Duration::from_secs(self.lease_seconds.max(1));
         if let Some(processors) = self.processors_per_worker {
             node.processors_per_worker = processors;
+        }
+        if let Some(threads) = self.enclave_threads {
+            node.enclave_threads = threads.max(1);
         }
         node.insecure_simulation = self.insecure_simulation;
         if self.workers.is_empty() {
