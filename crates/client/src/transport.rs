@@ -50,18 +50,22 @@ impl Transport {
         let uri: Uri = format!("http://{authority}{path}")
             .parse()
             .map_err(|_| ClientError::Url(path.to_owned()))?;
-        let request = hyper::Request::get(uri)
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
-        let response =
-            self.http.request(request).await.map_err(|e| ClientError::Transport(e.to_string()))?;
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ClientError::Transport(e.to_string()))?
-            .to_bytes();
+        let request = hyper::Request::get(uri).body(Full::new(Bytes::new()));
+        let (_, bytes) = self.send(request).await?;
         Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// Sends a request and reads the whole answer.
+    async fn send(
+        &self,
+        request: Result<hyper::Request<Full<Bytes>>, hyper::http::Error>,
+    ) -> Result<(hyper::StatusCode, Bytes), ClientError> {
+        let transport = |e: &dyn std::fmt::Display| ClientError::Transport(e.to_string());
+        let request = request.map_err(|e| transport(&e))?;
+        let response = self.http.request(request).await.map_err(|e| transport(&e))?;
+        let status = response.status();
+        let bytes = response.into_body().collect().await.map_err(|e| transport(&e))?.to_bytes();
+        Ok((status, bytes))
     }
 
     pub(crate) async fn call(&self, method: &str, params: Value) -> Result<Value, ClientError> {
@@ -70,17 +74,8 @@ impl Transport {
             json!({"jsonrpc": "2.0", "method": method, "id": id, "params": params}).to_string();
         let request = hyper::Request::post(self.url.clone())
             .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
-        let response =
-            self.http.request(request).await.map_err(|e| ClientError::Transport(e.to_string()))?;
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ClientError::Transport(e.to_string()))?
-            .to_bytes();
+            .body(Full::new(Bytes::from(body)));
+        let (status, bytes) = self.send(request).await?;
         let mut value: Value = serde_json::from_slice(&bytes).map_err(|_| {
             ClientError::Protocol(format!(
                 "HTTP {status}: {}",

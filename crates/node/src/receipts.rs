@@ -3,7 +3,7 @@
 
 use afallon_proto::protection::{self, encode_base64};
 use afallon_proto::{
-    LookUpResult, Params, ReceiptCreate, ReceiptLookUpParams, ReceiptRetrieveResult, ReceiptStatus,
+    Params, ReceiptCreate, ReceiptLookUpParams, ReceiptRetrieveResult, ReceiptStatus,
     ReceiptUpdate, ReceiptUpdateRetrieveParams, ReceiptUpdateRetrieveResult, Response,
     WorkOrderStatus, parse_request, receipt_create_digest, receipt_update_digest, request_hash,
     result_update_data, updater_id,
@@ -278,10 +278,5 @@ pub(crate) fn look_up<S: Store>(
             ids.push(work_order_id);
         }
     }
-    let result = LookUpResult {
-        total_count: ids.len() as u64,
-        lookup_tag: ids.last().cloned().unwrap_or_default(),
-        ids,
-    };
-    Ok(Response::Result { id, result: serde_json::to_value(result).unwrap_or(Value::Null) }.into())
+    Ok(crate::rpc::look_up_result(id, ids))
 }

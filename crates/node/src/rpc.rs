@@ -99,6 +99,16 @@ async fn dispatch<S: Store>(
     })
 }
 
+/// The answer of the look-up methods (workers and receipts): the ids found, the last as the tag.
+pub(crate) fn look_up_result(id: Number, ids: Vec<String>) -> Answer {
+    let result = LookUpResult {
+        total_count: ids.len() as u64,
+        lookup_tag: ids.last().cloned().unwrap_or_default(),
+        ids,
+    };
+    Response::Result { id, result: serde_json::to_value(result).unwrap_or(Value::Null) }.into()
+}
+
 /// `{"jsonrpc": "2.0", "id": id, "result": <stored JSON as it is>}`.
 pub(crate) fn raw_result(id: &Number, raw: &str) -> String {
     format!("{{\"jsonrpc\": \"2.0\", \"id\": {id}, \"result\": {raw}}}")
@@ -126,12 +136,7 @@ fn look_up<S: Store>(
             ids.push(worker_id);
         }
     }
-    let result = LookUpResult {
-        total_count: ids.len() as u64,
-        lookup_tag: ids.last().cloned().unwrap_or_default(),
-        ids,
-    };
-    Ok(Response::Result { id, result: serde_json::to_value(result).unwrap_or(Value::Null) }.into())
+    Ok(look_up_result(id, ids))
 }
 
 /// `WorkOrderSubmit` (wire spec §1.7.1 and §1.7.2).
