@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use afallon_client::{Client, ClientError, InputProtection, PendingResult, Submission, Worker};
-use afallon_crypto::EcdsaSigningKey;
+use afallon_crypto::{EcdsaSigningKey, EcdsaVerifyingKey};
 use afallon_proto::WorkOrderResult;
 use afallon_proto::requester::ResultError;
 use serde::Serialize;
@@ -117,10 +117,10 @@ impl From<ResultError> for Failure {
 pub fn judge(
     pending: &PendingResult,
     result: &WorkOrderResult,
-    verification_key: &str,
+    verification_key: &EcdsaVerifyingKey,
     expected: Option<&[Vec<u8>]>,
 ) -> Result<(), Failure> {
-    let outputs = pending.open(result, verification_key)?;
+    let outputs = pending.open_with_key(result, verification_key)?;
     if let Some(expected) = expected {
         let got: Vec<&[u8]> = outputs.iter().map(|(_, data)| data.as_slice()).collect();
         let want: Vec<&[u8]> = expected.iter().map(Vec::as_slice).collect();
@@ -185,7 +185,7 @@ async fn one_order(
         output.extend_from_slice(input);
         vec![output]
     });
-    judge(&pending, &result, &worker.verification_key, expected.as_deref())
+    judge(&pending, &result, &worker.verifying_key, expected.as_deref())
 }
 
 /// Polls with a short first interval that doubles: few extra requests, little added latency.

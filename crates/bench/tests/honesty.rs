@@ -47,7 +47,9 @@ async fn verified_results_count_and_nothing_else_does() {
 
     // Results signed by a key other than the one the requester trusts: none counts.
     let mut impostor = worker.clone();
-    impostor.verification_key = EcdsaSigningKey::generate().expect("rng").verifying_key().to_pem();
+    let stranger = EcdsaSigningKey::generate().expect("rng").verifying_key();
+    impostor.verification_key = stranger.to_pem();
+    impostor.verifying_key = stranger;
     let report = run(
         Arc::clone(&client),
         Arc::new(impostor),

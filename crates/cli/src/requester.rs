@@ -149,7 +149,7 @@ pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         }
     };
     let outputs =
-        pending.open(&result, &worker.verification_key).context("verifying the result")?;
+        pending.open_with_key(&result, &worker.verifying_key).context("verifying the result")?;
     let receipt = if args.receipt {
         Some(client.receipt(&request.work_order_id).await.context("reading the receipt")?)
     } else {

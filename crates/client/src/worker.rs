@@ -2,7 +2,7 @@
 //! signature, and the attestation binding the verification key (wire spec §3.14 steps 1-2).
 
 use afallon_attest::{Evidence, Policy, ReportData, VerifiedEvidence, VerifyError, WorkerProof};
-use afallon_crypto::{KeyError, OaepHash, RsaPublicKey};
+use afallon_crypto::{EcdsaVerifyingKey, KeyError, OaepHash, RsaPublicKey};
 use afallon_proto::protection::{self, ProtectionError};
 use afallon_proto::requester::WorkOrderBuilder;
 use afallon_proto::{KeyEncryption, WorkerRecord, WorkerStatus};
@@ -20,6 +20,9 @@ pub enum WorkerError {
     /// The encryption key cannot be read.
     #[error("encryption key: {0}")]
     EncryptionKey(KeyError),
+    /// The verification key cannot be read.
+    #[error("verification key: {0}")]
+    VerificationKey(KeyError),
     /// `encryptionKeySignature` does not verify under the verification key.
     #[error("encryption key signature: {0}")]
     EncryptionKeySignature(ProtectionError),
@@ -56,6 +59,8 @@ pub struct Worker {
     pub oaep: OaepHash,
     /// The key results are signed with (PEM, as published).
     pub verification_key: String,
+    /// The same key, parsed.
+    pub verifying_key: EcdsaVerifyingKey,
     /// What vouches for it.
     pub attestation: Attestation,
 }
@@ -105,6 +110,8 @@ pub fn verify_worker_record(
     let data = &details.worker_type_data;
     let encryption_key =
         RsaPublicKey::from_pem(&data.encryption_key).map_err(WorkerError::EncryptionKey)?;
+    let verifying_key = EcdsaVerifyingKey::from_pem(&data.verification_key)
+        .map_err(WorkerError::VerificationKey)?;
     protection::verify_encryption_key_signature(
         &data.verification_key,
         &data.encryption_key,
@@ -130,6 +137,7 @@ pub fn verify_worker_record(
         encryption_key,
         oaep: key_encryption.oaep_hash(),
         verification_key: data.verification_key.clone(),
+        verifying_key,
         attestation,
         record,
     })

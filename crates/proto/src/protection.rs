@@ -197,6 +197,19 @@ pub fn verify_digest_base64(
 ) -> Result<(), ProtectionError> {
     let key = EcdsaVerifyingKey::from_pem(verification_key_pem)
         .map_err(ProtectionError::VerificationKey)?;
+    verify_digest_base64_with(field, &key, digest, signature_base64)
+}
+
+/// As [`verify_digest_base64`], with a key parsed once beforehand.
+///
+/// # Errors
+/// [`ProtectionError::Base64`] or [`ProtectionError::Signature`].
+pub fn verify_digest_base64_with(
+    field: &'static str,
+    key: &EcdsaVerifyingKey,
+    digest: &Sha256Digest,
+    signature_base64: &str,
+) -> Result<(), ProtectionError> {
     let der = decode_base64(field, signature_base64)?;
     let signature = EcdsaSignature::from_der(&der).map_err(ProtectionError::Signature)?;
     key.verify_digest(digest, &signature).map_err(ProtectionError::Signature)

@@ -4,7 +4,9 @@
 //! Pure and transport-free; the client SDK sends what [`WorkOrderBuilder`] builds and hands what
 //! comes back to [`PendingResult::open`].
 
-use afallon_crypto::{AesKey, EcdsaSigningKey, Iv, OaepHash, RsaPublicKey, random_array, sha256};
+use afallon_crypto::{
+    AesKey, EcdsaSigningKey, EcdsaVerifyingKey, Iv, OaepHash, RsaPublicKey, random_array, sha256,
+};
 
 use crate::hash::{ext_verification_key_digest, request_hash, response_hash};
 use crate::protection::{self, ItemKey, ProtectionError};
@@ -226,30 +228,49 @@ impl PendingResult {
         result: &WorkOrderResult,
         worker_verification_key: &str,
     ) -> Result<Vec<(i64, Vec<u8>)>, ResultError> {
+        let key = EcdsaVerifyingKey::from_pem(worker_verification_key)
+            .map_err(|e| ResultError::Signature(ProtectionError::VerificationKey(e)))?;
+        self.open_with_key(result, &key)
+    }
+
+    /// As [`PendingResult::open`], with the worker's verification key parsed once beforehand (a
+    /// requester sending many orders to one worker saves parsing it for every result).
+    ///
+    /// # Errors
+    /// [`ResultError`] naming the check that failed.
+    pub fn open_with_key(
+        &self,
+        result: &WorkOrderResult,
+        worker_key: &EcdsaVerifyingKey,
+    ) -> Result<Vec<(i64, Vec<u8>)>, ResultError> {
         if result.work_order_id != self.work_order_id {
             return Err(ResultError::WrongWorkOrder(result.work_order_id.clone()));
         }
-        let signing_key =
-            match (&result.ext_verification_key, &result.ext_verification_key_signature) {
-                (Some(ext_key), Some(ext_signature)) => {
-                    let digest = ext_verification_key_digest(ext_key, &self.requester_nonce);
-                    protection::verify_digest_base64(
-                        "extVerificationKeySignature",
-                        worker_verification_key,
-                        &digest,
-                        ext_signature,
-                    )
-                    .map_err(ResultError::Signature)?;
-                    ext_key.as_str()
-                }
-                _ => worker_verification_key,
-            };
-        protection::verify_digest_base64(
-            "workerSignature",
-            signing_key,
-            &response_hash(result),
-            &result.worker_signature,
-        )
+        let digest = response_hash(result);
+        match (&result.ext_verification_key, &result.ext_verification_key_signature) {
+            (Some(ext_key), Some(ext_signature)) => {
+                let vouched = ext_verification_key_digest(ext_key, &self.requester_nonce);
+                protection::verify_digest_base64_with(
+                    "extVerificationKeySignature",
+                    worker_key,
+                    &vouched,
+                    ext_signature,
+                )
+                .map_err(ResultError::Signature)?;
+                protection::verify_digest_base64(
+                    "workerSignature",
+                    ext_key,
+                    &digest,
+                    &result.worker_signature,
+                )
+            }
+            _ => protection::verify_digest_base64_with(
+                "workerSignature",
+                worker_key,
+                &digest,
+                &result.worker_signature,
+            ),
+        }
         .map_err(ResultError::Signature)?;
 
         let session = ItemKey::Session { key: &self.session_key, iv: &self.iv };
