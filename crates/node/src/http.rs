@@ -3,7 +3,6 @@
 //! (Avalon's Python client ignores any other). Beside it: `/healthz`, `/readyz`, `/metrics`.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use afallon_proto::{ErrorObject, Response, SchemaError};
 use afallon_store::Store;
@@ -104,8 +103,8 @@ async fn rpc<S: Store>(
 }
 
 async fn ready<S: Store>(State(app): State<Arc<App<S>>>) -> axum::response::Response {
-    let store_ok = app.store.counts().is_ok();
-    if app.ready.load(Ordering::Relaxed) && store_ok {
+    // Workers are registered before the listener starts; ready means the store answers.
+    if app.store.counts().is_ok() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
@@ -116,7 +115,7 @@ async fn metrics<S: Store>(State(app): State<Arc<App<S>>>) -> axum::response::Re
     let body = app.metrics.render(
         app.store.counts().ok(),
         app.store.commits(),
-        app.simulated,
+        app.config.insecure_simulation,
         app.workers.len(),
     );
     let mut response = (StatusCode::OK, Body::from(body)).into_response();

@@ -23,7 +23,6 @@ mod waiters;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use afallon_attest::{PlatformError, SimPlatform};
@@ -124,8 +123,6 @@ pub(crate) struct App<S> {
     pub(crate) workers: Vec<Arc<LocalWorker>>,
     pub(crate) waiters: Waiters,
     pub(crate) metrics: Metrics,
-    pub(crate) ready: AtomicBool,
-    pub(crate) simulated: bool,
     /// Permits for enclave work: one per enclave thread.
     pub(crate) enclave_slots: tokio::sync::Semaphore,
 }
@@ -225,8 +222,6 @@ impl Node {
             workers,
             waiters: Waiters::default(),
             metrics: Metrics::default(),
-            ready: AtomicBool::new(true),
-            simulated: true,
             enclave_slots: tokio::sync::Semaphore::new(config_enclave_threads),
         });
         let (shutdown, stopped) = watch::channel(false);
