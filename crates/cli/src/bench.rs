@@ -71,7 +71,7 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         ModeArg::Async => Mode::Async,
         ModeArg::Sync => Mode::Sync,
     };
-    let embedded_dir = tempfile_dir()?;
+    let embedded_dir = std::env::temp_dir().join(format!("afallon-bench-{}", std::process::id()));
     let (url, node, sim_dir) = match &args.url {
         Some(url) if !args.embedded => (url.clone(), None, args.data_dir.join("sim")),
         _ => {
@@ -130,6 +130,7 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let server_peak = peak_memory(&client).await;
     if let Some(node) = node {
         node.shutdown().await;
+        let _ = std::fs::remove_dir_all(&embedded_dir);
     }
     let limit_time = Duration::from_secs_f64(args.limit_seconds);
     let input_size = args.input_size;
@@ -161,12 +162,6 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         print_report(&args, mode, &report, &crypto, &enclave, ratio, server_peak);
     }
     Ok(())
-}
-
-fn tempfile_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("afallon-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
 
 fn progress_bar(stop: Stop, hidden: bool) -> ProgressBar {
