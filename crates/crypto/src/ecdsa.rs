@@ -4,17 +4,28 @@
 //! The 32-byte digest is signed as it is, never hashed again. Signatures are emitted with a low S
 //! (as Avalon's C++ normalises them) using deterministic nonces (RFC 6979); verification accepts a
 //! high S as well, because Python's `ecdsa` package does not normalise and Avalon clients send
-//! such signatures about half the time.
+//! such signatures about half the time. The curve arithmetic is libsecp256k1's.
 
 use std::fmt;
+use std::sync::LazyLock;
 
-use k256::ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
-use k256::ecdsa::{Signature, SigningKey, VerifyingKey};
+use secp256k1::ecdsa::Signature;
+use secp256k1::{All, Message, PublicKey, Secp256k1, SecretKey};
 
 use crate::der::{self, Reader, Spki};
 use crate::random::{RandomError, random_array};
 use crate::sha256::Sha256Digest;
 use crate::{KeyError, pem};
+
+/// libsecp256k1's context, made once: its tables are static, and it is blinded with fresh random
+/// bytes when it is made (a side-channel defence for signing).
+static CONTEXT: LazyLock<Secp256k1<All>> = LazyLock::new(|| {
+    let mut context = Secp256k1::new();
+    if let Ok(seed) = random_array::<32>() {
+        context.seeded_randomize(&seed);
+    }
+    context
+});
 
 /// Why a signature was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -30,8 +41,8 @@ pub enum SignatureError {
 
 /// A secp256k1 signing key: a worker's, a KME's, or a requester's.
 ///
-/// Cannot be printed, cloned or read out; the scalar is zeroized on drop.
-pub struct EcdsaSigningKey(SigningKey);
+/// Cannot be printed, cloned or read out; the scalar is overwritten on drop.
+pub struct EcdsaSigningKey(SecretKey);
 
 impl EcdsaSigningKey {
     /// A fresh random key.
@@ -42,7 +53,7 @@ impl EcdsaSigningKey {
         loop {
             let candidate = zeroize::Zeroizing::new(random_array::<32>()?);
             // Fails only for zero or a value at or above the group order (probability ~2^-128).
-            if let Ok(key) = SigningKey::from_slice(&candidate[..]) {
+            if let Ok(key) = SecretKey::from_byte_array(*candidate) {
                 return Ok(Self(key));
             }
         }
@@ -53,28 +64,33 @@ impl EcdsaSigningKey {
     /// # Errors
     /// [`KeyError::InvalidKey`] for a zero scalar, one at or above the group order, or a wrong length.
     pub fn from_scalar_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
-        SigningKey::from_slice(bytes).map(Self).map_err(|_| KeyError::InvalidKey)
+        let bytes =
+            zeroize::Zeroizing::new(<[u8; 32]>::try_from(bytes).map_err(|_| KeyError::InvalidKey)?);
+        SecretKey::from_byte_array(*bytes).map(Self).map_err(|_| KeyError::InvalidKey)
     }
 
     /// The 32-byte secret scalar, zeroized on drop. Only for sealing the key under a sealing key,
     /// which is the one way a private key may leave memory.
     pub fn to_scalar_bytes_for_sealing(&self) -> zeroize::Zeroizing<[u8; 32]> {
-        zeroize::Zeroizing::new(self.0.to_bytes().into())
+        zeroize::Zeroizing::new(self.0.secret_bytes())
     }
 
     /// The public half.
     pub fn verifying_key(&self) -> EcdsaVerifyingKey {
-        EcdsaVerifyingKey(*self.0.verifying_key())
+        EcdsaVerifyingKey(PublicKey::from_secret_key(&CONTEXT, &self.0))
     }
 
-    /// Signs a SHA-256 digest as it is (no second hash), with a low S.
+    /// Signs a SHA-256 digest as it is (no second hash), with a low S and an RFC 6979 nonce.
     pub fn sign_digest(&self, digest: &Sha256Digest) -> EcdsaSignature {
-        let signature: Signature = match self.0.sign_prehash(digest.as_bytes()) {
-            Ok(signature) => signature,
-            // RFC 6979 signing of a 32-byte prehash with a valid key does not fail.
-            Err(_) => unreachable!("ECDSA signing of a 32-byte digest cannot fail"),
-        };
-        EcdsaSignature(signature.normalize_s())
+        let message = Message::from_digest(*digest.as_bytes());
+        // libsecp256k1 always emits a low S.
+        EcdsaSignature(CONTEXT.sign_ecdsa(message, &self.0))
+    }
+}
+
+impl Drop for EcdsaSigningKey {
+    fn drop(&mut self) {
+        self.0.non_secure_erase();
     }
 }
 
@@ -88,7 +104,7 @@ impl fmt::Debug for EcdsaSigningKey {
 
 /// A secp256k1 verifying key.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct EcdsaVerifyingKey(VerifyingKey);
+pub struct EcdsaVerifyingKey(PublicKey);
 
 impl EcdsaVerifyingKey {
     /// Reads a `PUBLIC KEY` PEM: SubjectPublicKeyInfo with id-ecPublicKey, the curve named
@@ -126,15 +142,16 @@ impl EcdsaVerifyingKey {
     /// # Errors
     /// [`KeyError::InvalidKey`] for anything that is not a point on secp256k1.
     pub fn from_sec1_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
-        VerifyingKey::from_sec1_bytes(bytes).map(Self).map_err(|_| KeyError::InvalidKey)
+        // libsecp256k1 also reads the "hybrid" 06/07 form, which SEC1 keys never use.
+        if !matches!(bytes.first(), Some(2..=4)) {
+            return Err(KeyError::InvalidKey);
+        }
+        PublicKey::from_slice(bytes).map(Self).map_err(|_| KeyError::InvalidKey)
     }
 
     /// The uncompressed SEC1 point, `04 || x || y`.
     pub fn to_sec1_uncompressed(&self) -> [u8; 65] {
-        let point = self.0.to_sec1_point(false);
-        let mut out = [0u8; 65];
-        out.copy_from_slice(point.as_bytes());
-        out
+        self.0.serialize_uncompressed()
     }
 
     /// The SubjectPublicKeyInfo DER with the named curve and an uncompressed point.
@@ -161,9 +178,11 @@ impl EcdsaVerifyingKey {
         digest: &Sha256Digest,
         signature: &EcdsaSignature,
     ) -> Result<(), SignatureError> {
-        self.0
-            .verify_prehash(digest.as_bytes(), &signature.0.normalize_s())
-            .map_err(|_| SignatureError::Invalid)
+        let message = Message::from_digest(*digest.as_bytes());
+        // libsecp256k1 verifies low-S signatures only; (r, n - s) is the same signature.
+        let mut low = signature.0;
+        low.normalize_s();
+        CONTEXT.verify_ecdsa(message, &low, &self.0).map_err(|_| SignatureError::Invalid)
     }
 }
 
@@ -183,7 +202,14 @@ impl EcdsaSignature {
     /// # Errors
     /// [`SignatureError::Malformed`] for anything else, or r or s out of range.
     pub fn from_der(bytes: &[u8]) -> Result<Self, SignatureError> {
-        Signature::from_der(bytes).map(Self).map_err(|_| SignatureError::Malformed)
+        let signature = Signature::from_der(bytes).map_err(|_| SignatureError::Malformed)?;
+        // libsecp256k1 reads an out-of-range r or s as zero (a signature that never verifies);
+        // it is refused here as malformed, as is a zero r or s.
+        let (r, s) = Self(signature).to_scalars();
+        if r == [0; 32] || s == [0; 32] {
+            return Err(SignatureError::Malformed);
+        }
+        Ok(Self(signature))
     }
 
     /// Builds a signature from the big-endian r and s (32 bytes each).
@@ -191,28 +217,39 @@ impl EcdsaSignature {
     /// # Errors
     /// [`SignatureError::Malformed`] when r or s is zero or not below the group order.
     pub fn from_scalars(r: [u8; 32], s: [u8; 32]) -> Result<Self, SignatureError> {
-        Signature::from_scalars(r, s).map(Self).map_err(|_| SignatureError::Malformed)
+        if r == [0; 32] || s == [0; 32] {
+            return Err(SignatureError::Malformed);
+        }
+        let mut compact = [0u8; 64];
+        compact[..32].copy_from_slice(&r);
+        compact[32..].copy_from_slice(&s);
+        Signature::from_compact(&compact).map(Self).map_err(|_| SignatureError::Malformed)
     }
 
     /// The big-endian r and s, 32 bytes each.
     pub fn to_scalars(&self) -> ([u8; 32], [u8; 32]) {
-        let (r, s) = self.0.split_bytes();
-        (r.into(), s.into())
+        let compact = self.0.serialize_compact();
+        let (mut r, mut s) = ([0u8; 32], [0u8; 32]);
+        r.copy_from_slice(&compact[..32]);
+        s.copy_from_slice(&compact[32..]);
+        (r, s)
     }
 
     /// The DER encoding with minimal INTEGERs, as OpenSSL's `i2d_ECDSA_SIG` writes it.
     pub fn to_der(&self) -> Vec<u8> {
-        self.0.to_der().as_bytes().to_vec()
+        self.0.serialize_der().to_vec()
     }
 
     /// Whether S is in the lower half of the group order.
     pub fn is_low_s(&self) -> bool {
-        self.0.normalize_s() == self.0
+        let mut low = self.0;
+        low.normalize_s();
+        low == self.0
     }
 }
 
 /// secp256k1's domain parameters, big-endian, for checking explicitly encoded curves.
-mod secp256k1 {
+mod curve {
     pub(super) const P: [u8; 32] =
         hex_literal(b"fffffffffffffffffffffffffffffffffffffffffffffffffffffffefffffc2f");
     pub(super) const N: [u8; 32] =
@@ -265,12 +302,12 @@ fn check_explicit_secp256k1(parameters: &[u8]) -> Result<(), KeyError> {
         .to_sec1_uncompressed();
     let is_secp256k1 = version == [1]
         && field_type == der::OID_PRIME_FIELD
-        && same_integer(prime, &secp256k1::P)
+        && same_integer(prime, &curve::P)
         && same_integer(a, &[])
         && same_integer(b, &[7])
-        && generator[1..33] == secp256k1::GX
-        && generator[33..] == secp256k1::GY
-        && same_integer(order, &secp256k1::N)
+        && generator[1..33] == curve::GX
+        && generator[33..] == curve::GY
+        && same_integer(order, &curve::N)
         && cofactor.is_none_or(|h| same_integer(h, &[1]));
     if is_secp256k1 { Ok(()) } else { Err(KeyError::UnsupportedCurve) }
 }
@@ -317,13 +354,41 @@ mod tests {
         let mut high = [0u8; 32];
         let mut borrow = 0i16;
         for i in (0..32).rev() {
-            let v = i16::from(secp256k1::N[i]) - i16::from(s[i]) - borrow;
+            let v = i16::from(curve::N[i]) - i16::from(s[i]) - borrow;
             borrow = i16::from(v < 0);
             high[i] = (v + 256 * borrow) as u8;
         }
         let high = EcdsaSignature::from_scalars(r, high).expect("in range");
         assert!(!high.is_low_s());
         key.verifying_key().verify_digest(&digest, &high).expect("high S accepted");
+    }
+
+    #[test]
+    fn out_of_range_and_zero_scalars_are_malformed() {
+        let der_of = |r: &[u8], s: &[u8]| {
+            let mut body = Vec::new();
+            der::write_element(der::TAG_INTEGER, r, &mut body);
+            der::write_element(der::TAG_INTEGER, s, &mut body);
+            let mut out = Vec::new();
+            der::write_element(der::TAG_SEQUENCE, &body, &mut out);
+            out
+        };
+        let mut n = vec![0];
+        n.extend_from_slice(&curve::N);
+        assert_eq!(EcdsaSignature::from_der(&der_of(&n, &[1])), Err(SignatureError::Malformed));
+        assert_eq!(EcdsaSignature::from_der(&der_of(&[1], &n)), Err(SignatureError::Malformed));
+        assert_eq!(EcdsaSignature::from_der(&der_of(&[0], &[1])), Err(SignatureError::Malformed));
+        assert!(EcdsaSignature::from_der(&der_of(&[1], &[1])).is_ok());
+        assert_eq!(EcdsaSignature::from_scalars(curve::N, [1; 32]), Err(SignatureError::Malformed));
+        assert_eq!(EcdsaSignature::from_scalars([0; 32], [1; 32]), Err(SignatureError::Malformed));
+    }
+
+    #[test]
+    fn hybrid_points_are_refused() {
+        let mut point =
+            EcdsaSigningKey::generate().expect("rng").verifying_key().to_sec1_uncompressed();
+        point[0] = 6 + (point[64] & 1);
+        assert_eq!(EcdsaVerifyingKey::from_sec1_bytes(&point), Err(KeyError::InvalidKey));
     }
 
     #[test]
@@ -356,7 +421,7 @@ mod tests {
         let mut field_id = Vec::new();
         der::write_element(der::TAG_OID, der::OID_PRIME_FIELD, &mut field_id);
         let mut p = vec![0];
-        p.extend_from_slice(&secp256k1::P);
+        p.extend_from_slice(&curve::P);
         der::write_element(der::TAG_INTEGER, &p, &mut field_id);
         let mut curve = Vec::new();
         der::write_element(der::TAG_OCTET_STRING, &[0; 32], &mut curve);
@@ -364,10 +429,10 @@ mod tests {
         b_bytes[31] = b;
         der::write_element(der::TAG_OCTET_STRING, &b_bytes, &mut curve);
         let mut base = vec![4];
-        base.extend_from_slice(&secp256k1::GX);
-        base.extend_from_slice(&secp256k1::GY);
+        base.extend_from_slice(&curve::GX);
+        base.extend_from_slice(&curve::GY);
         let mut n = vec![0];
-        n.extend_from_slice(&secp256k1::N);
+        n.extend_from_slice(&curve::N);
         let mut body = Vec::new();
         der::write_element(der::TAG_INTEGER, &[1], &mut body);
         der::write_element(der::TAG_SEQUENCE, &field_id, &mut body);

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | Session-key transport (RSA-OAEP-3072, SHA-1 or SHA-256) | [`RsaPrivateKey`], [`RsaPublicKey`] | aws-lc-rs |
 //! | Data encryption (AES-256-GCM, three conventions) | [`AesKey`], [`Iv`] | aws-lc-rs |
-//! | Signatures (secp256k1 ECDSA on SHA-256 digests) | [`EcdsaSigningKey`], [`EcdsaVerifyingKey`], [`EcdsaSignature`] | k256 |
+//! | Signatures (secp256k1 ECDSA on SHA-256 digests) | [`EcdsaSigningKey`], [`EcdsaVerifyingKey`], [`EcdsaSignature`] | libsecp256k1 (secp256k1) |
 //! | Hashing | [`sha256()`], [`Sha256`], [`Sha256Digest`] | sha2 |
 //! | Key derivation (HKDF-SHA256) | [`derive_aes_key`] | aws-lc-rs |
 //! | Key formats (SPKI/PKCS#1 PEM and DER) | [`pem`] and `from_pem`/`to_pem` on the key types | own DER code |
