@@ -1,6 +1,7 @@
 //! Crash safety: work orders are submitted under load, the server is killed with SIGKILL at a
-//! random moment and restarted on the same data; every order that had been answered with code 5
-//! must end with exactly one result, which verifies and decrypts to what was asked.
+//! random moment and restarted on the same data; every order that had been answered (with code 5,
+//! or in synchronous mode with its result) must end with exactly one result, which verifies and
+//! decrypts to what was asked, and is the result given before the crash if one was.
 
 mod common;
 
@@ -17,6 +18,8 @@ struct Acked {
     work_order_id: String,
     input: String,
     pending: PendingResult,
+    /// The result, when the answer was the result (synchronous mode).
+    answer: Option<WorkOrderResult>,
 }
 
 async fn submit_until_error(
@@ -32,15 +35,19 @@ async fn submit_until_error(
         builder.input(input.as_bytes(), InputProtection::Session).expect("input");
         let (request, pending) = builder.build(None).expect("build");
         match client.submit(&request).await {
-            Ok(Submission::Pending) => {
+            Ok(submission) => {
+                let answer = match submission {
+                    Submission::Done(result) => Some(*result),
+                    Submission::Pending => None,
+                };
                 acked.lock().await.push(Acked {
                     work_order_id: request.work_order_id,
                     input,
                     pending,
+                    answer,
                 });
                 sent += 1;
             }
-            Ok(other) => panic!("unexpected answer {other:?}"),
             // The server died: stop.
             Err(_) => break,
         }
@@ -50,9 +57,20 @@ async fn submit_until_error(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_orders_survive_sigkill() {
+    kill_under_load_and_check(&[]).await;
+}
+
+/// Synchronous submissions are written only with their results: every result given out must
+/// still be there after the crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_answered_synchronously_survive_sigkill() {
+    kill_under_load_and_check(&["--sync"]).await;
+}
+
+async fn kill_under_load_and_check(args: &[&str]) {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("afallon-data");
-    let service = Service::start(&data, &[]);
+    let service = Service::start(&data, args);
     let client = Arc::new(service.client());
     let worker = Arc::new(service.worker().await);
     let acked = Arc::new(Mutex::new(Vec::new()));
@@ -77,10 +95,11 @@ async fn acknowledged_orders_survive_sigkill() {
         sent += task.await.expect("task");
     }
     let acked = Arc::try_unwrap(acked).ok().expect("tasks are done").into_inner();
-    eprintln!("killed after {delay:?}: {sent} orders acknowledged");
+    let answered = acked.iter().filter(|order| order.answer.is_some()).count();
+    eprintln!("killed after {delay:?}: {sent} orders acknowledged, {answered} with their result");
     assert!(!acked.is_empty(), "the load ran before the kill");
 
-    let service = Service::start(&data, &[]);
+    let service = Service::start(&data, args);
     let client = service.client();
     // The restarted worker has the same keys: results verify under the key verified before.
     let worker_after = service.worker().await;
@@ -93,6 +112,9 @@ async fn acknowledged_orders_survive_sigkill() {
         let outputs =
             order.pending.open(&result, &worker.verification_key).expect("verifies and decrypts");
         assert_eq!(outputs, vec![(0, format!("RESULT: {}", order.input).into_bytes())]);
+        if let Some(answer) = &order.answer {
+            assert_eq!(&result, answer, "order {} has another result now", order.work_order_id);
+        }
         // Asked again, the same result: answered once, not recomputed.
         let again: WorkOrderResult =
             client.result(&order.work_order_id).await.expect("result").expect("done");

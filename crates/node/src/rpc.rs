@@ -171,7 +171,15 @@ async fn submit<S: Store>(
         worker_id: params.worker_id.clone(),
         request: body.to_vec(),
     };
-    match app.store.submit(order).await? {
+    // A synchronous submission is answered with its result, so it is written with its result:
+    // one durable write instead of two. It is written on its own only if it is to be answered
+    // "pending" below.
+    let outcome = if completion.is_some() {
+        app.store.submit_volatile(order).await?
+    } else {
+        app.store.submit(order).await?
+    };
+    match outcome {
         SubmitOutcome::Accepted => {}
         SubmitOutcome::Busy => {
             app.waiters.forget(work_order_id);
@@ -195,6 +203,11 @@ async fn submit<S: Store>(
     if let Some(completion) = completion {
         let _ = tokio::time::timeout(app.config.sync_timeout, completion).await;
         app.waiters.forget(work_order_id);
+        if let OrderStatus::Done(response) = app.store.status(work_order_id)? {
+            return Ok(stored_response(&id, work_order_id, &response, ResultPath::SyncSubmit));
+        }
+        // "Pending" is an acknowledgement: the order must survive a crash from now on.
+        app.store.persist(work_order_id).await?;
         if let OrderStatus::Done(response) = app.store.status(work_order_id)? {
             return Ok(stored_response(&id, work_order_id, &response, ResultPath::SyncSubmit));
         }

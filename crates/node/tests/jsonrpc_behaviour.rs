@@ -276,6 +276,51 @@ async fn synchronous_mode_answers_with_the_result() {
     node.node.shutdown().await;
 }
 
+/// A synchronous submission that runs out of time is answered "pending", and from then on it is
+/// durable: a node restarted on the same data processes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_synchronous_submission_answered_pending_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = |processors| {
+        let mut config = NodeConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), dir.path());
+        config.insecure_simulation = true;
+        config.sync_mode = true;
+        config.sync_timeout = Duration::from_millis(50);
+        config.processors_per_worker = processors;
+        config
+    };
+    // No processors: nothing can finish the order in time.
+    let node = TestNode { node: Node::start(config(0)).await.expect("starts"), _dir: tempdir() };
+    let record = worker_record(&node).await;
+    let (request, pending) = work_order(&node, "echo-result", "later", None).await;
+    let reply = rpc(&node, "WorkOrderSubmit", serde_json::to_value(&request).expect("json")).await;
+    assert_error(
+        &reply,
+        5,
+        "Work order is computing. Please query for WorkOrderGetResult to view the result",
+    );
+    let get = json!({"workOrderId": request.work_order_id});
+    let reply = rpc(&node, "WorkOrderGetResult", get.clone()).await;
+    assert_error(&reply, 5, "Work order result is yet to be updated");
+    node.node.shutdown().await;
+
+    let node = TestNode { node: Node::start(config(1)).await.expect("restarts"), _dir: tempdir() };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let reply = loop {
+        let reply = rpc(&node, "WorkOrderGetResult", get.clone()).await;
+        if reply.get("result").is_some() || std::time::Instant::now() > deadline {
+            break reply;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(open(&pending, &reply, &record), ["RESULT: later"]);
+    node.node.shutdown().await;
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envelope_failures_are_bare_errors() {
     let node = start(|_| {}).await;

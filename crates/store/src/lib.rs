@@ -6,6 +6,8 @@
 //! Guarantees every backend gives:
 //! - [`Store::submit`] inserts a work order only if its id is new (a replay is refused atomically)
 //!   and enqueues it for its worker; when it returns, the order is durable (fsync'd).
+//! - [`Store::submit_volatile`] enqueues an order that is written only with its response (or on
+//!   [`Store::persist`]): for synchronous submissions, whose only acknowledgement is the result.
 //! - [`Store::claim`] hands the oldest queued order of a worker to one holder under a lease; an
 //!   order whose lease expires goes back to the head of the queue ([`Store::requeue_expired`]).
 //! - [`Store::complete`] stores a response once: the first completion wins, later ones are ignored.
@@ -160,6 +162,24 @@ pub trait Store: Send + Sync + 'static {
         &self,
         order: NewOrder,
     ) -> impl Future<Output = Result<SubmitOutcome, StoreError>> + Send;
+
+    /// Queues a work order whose requester will hear nothing until its response is stored (a
+    /// synchronous submission), without writing it yet: the order is written in the transaction
+    /// that stores its response ([`Store::complete`]), or by [`Store::persist`] when the requester
+    /// is to be told it is pending. One durable write per order instead of two. If the process
+    /// dies before either, the order is gone, but nobody was told it had been accepted.
+    ///
+    /// Duplicates and capacity are refused as by [`Store::submit`].
+    fn submit_volatile(
+        &self,
+        order: NewOrder,
+    ) -> impl Future<Output = Result<SubmitOutcome, StoreError>> + Send;
+
+    /// Writes an order queued by [`Store::submit_volatile`] if it is not written yet; durable
+    /// when it returns. Returns whether it wrote anything (false for an order already written,
+    /// finished or unknown).
+    fn persist(&self, work_order_id: &str)
+    -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Where a work order stands.
     ///

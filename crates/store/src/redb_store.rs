@@ -1,17 +1,18 @@
 //! The embedded store on redb: one file, one process.
 //!
-//! What must survive a crash is on disk: workers, every order with its raw request, responses,
-//! receipts and sealed blobs. What need not is in memory: the per-worker queues and the leases,
-//! rebuilt when the store opens (every unfinished order queued again, in submission order, which
-//! is also what an expired lease would do). So a claim touches no disk at all, and an order costs
-//! two durable writes: its submission and its completion.
+//! What must survive a crash is on disk: workers, every acknowledged order with its raw request,
+//! responses, receipts and sealed blobs. What need not is in memory: the per-worker queues and the
+//! leases, rebuilt when the store opens (every unfinished order queued again, in submission order,
+//! which is also what an expired lease would do), and the synchronous submissions nobody has been
+//! answered for yet. So a claim touches no disk at all, and an order costs two durable writes (its
+//! submission and its completion), or one for a synchronous submission (written with its result).
 //!
 //! Reads use redb's MVCC snapshots from any thread. Every durable write goes to one writer thread,
 //! which takes all the writes waiting for it, applies them in one transaction and commits once
 //! (one fsync), then answers each caller: group commit, so that many concurrent submissions share
 //! a single fsync and none is acknowledged before it is on disk.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
@@ -108,6 +109,14 @@ struct Lease {
     request: Arc<[u8]>,
 }
 
+/// An order queued by `submit_volatile` and not written yet.
+#[derive(Debug, Clone)]
+struct Volatile {
+    worker: String,
+    seq: u64,
+    request: Arc<[u8]>,
+}
+
 /// The queues and leases: memory only.
 #[derive(Debug, Default)]
 struct Queues {
@@ -116,6 +125,11 @@ struct Queues {
     expiries: BTreeSet<(u64, String)>,
     /// Orders stored (finished or not), for retention.
     stored: u64,
+    /// Orders queued without being written, until their write is committed.
+    volatile: HashMap<String, Volatile>,
+    /// Ids of durable submissions sent to the writer and not yet applied: with `volatile`, what
+    /// a submission must not duplicate beyond what the file holds.
+    writing: HashSet<String>,
 }
 
 impl Queues {
@@ -136,9 +150,19 @@ impl Queues {
 
 /// What a committed batch changes in memory.
 enum Effect {
-    Enqueue { worker: String, seq: u64, queued: Queued },
-    Finish { id: String, worker: String, seq: u64 },
+    Enqueue {
+        worker: String,
+        seq: u64,
+        queued: Queued,
+    },
+    Finish {
+        id: String,
+        worker: String,
+        seq: u64,
+    },
     Stored(u64),
+    /// A volatile order is now in the file.
+    Written(String),
 }
 
 enum Op {
@@ -147,6 +171,9 @@ enum Op {
         record: String,
     },
     Submit(NewOrder),
+    Persist {
+        id: String,
+    },
     Complete {
         id: String,
         response: String,
@@ -175,6 +202,7 @@ enum Reply {
     Receipt(ReceiptCreation),
     Update(Option<u64>),
     Appended(bool),
+    Persisted(bool),
 }
 
 struct Job {
@@ -186,6 +214,8 @@ struct Job {
 pub struct RedbStore {
     db: Arc<Database>,
     queues: Arc<Mutex<Queues>>,
+    next_submit: Arc<AtomicU64>,
+    max_orders: u64,
     writer: Option<mpsc::Sender<Job>>,
     writer_thread: Option<std::thread::JoinHandle<()>>,
     commits: Arc<AtomicU64>,
@@ -216,9 +246,9 @@ fn lock(queues: &Mutex<Queues>) -> MutexGuard<'_, Queues> {
     queues.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The writer thread's own counters.
+/// The order counters: submissions (shared with volatile submissions) and finishes (the writer's).
 struct Sequences {
-    next_submit: u64,
+    next_submit: Arc<AtomicU64>,
     next_finish: u64,
 }
 
@@ -247,6 +277,7 @@ impl RedbStore {
         }
         txn.commit().map_err(storage)?;
         let (queues, sequences) = rebuild(&db).map_err(storage)?;
+        let next_submit = Arc::clone(&sequences.next_submit);
         let queues = Arc::new(Mutex::new(queues));
         let (writer, jobs) = mpsc::channel();
         let commits = Arc::new(AtomicU64::new(0));
@@ -258,7 +289,15 @@ impl RedbStore {
                 .spawn(move || write_loop(&db, &queues, &jobs, options, sequences, &commits))
                 .map_err(storage)?
         };
-        Ok(Self { db, queues, writer: Some(writer), writer_thread: Some(writer_thread), commits })
+        Ok(Self {
+            db,
+            queues,
+            next_submit,
+            max_orders: options.max_orders,
+            writer: Some(writer),
+            writer_thread: Some(writer_thread),
+            commits,
+        })
     }
 
     async fn write(&self, op: Op) -> Result<Reply, StoreError> {
@@ -294,7 +333,7 @@ fn rebuild(db: &Database) -> Result<(Queues, Sequences), redb::Error> {
         }
     }
     let next_finish = txn.open_table(FINISHED)?.last()?.map_or(0, |(key, _)| key.value() + 1);
-    Ok((queues, Sequences { next_submit, next_finish }))
+    Ok((queues, Sequences { next_submit: Arc::new(AtomicU64::new(next_submit)), next_finish }))
 }
 
 fn unexpected() -> StoreError {
@@ -330,8 +369,8 @@ fn write_loop(
             }
         }
         let stored = lock(queues).stored;
-        let before = (sequences.next_submit, sequences.next_finish);
-        let outcome = apply_batch(db, &batch, options, stored, &mut sequences);
+        let before = sequences.next_finish;
+        let outcome = apply_batch(db, queues, &batch, options, stored, &mut sequences);
         last_commit = Instant::now();
         commits.fetch_add(1, Ordering::Relaxed);
         match outcome {
@@ -344,15 +383,20 @@ fn write_loop(
                         }
                         Effect::Finish { id, worker, seq } => queues.finish(&id, &worker, seq),
                         Effect::Stored(count) => queues.stored = count,
+                        Effect::Written(id) => {
+                            queues.volatile.remove(&id);
+                        }
                     }
                 }
+                forget_writing(&mut queues, &batch);
                 drop(queues);
                 for (job, reply) in batch.into_iter().zip(replies) {
                     let _ = job.reply.send(Ok(reply));
                 }
             }
             Err(error) => {
-                (sequences.next_submit, sequences.next_finish) = before;
+                sequences.next_finish = before;
+                forget_writing(&mut lock(queues), &batch);
                 for job in batch {
                     let _ = job.reply.send(Err(error.clone()));
                 }
@@ -361,8 +405,18 @@ fn write_loop(
     }
 }
 
+/// Durable submissions in `batch` are no longer on their way to the file (stored or refused).
+fn forget_writing(queues: &mut Queues, batch: &[Job]) {
+    for job in batch {
+        if let Op::Submit(order) = &job.op {
+            queues.writing.remove(&order.work_order_id);
+        }
+    }
+}
+
 fn apply_batch(
     db: &Database,
+    queues: &Mutex<Queues>,
     batch: &[Job],
     options: RedbStoreOptions,
     mut stored: u64,
@@ -372,8 +426,9 @@ fn apply_batch(
     let mut replies = Vec::with_capacity(batch.len());
     let mut effects = Vec::new();
     for job in batch {
-        let reply =
-            apply(&txn, &job.op, options, &mut stored, sequences, &mut effects).map_err(storage)?;
+        let mut batch =
+            Batch { txn: &txn, queues, options, stored: &mut stored, effects: &mut effects };
+        let reply = apply(&mut batch, &job.op, sequences).map_err(storage)?;
         replies.push(reply);
     }
     effects.push(Effect::Stored(stored));
@@ -381,23 +436,57 @@ fn apply_batch(
     Ok((replies, effects))
 }
 
-fn apply(
-    txn: &WriteTransaction,
-    op: &Op,
+/// One write transaction being filled, with what it changes in memory once committed.
+struct Batch<'a> {
+    txn: &'a WriteTransaction,
+    queues: &'a Mutex<Queues>,
     options: RedbStoreOptions,
-    stored: &mut u64,
-    sequences: &mut Sequences,
-    effects: &mut Vec<Effect>,
-) -> Result<Reply, redb::Error> {
+    /// Orders in the file, as of this transaction.
+    stored: &'a mut u64,
+    effects: &'a mut Vec<Effect>,
+}
+
+impl Batch<'_> {
+    /// Writes the volatile order `id`, if there is one; returns whether it did. The order stays
+    /// volatile in memory until the transaction commits.
+    fn write_volatile(&mut self, id: &str) -> Result<bool, redb::Error> {
+        let Some(order) = lock(self.queues).volatile.get(id).cloned() else { return Ok(false) };
+        let mut orders = self.txn.open_table(ORDERS)?;
+        if orders.get(id)?.is_some() {
+            return Ok(false);
+        }
+        // A volatile order was counted when it was queued; if retention is reached meanwhile, the
+        // oldest finished order makes room, or the store holds one more than its limit for a while.
+        if *self.stored >= self.options.max_orders && self.purge_oldest(&mut orders)? {
+            *self.stored -= 1;
+        }
+        orders.insert(id, encode_order(order.seq, &order.worker, &order.request).as_slice())?;
+        *self.stored += 1;
+        self.effects.push(Effect::Written(id.to_owned()));
+        Ok(true)
+    }
+
+    /// Purges the oldest finished order; false if none is finished.
+    fn purge_oldest(&self, orders: &mut redb::Table<'_, &str, &[u8]>) -> Result<bool, redb::Error> {
+        let oldest =
+            self.txn.open_table(FINISHED)?.pop_first()?.map(|(_, id)| id.value().to_owned());
+        let Some(oldest) = oldest else { return Ok(false) };
+        purge(self.txn, orders, &oldest)?;
+        Ok(true)
+    }
+}
+
+fn apply(batch: &mut Batch<'_>, op: &Op, sequences: &mut Sequences) -> Result<Reply, redb::Error> {
+    let txn = batch.txn;
     Ok(match op {
         Op::PutWorker { id, record } => {
             txn.open_table(WORKERS)?.insert(id.as_str(), record.as_str())?;
             Reply::Unit
         }
-        Op::Submit(order) => {
-            Reply::Submit(submit(txn, order, options, stored, sequences, effects)?)
-        }
+        Op::Submit(order) => Reply::Submit(submit(batch, order, sequences)?),
+        Op::Persist { id } => Reply::Persisted(batch.write_volatile(id)?),
         Op::Complete { id, response, sealed, receipt_update } => {
+            batch.write_volatile(id)?;
             let orders = txn.open_table(ORDERS)?;
             let Some(record) = orders.get(id.as_str())? else {
                 return Ok(Reply::Complete(Completion::Unknown));
@@ -412,7 +501,7 @@ fn apply(
             responses.insert(id.as_str(), response.as_str())?;
             txn.open_table(FINISHED)?.insert(sequences.next_finish, id.as_str())?;
             sequences.next_finish += 1;
-            effects.push(Effect::Finish { id: id.clone(), worker, seq });
+            batch.effects.push(Effect::Finish { id: id.clone(), worker, seq });
             if let Some(sealed) = sealed {
                 put_sealed(txn, sealed)?;
             }
@@ -442,6 +531,8 @@ fn apply(
             Reply::Unit
         }
         Op::CreateReceipt { id, create } => {
+            // A receipt is durable, so the order it is for must be too.
+            batch.write_volatile(id)?;
             if txn.open_table(ORDERS)?.get(id.as_str())?.is_none() {
                 return Ok(Reply::Receipt(ReceiptCreation::NoSuchOrder));
             }
@@ -462,34 +553,31 @@ fn apply(
 }
 
 fn submit(
-    txn: &WriteTransaction,
+    batch: &mut Batch<'_>,
     order: &NewOrder,
-    options: RedbStoreOptions,
-    stored: &mut u64,
-    sequences: &mut Sequences,
-    effects: &mut Vec<Effect>,
+    sequences: &Sequences,
 ) -> Result<SubmitOutcome, redb::Error> {
     if order.worker_id.len() > usize::from(u16::MAX) {
         return Ok(SubmitOutcome::Busy);
     }
-    let mut orders = txn.open_table(ORDERS)?;
+    let mut orders = batch.txn.open_table(ORDERS)?;
     // Capacity first, then duplicates, as Avalon's listener orders its checks.
-    if *stored >= options.max_orders {
-        let oldest = txn.open_table(FINISHED)?.pop_first()?.map(|(_, id)| id.value().to_owned());
-        let Some(oldest) = oldest else { return Ok(SubmitOutcome::Busy) };
-        purge(txn, &mut orders, &oldest)?;
-        *stored -= 1;
+    let volatile = lock(batch.queues).volatile.len() as u64;
+    if *batch.stored + volatile >= batch.options.max_orders {
+        if !batch.purge_oldest(&mut orders)? {
+            return Ok(SubmitOutcome::Busy);
+        }
+        *batch.stored -= 1;
     }
     let id = order.work_order_id.as_str();
     if orders.get(id)?.is_some() {
         return Ok(SubmitOutcome::Duplicate);
     }
-    let seq = sequences.next_submit;
-    sequences.next_submit += 1;
+    let seq = sequences.next_submit.fetch_add(1, Ordering::Relaxed);
     orders.insert(id, encode_order(seq, &order.worker_id, &order.request).as_slice())?;
-    *stored += 1;
+    *batch.stored += 1;
     let queued = Queued { id: id.to_owned(), request: Arc::from(order.request.as_slice()) };
-    effects.push(Effect::Enqueue { worker: order.worker_id.clone(), seq, queued });
+    batch.effects.push(Effect::Enqueue { worker: order.worker_id.clone(), seq, queued });
     Ok(SubmitOutcome::Accepted)
 }
 
@@ -564,13 +652,74 @@ impl Store for RedbStore {
     }
 
     async fn submit(&self, order: NewOrder) -> Result<SubmitOutcome, StoreError> {
+        {
+            let mut queues = lock(&self.queues);
+            let id = &order.work_order_id;
+            if queues.volatile.contains_key(id) || !queues.writing.insert(id.clone()) {
+                return Ok(SubmitOutcome::Duplicate);
+            }
+        }
+        // The writer takes the id out of `writing` once the batch is committed or failed.
         match self.write(Op::Submit(order)).await? {
             Reply::Submit(outcome) => Ok(outcome),
             _ => Err(unexpected()),
         }
     }
 
+    async fn submit_volatile(&self, mut order: NewOrder) -> Result<SubmitOutcome, StoreError> {
+        let id = order.work_order_id.clone();
+        let full = {
+            let mut queues = lock(&self.queues);
+            if queues.volatile.contains_key(&id) || queues.writing.contains(&id) {
+                return Ok(SubmitOutcome::Duplicate);
+            }
+            let full = queues.stored + queues.volatile.len() as u64 >= self.max_orders
+                || order.worker_id.len() > usize::from(u16::MAX);
+            if !full {
+                // Reserved before the file is read: a durable submission of the same id from now
+                // on sees it, and one committed before is in the snapshot read below.
+                let seq = self.next_submit.fetch_add(1, Ordering::Relaxed);
+                let request: Arc<[u8]> = Arc::from(std::mem::take(&mut order.request));
+                let worker = std::mem::take(&mut order.worker_id);
+                queues.volatile.insert(id.clone(), Volatile { worker, seq, request });
+            }
+            full
+        };
+        if full {
+            // Making room (or refusing as busy) is the writer's part.
+            return self.submit(order).await;
+        }
+        let written = self.read(|txn| Ok(txn.open_table(ORDERS)?.get(id.as_str())?.is_some()));
+        let mut queues = lock(&self.queues);
+        let volatile = match written {
+            Ok(false) => queues.volatile.get(&id).cloned(),
+            _ => None,
+        };
+        let Some(volatile) = volatile else {
+            queues.volatile.remove(&id);
+            drop(queues);
+            return written.map(|_| SubmitOutcome::Duplicate);
+        };
+        let queued = Queued { id, request: volatile.request };
+        queues.enqueue(&volatile.worker, volatile.seq, queued);
+        Ok(SubmitOutcome::Accepted)
+    }
+
+    async fn persist(&self, work_order_id: &str) -> Result<bool, StoreError> {
+        if !lock(&self.queues).volatile.contains_key(work_order_id) {
+            return Ok(false);
+        }
+        match self.write(Op::Persist { id: work_order_id.to_owned() }).await? {
+            Reply::Persisted(written) => Ok(written),
+            _ => Err(unexpected()),
+        }
+    }
+
     fn status(&self, work_order_id: &str) -> Result<OrderStatus, StoreError> {
+        // Volatile first: an order leaves `volatile` only after its write is visible to readers.
+        if lock(&self.queues).volatile.contains_key(work_order_id) {
+            return Ok(OrderStatus::Pending);
+        }
         self.read(|txn| {
             if let Some(response) = txn.open_table(RESPONSES)?.get(work_order_id)? {
                 return Ok(OrderStatus::Done(response.value().to_owned()));
@@ -584,6 +733,9 @@ impl Store for RedbStore {
     }
 
     fn request(&self, work_order_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(volatile) = lock(&self.queues).volatile.get(work_order_id) {
+            return Ok(Some(volatile.request.to_vec()));
+        }
         self.read(|txn| {
             let orders = txn.open_table(ORDERS)?;
             let Some(record) = orders.get(work_order_id)? else { return Ok(None) };

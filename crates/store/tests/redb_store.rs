@@ -262,3 +262,85 @@ async fn completion_reports_a_receipt_it_had_no_update_for() {
         vec!["late".to_owned()]
     );
 }
+
+#[tokio::test]
+async fn a_volatile_order_is_written_with_its_response() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(&dir, 100);
+        assert_eq!(store.submit_volatile(order("v", "w")).await, Ok(SubmitOutcome::Accepted));
+        assert_eq!(store.status("v"), Ok(OrderStatus::Pending));
+        assert_eq!(store.request("v"), Ok(Some(b"request v".to_vec())));
+        let commits = store.commits();
+        let claimed = store.claim("w", "h", 0, 1000).await.expect("claim").expect("queued");
+        assert_eq!(claimed.work_order_id, "v");
+        assert_eq!(store.commits(), commits, "queuing and claiming wrote nothing");
+        assert_eq!(store.complete("v", "done".into(), None, None).await, Ok(Completion::Stored));
+        assert_eq!(store.commits(), commits + 1, "the order and its response in one commit");
+        assert_eq!(store.persist("v").await, Ok(false));
+    }
+    let store = open(&dir, 100);
+    assert_eq!(store.status("v"), Ok(OrderStatus::Done("done".into())));
+    assert_eq!(store.request("v"), Ok(Some(b"request v".to_vec())));
+}
+
+#[tokio::test]
+async fn a_volatile_order_is_lost_with_the_process_unless_persisted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(&dir, 100);
+        store.submit_volatile(order("lost", "w")).await.expect("submit");
+        store.submit_volatile(order("kept", "w")).await.expect("submit");
+        assert_eq!(store.persist("kept").await, Ok(true));
+        assert_eq!(store.persist("kept").await, Ok(false));
+        assert_eq!(store.persist("never-submitted").await, Ok(false));
+    }
+    let store = open(&dir, 100);
+    assert_eq!(store.status("lost"), Ok(OrderStatus::Unknown));
+    assert_eq!(store.status("kept"), Ok(OrderStatus::Pending));
+    assert_eq!(
+        store.claim("w", "h", 0, 1000).await.expect("claim").map(|c| c.work_order_id),
+        Some("kept".into())
+    );
+}
+
+#[tokio::test]
+async fn volatile_and_durable_submissions_refuse_each_others_duplicates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir, 100);
+    store.submit(order("d", "w")).await.expect("submit");
+    store.submit_volatile(order("v", "w")).await.expect("submit");
+    assert_eq!(store.submit_volatile(order("d", "w")).await, Ok(SubmitOutcome::Duplicate));
+    assert_eq!(store.submit_volatile(order("v", "w")).await, Ok(SubmitOutcome::Duplicate));
+    assert_eq!(store.submit(order("v", "w")).await, Ok(SubmitOutcome::Duplicate));
+    // Nothing was queued twice.
+    assert_eq!(store.counts().expect("counts").queued, 2);
+}
+
+#[tokio::test]
+async fn a_receipt_for_a_volatile_order_writes_the_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(&dir, 100);
+        store.submit_volatile(order("v", "w")).await.expect("submit");
+        assert_eq!(store.create_receipt("v", "{}".into()).await, Ok(ReceiptCreation::Created));
+    }
+    let store = open(&dir, 100);
+    assert_eq!(store.status("v"), Ok(OrderStatus::Pending));
+    assert!(store.receipt("v").expect("receipt").is_some());
+}
+
+#[tokio::test]
+async fn volatile_orders_count_against_retention() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir, 2);
+    store.submit_volatile(order("1", "w")).await.expect("submit");
+    store.submit_volatile(order("2", "w")).await.expect("submit");
+    // Nothing is finished, so nothing can make room.
+    assert_eq!(store.submit_volatile(order("3", "w")).await, Ok(SubmitOutcome::Busy));
+    assert_eq!(store.submit(order("3", "w")).await, Ok(SubmitOutcome::Busy));
+    store.claim("w", "h", 0, 1000).await.expect("claim");
+    store.complete("1", "done".into(), None, None).await.expect("complete");
+    assert_eq!(store.submit_volatile(order("3", "w")).await, Ok(SubmitOutcome::Accepted));
+    assert_eq!(store.status("1"), Ok(OrderStatus::Unknown), "the finished order made room");
+}
