@@ -1,10 +1,17 @@
 //! The worker host: signs up or restarts each worker's enclave, and runs the tasks that claim
-//! work orders, hand them to the enclave on the blocking pool, and store the responses.
+//! work orders, run them through the enclave, and store the responses.
+//!
+//! The enclave runs right in the claiming task, on the runtime's thread, at most one order per
+//! enclave slot (one per core by default): its work is CPU-bound (RSA above all), and handing each
+//! order to another thread and back cost more, in wake-ups on this kind of machine, than the
+//! moment of I/O it holds up. The response is stored by a task of its own, so that the next order
+//! is claimed while the last one waits for its commit.
 //!
 //! A worker's tasks sleep until the listener wakes them (no polling on the hot path); a sweeper
 //! returns orders whose lease ran out to their queues, so an order claimed by a task that died is
 //! processed by another.
 
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -121,29 +128,33 @@ async fn process_loop<S: Store>(
     }
 }
 
-async fn process<S: Store>(app: &App<S>, worker: &Arc<LocalWorker>, claimed: Claimed) {
+/// Runs a claimed order through the enclave and hands the response to a task that stores it.
+async fn process<S: Store>(app: &Arc<App<S>>, worker: &Arc<LocalWorker>, claimed: Claimed) {
     let started = Instant::now();
     let work_order_id = claimed.work_order_id;
-    let enclave_worker = Arc::clone(worker);
-    let request = claimed.request;
-    // Enclave work (RSA above all) runs on the blocking pool, at most one order per core at a
-    // time; the other claim tasks meanwhile wait on the store, so the cores never wait on fsync.
     let Ok(slot) = app.enclave_slots.acquire().await else { return };
-    let processed = tokio::task::spawn_blocking(move || {
-        enclave_worker.enclave.process(&request, &enclave_worker.io)
-    })
-    .await;
-    // Free the core before waiting for the store.
+    let processed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        worker.enclave.process(&claimed.request, &worker.io)
+    }));
     drop(slot);
-    let processed = match processed {
-        Ok(processed) => processed,
-        Err(error) => {
-            // The enclave answers every input; this is a bug. The lease returns the order.
-            tracing::error!(%error, %work_order_id, "the enclave task failed");
-            return;
-        }
+    let Ok(processed) = processed else {
+        // The enclave answers every input; this is a bug. The lease returns the order.
+        tracing::error!(%work_order_id, "the enclave panicked");
+        return;
     };
     app.metrics.observe_processing(started.elapsed().as_secs_f64());
+    tokio::spawn(store_response(Arc::clone(app), Arc::clone(worker), work_order_id, processed));
+}
+
+/// Stores a response with the workload state and receipt update it brings, then wakes whoever
+/// waits for it.
+async fn store_response<S: Store>(
+    app: Arc<App<S>>,
+    worker: Arc<LocalWorker>,
+    work_order_id: String,
+    processed: afallon_enclave::Processed,
+) {
+    let app = &*app;
     let failed = processed.error.is_some();
     if let Some(error) = &processed.error {
         tracing::info!(%work_order_id, code = error.code.code(), message = %error.message, "work order failed");
@@ -169,7 +180,7 @@ async fn process<S: Store>(app: &App<S>, worker: &Arc<LocalWorker>, claimed: Cla
                 if failed { &app.metrics.completed_error } else { &app.metrics.completed_ok };
             counter.fetch_add(1, Ordering::Relaxed);
             if outcome == Completion::StoredReceiptPending {
-                append_late_receipt_update(app, worker, &work_order_id, &response).await;
+                append_late_receipt_update(app, &worker, &work_order_id, &response).await;
             }
             app.waiters.completed(&work_order_id);
         }
