@@ -144,6 +144,9 @@ async fn process<S: Store>(app: &Arc<App<S>>, worker: &Arc<LocalWorker>, claimed
     };
     app.metrics.observe_processing(started.elapsed().as_secs_f64());
     tokio::spawn(store_response(Arc::clone(app), Arc::clone(worker), work_order_id, processed));
+    // The enclave held this thread for a while: let the requests and responses queued behind
+    // it run before the next order.
+    tokio::task::yield_now().await;
 }
 
 /// Stores a response with the workload state and receipt update it brings, then wakes whoever

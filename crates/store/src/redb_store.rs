@@ -30,10 +30,10 @@ use crate::{
 };
 
 const WORKERS: TableDefinition<'static, &str, &str> = TableDefinition::new("workers");
-/// Work-order id → submission sequence (8 bytes BE), worker id length (2 bytes BE), worker id,
-/// raw request.
-const ORDERS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("orders");
-const RESPONSES: TableDefinition<'static, &str, &str> = TableDefinition::new("responses");
+/// Work-order id → the order and, once finished, its response, in one record (see
+/// [`encode_order`]): one B-tree entry written per order in synchronous mode, and one removed when
+/// it is purged.
+const ORDERS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("work_orders");
 /// Finish sequence → work-order id: the purge order.
 const FINISHED: TableDefinition<'static, u64, &str> = TableDefinition::new("finished");
 const RECEIPTS: TableDefinition<'static, &str, &str> = TableDefinition::new("receipts");
@@ -68,30 +68,46 @@ impl Default for RedbStoreOptions {
     }
 }
 
-/// A stored order's fixed part.
-struct OrderHeader<'a> {
+/// A stored order.
+struct OrderRecord<'a> {
     seq: u64,
     worker: &'a str,
     request: &'a [u8],
+    /// The worker's JSON-RPC response, once finished.
+    response: Option<&'a str>,
 }
 
-fn encode_order(seq: u64, worker: &str, request: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(10 + worker.len() + request.len());
+/// Submission sequence (8 bytes BE), worker id length (2 bytes BE), worker id, request length
+/// (4 bytes BE), raw request, then the response (UTF-8) if the order is finished.
+fn encode_order(seq: u64, worker: &str, request: &[u8], response: Option<&str>) -> Vec<u8> {
+    let response = response.unwrap_or_default();
+    let mut out = Vec::with_capacity(14 + worker.len() + request.len() + response.len());
     out.extend_from_slice(&seq.to_be_bytes());
-    // Worker ids are 64 hex characters; anything longer than u16 was refused by the caller.
+    // Worker ids are 64 hex characters and requests are capped far below 4 GiB; anything longer
+    // was refused by the caller.
     out.extend_from_slice(&u16::try_from(worker.len()).unwrap_or(u16::MAX).to_be_bytes());
     out.extend_from_slice(worker.as_bytes());
+    out.extend_from_slice(&u32::try_from(request.len()).unwrap_or(u32::MAX).to_be_bytes());
     out.extend_from_slice(request);
+    out.extend_from_slice(response.as_bytes());
     out
 }
 
-fn decode_order(bytes: &[u8]) -> Result<OrderHeader<'_>, redb::Error> {
+fn decode_order(bytes: &[u8]) -> Result<OrderRecord<'_>, redb::Error> {
     let corrupt = || redb::Error::Corrupted("order record".into());
     let (seq, rest) = bytes.split_first_chunk::<8>().ok_or_else(corrupt)?;
     let (len, rest) = rest.split_first_chunk::<2>().ok_or_else(corrupt)?;
-    let len = usize::from(u16::from_be_bytes(*len));
-    let worker = rest.get(..len).and_then(|w| std::str::from_utf8(w).ok()).ok_or_else(corrupt)?;
-    Ok(OrderHeader { seq: u64::from_be_bytes(*seq), worker, request: &rest[len..] })
+    let (worker, rest) =
+        rest.split_at_checked(usize::from(u16::from_be_bytes(*len))).ok_or_else(corrupt)?;
+    let worker = std::str::from_utf8(worker).map_err(|_| corrupt())?;
+    let (len, rest) = rest.split_first_chunk::<4>().ok_or_else(corrupt)?;
+    let len = usize::try_from(u32::from_be_bytes(*len)).map_err(|_| corrupt())?;
+    let (request, response) = rest.split_at_checked(len).ok_or_else(corrupt)?;
+    let response = match response {
+        [] => None,
+        response => Some(std::str::from_utf8(response).map_err(|_| corrupt())?),
+    };
+    Ok(OrderRecord { seq: u64::from_be_bytes(*seq), worker, request, response })
 }
 
 /// An order waiting in memory, with its request, so that claiming reads nothing from disk.
@@ -269,7 +285,6 @@ impl RedbStore {
         {
             txn.open_table(WORKERS).map_err(storage)?;
             txn.open_table(ORDERS).map_err(storage)?;
-            txn.open_table(RESPONSES).map_err(storage)?;
             txn.open_table(FINISHED).map_err(storage)?;
             txn.open_table(RECEIPTS).map_err(storage)?;
             txn.open_table(RECEIPT_UPDATES).map_err(storage)?;
@@ -320,16 +335,15 @@ impl RedbStore {
 fn rebuild(db: &Database) -> Result<(Queues, Sequences), redb::Error> {
     let txn = db.begin_read()?;
     let orders = txn.open_table(ORDERS)?;
-    let responses = txn.open_table(RESPONSES)?;
     let mut queues = Queues { stored: orders.len()?, ..Queues::default() };
     let mut next_submit = 0;
     for entry in orders.iter()? {
         let (id, value) = entry?;
-        let header = decode_order(value.value())?;
-        next_submit = next_submit.max(header.seq + 1);
-        if responses.get(id.value())?.is_none() {
-            let queued = Queued { id: id.value().to_owned(), request: Arc::from(header.request) };
-            queues.enqueue(header.worker, header.seq, queued);
+        let record = decode_order(value.value())?;
+        next_submit = next_submit.max(record.seq + 1);
+        if record.response.is_none() {
+            let queued = Queued { id: id.value().to_owned(), request: Arc::from(record.request) };
+            queues.enqueue(record.worker, record.seq, queued);
         }
     }
     let next_finish = txn.open_table(FINISHED)?.last()?.map_or(0, |(key, _)| key.value() + 1);
@@ -447,22 +461,31 @@ struct Batch<'a> {
 }
 
 impl Batch<'_> {
-    /// Writes the volatile order `id`, if there is one; returns whether it did. The order stays
-    /// volatile in memory until the transaction commits.
-    fn write_volatile(&mut self, id: &str) -> Result<bool, redb::Error> {
-        let Some(order) = lock(self.queues).volatile.get(id).cloned() else { return Ok(false) };
+    /// Takes the volatile order `id` (if there is one not yet in the file) for the caller to
+    /// insert in this transaction, making room for it. It stays volatile in memory until the
+    /// transaction commits.
+    fn take_volatile(&mut self, id: &str) -> Result<Option<Volatile>, redb::Error> {
+        let Some(order) = lock(self.queues).volatile.get(id).cloned() else { return Ok(None) };
         let mut orders = self.txn.open_table(ORDERS)?;
         if orders.get(id)?.is_some() {
-            return Ok(false);
+            return Ok(None);
         }
         // A volatile order was counted when it was queued; if retention is reached meanwhile, the
         // oldest finished order makes room, or the store holds one more than its limit for a while.
         if *self.stored >= self.options.max_orders && self.purge_oldest(&mut orders)? {
             *self.stored -= 1;
         }
-        orders.insert(id, encode_order(order.seq, &order.worker, &order.request).as_slice())?;
         *self.stored += 1;
         self.effects.push(Effect::Written(id.to_owned()));
+        Ok(Some(order))
+    }
+
+    /// Writes the volatile order `id` (without a response), if there is one; returns whether it
+    /// did.
+    fn write_volatile(&mut self, id: &str) -> Result<bool, redb::Error> {
+        let Some(order) = self.take_volatile(id)? else { return Ok(false) };
+        let record = encode_order(order.seq, &order.worker, &order.request, None);
+        self.txn.open_table(ORDERS)?.insert(id, record.as_slice())?;
         Ok(true)
     }
 
@@ -486,19 +509,30 @@ fn apply(batch: &mut Batch<'_>, op: &Op, sequences: &mut Sequences) -> Result<Re
         Op::Submit(order) => Reply::Submit(submit(batch, order, sequences)?),
         Op::Persist { id } => Reply::Persisted(batch.write_volatile(id)?),
         Op::Complete { id, response, sealed, receipt_update } => {
-            batch.write_volatile(id)?;
-            let orders = txn.open_table(ORDERS)?;
-            let Some(record) = orders.get(id.as_str())? else {
-                return Ok(Reply::Complete(Completion::Unknown));
+            let volatile = batch.take_volatile(id)?;
+            let mut orders = txn.open_table(ORDERS)?;
+            let (worker, seq, record) = match volatile {
+                // Written once, with its response.
+                Some(order) => {
+                    let record =
+                        encode_order(order.seq, &order.worker, &order.request, Some(response));
+                    (order.worker, order.seq, record)
+                }
+                None => {
+                    let Some(stored) = orders.get(id.as_str())? else {
+                        return Ok(Reply::Complete(Completion::Unknown));
+                    };
+                    let stored = decode_order(stored.value())?;
+                    if stored.response.is_some() {
+                        return Ok(Reply::Complete(Completion::AlreadyDone));
+                    }
+                    let record =
+                        encode_order(stored.seq, stored.worker, stored.request, Some(response));
+                    (stored.worker.to_owned(), stored.seq, record)
+                }
             };
-            let header = decode_order(record.value())?;
-            let (worker, seq) = (header.worker.to_owned(), header.seq);
-            drop(record);
-            let mut responses = txn.open_table(RESPONSES)?;
-            if responses.get(id.as_str())?.is_some() {
-                return Ok(Reply::Complete(Completion::AlreadyDone));
-            }
-            responses.insert(id.as_str(), response.as_str())?;
+            orders.insert(id.as_str(), record.as_slice())?;
+            drop(orders);
             txn.open_table(FINISHED)?.insert(sequences.next_finish, id.as_str())?;
             sequences.next_finish += 1;
             batch.effects.push(Effect::Finish { id: id.clone(), worker, seq });
@@ -516,7 +550,10 @@ fn apply(batch: &mut Batch<'_>, op: &Op, sequences: &mut Sequences) -> Result<Re
             Reply::Complete(Completion::Stored)
         }
         Op::AddUpdateIfFinished { id, update } => {
-            let finished = txn.open_table(RESPONSES)?.get(id.as_str())?.is_some();
+            let finished = match txn.open_table(ORDERS)?.get(id.as_str())? {
+                Some(record) => decode_order(record.value())?.response.is_some(),
+                None => false,
+            };
             let has_receipt = txn.open_table(RECEIPTS)?.get(id.as_str())?.is_some();
             let mut updates = txn.open_table(RECEIPT_UPDATES)?;
             let empty = updates.range((id.as_str(), 0)..=(id.as_str(), u64::MAX))?.next().is_none();
@@ -574,7 +611,7 @@ fn submit(
         return Ok(SubmitOutcome::Duplicate);
     }
     let seq = sequences.next_submit.fetch_add(1, Ordering::Relaxed);
-    orders.insert(id, encode_order(seq, &order.worker_id, &order.request).as_slice())?;
+    orders.insert(id, encode_order(seq, &order.worker_id, &order.request, None).as_slice())?;
     *batch.stored += 1;
     let queued = Queued { id: id.to_owned(), request: Arc::from(order.request.as_slice()) };
     batch.effects.push(Effect::Enqueue { worker: order.worker_id.clone(), seq, queued });
@@ -613,8 +650,10 @@ fn purge(
     id: &str,
 ) -> Result<(), redb::Error> {
     orders.remove(id)?;
-    txn.open_table(RESPONSES)?.remove(id)?;
-    txn.open_table(RECEIPTS)?.remove(id)?;
+    if txn.open_table(RECEIPTS)?.remove(id)?.is_none() {
+        // Updates exist only for receipts.
+        return Ok(());
+    }
     let mut updates = txn.open_table(RECEIPT_UPDATES)?;
     let keys: Vec<u64> = updates
         .range((id, 0)..=(id, u64::MAX))?
@@ -721,13 +760,12 @@ impl Store for RedbStore {
             return Ok(OrderStatus::Pending);
         }
         self.read(|txn| {
-            if let Some(response) = txn.open_table(RESPONSES)?.get(work_order_id)? {
-                return Ok(OrderStatus::Done(response.value().to_owned()));
-            }
-            Ok(if txn.open_table(ORDERS)?.get(work_order_id)?.is_some() {
-                OrderStatus::Pending
-            } else {
-                OrderStatus::Unknown
+            let Some(record) = txn.open_table(ORDERS)?.get(work_order_id)? else {
+                return Ok(OrderStatus::Unknown);
+            };
+            Ok(match decode_order(record.value())?.response {
+                Some(response) => OrderStatus::Done(response.to_owned()),
+                None => OrderStatus::Pending,
             })
         })
     }
