@@ -23,6 +23,18 @@ pub struct Limit {
     pub orders: u64,
 }
 
+impl Limit {
+    /// The mean of two measurements of the same limit (one before a load and one after, say), so
+    /// that a machine whose speed drifts during a run is compared with its average.
+    pub fn mean(&self, other: &Limit) -> Limit {
+        Limit {
+            orders_per_second: (self.orders_per_second + other.orders_per_second) / 2.0,
+            threads: self.threads,
+            orders: self.orders + other.orders,
+        }
+    }
+}
+
 /// Runs `work` on `threads` threads for `duration`, cycling through `inputs`.
 fn measure<T: Sync>(
     inputs: &[T],

@@ -51,7 +51,8 @@ pub(crate) struct BenchArgs {
     /// Sign every request.
     #[arg(long)]
     sign: bool,
-    /// Seconds spent measuring each in-process limit.
+    /// Seconds spent on each in-process limit measurement (the crypto limit is measured before
+    /// the load and after it, the enclave limit after it).
     #[arg(long, default_value_t = 3.0)]
     limit_seconds: f64,
     /// The local node's data directory (its simulation key is trusted).
@@ -111,6 +112,16 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         signed: args.sign,
         result_timeout: Duration::from_secs(60),
     };
+    // The crypto limit is measured before the load and again after it: this kind of machine
+    // drifts in speed by a tenth from one minute to the next, and the load is compared with the
+    // mean of the two.
+    let limit_time = Duration::from_secs_f64(args.limit_seconds);
+    let input_size = args.input_size;
+    let crypto_before = tokio::task::spawn_blocking(move || {
+        afallon_bench::crypto_limit(input_size, threads, limit_time)
+    })
+    .await?
+    .context("measuring the crypto limit")?;
     let bar = progress_bar(stop, args.json);
     let progress_bar = bar.clone();
     let report = afallon_bench::run(
@@ -132,13 +143,12 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         node.shutdown().await;
         let _ = std::fs::remove_dir_all(&embedded_dir);
     }
-    let limit_time = Duration::from_secs_f64(args.limit_seconds);
-    let input_size = args.input_size;
-    let crypto = tokio::task::spawn_blocking(move || {
+    let crypto_after = tokio::task::spawn_blocking(move || {
         afallon_bench::crypto_limit(input_size, threads, limit_time)
     })
     .await?
     .context("measuring the crypto limit")?;
+    let crypto = crypto_before.mean(&crypto_after);
     let enclave = tokio::task::spawn_blocking(move || {
         afallon_bench::enclave_limit(input_size, threads, limit_time)
     })
@@ -153,13 +163,16 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
                           "workload": args.workload, "inputSize": args.input_size, "mode": mode, "signed": args.sign},
                 "report": report,
                 "cryptoLimit": crypto,
+                "cryptoLimitBefore": crypto_before,
+                "cryptoLimitAfter": crypto_after,
                 "enclaveLimit": enclave,
                 "ratio": ratio,
                 "serverPeakResidentBytes": server_peak,
             })
         );
     } else {
-        print_report(&args, mode, &report, &crypto, &enclave, ratio, server_peak);
+        let limits = Limits { crypto, crypto_before, crypto_after, enclave };
+        print_report(&args, mode, &report, &limits, ratio, server_peak);
     }
     Ok(())
 }
@@ -195,15 +208,24 @@ async fn peak_memory(client: &Client) -> Option<u64> {
         .and_then(|value| value.trim().parse().ok())
 }
 
+/// The in-process limits of a run.
+struct Limits {
+    /// The mean of `crypto_before` and `crypto_after`.
+    crypto: Limit,
+    crypto_before: Limit,
+    crypto_after: Limit,
+    enclave: Limit,
+}
+
 fn print_report(
     args: &BenchArgs,
     mode: Mode,
     report: &Report,
-    crypto: &Limit,
-    enclave: &Limit,
+    limits: &Limits,
     ratio: f64,
     server_peak: Option<u64>,
 ) {
+    let (crypto, enclave) = (&limits.crypto, &limits.enclave);
     let errors: u64 = report.errors.values().sum();
     println!(
         "afallon bench: {:.1} s, {} requesters, {}, {}-byte inputs, {}, {}, durable acknowledgements",
@@ -225,8 +247,12 @@ fn print_report(
         l.p50, l.p95, l.p99, l.max
     );
     println!(
-        "crypto limit   {:.1} orders/s ({} threads, worker-side crypto only, in-process)",
-        crypto.orders_per_second, crypto.threads
+        "crypto limit   {:.1} orders/s ({} threads, worker-side crypto only, in-process; \
+         {:.1} before the load, {:.1} after)",
+        crypto.orders_per_second,
+        crypto.threads,
+        limits.crypto_before.orders_per_second,
+        limits.crypto_after.orders_per_second,
     );
     println!(
         "enclave limit  {:.1} orders/s ({} threads, whole enclave with JSON, in-process)",
