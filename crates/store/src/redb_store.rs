@@ -34,8 +34,6 @@ const WORKERS: TableDefinition<'static, &str, &str> = TableDefinition::new("work
 /// [`encode_order`]): one B-tree entry written per order in synchronous mode, and one removed when
 /// it is purged.
 const ORDERS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("work_orders");
-/// Finish sequence → work-order id: the purge order.
-const FINISHED: TableDefinition<'static, u64, &str> = TableDefinition::new("finished");
 const RECEIPTS: TableDefinition<'static, &str, &str> = TableDefinition::new("receipts");
 const RECEIPT_UPDATES: TableDefinition<'static, (&str, u64), &str> =
     TableDefinition::new("receipt_updates");
@@ -73,15 +71,16 @@ struct OrderRecord<'a> {
     seq: u64,
     worker: &'a str,
     request: &'a [u8],
-    /// The worker's JSON-RPC response, once finished.
-    response: Option<&'a str>,
+    /// The finish sequence (the purge order) and the worker's JSON-RPC response, once finished.
+    finished: Option<(u64, &'a str)>,
 }
 
 /// Submission sequence (8 bytes BE), worker id length (2 bytes BE), worker id, request length
-/// (4 bytes BE), raw request, then the response (UTF-8) if the order is finished.
-fn encode_order(seq: u64, worker: &str, request: &[u8], response: Option<&str>) -> Vec<u8> {
-    let response = response.unwrap_or_default();
-    let mut out = Vec::with_capacity(14 + worker.len() + request.len() + response.len());
+/// (4 bytes BE), raw request, then, once the order is finished, the finish sequence (8 bytes BE)
+/// and the response (UTF-8).
+fn encode_order(seq: u64, worker: &str, request: &[u8], finished: Option<(u64, &str)>) -> Vec<u8> {
+    let response = finished.map_or("", |(_, response)| response);
+    let mut out = Vec::with_capacity(22 + worker.len() + request.len() + response.len());
     out.extend_from_slice(&seq.to_be_bytes());
     // Worker ids are 64 hex characters and requests are capped far below 4 GiB; anything longer
     // was refused by the caller.
@@ -89,7 +88,10 @@ fn encode_order(seq: u64, worker: &str, request: &[u8], response: Option<&str>) 
     out.extend_from_slice(worker.as_bytes());
     out.extend_from_slice(&u32::try_from(request.len()).unwrap_or(u32::MAX).to_be_bytes());
     out.extend_from_slice(request);
-    out.extend_from_slice(response.as_bytes());
+    if let Some((finish, response)) = finished {
+        out.extend_from_slice(&finish.to_be_bytes());
+        out.extend_from_slice(response.as_bytes());
+    }
     out
 }
 
@@ -102,12 +104,16 @@ fn decode_order(bytes: &[u8]) -> Result<OrderRecord<'_>, redb::Error> {
     let worker = std::str::from_utf8(worker).map_err(|_| corrupt())?;
     let (len, rest) = rest.split_first_chunk::<4>().ok_or_else(corrupt)?;
     let len = usize::try_from(u32::from_be_bytes(*len)).map_err(|_| corrupt())?;
-    let (request, response) = rest.split_at_checked(len).ok_or_else(corrupt)?;
-    let response = match response {
+    let (request, rest) = rest.split_at_checked(len).ok_or_else(corrupt)?;
+    let finished = match rest {
         [] => None,
-        response => Some(std::str::from_utf8(response).map_err(|_| corrupt())?),
+        rest => {
+            let (finish, response) = rest.split_first_chunk::<8>().ok_or_else(corrupt)?;
+            let response = std::str::from_utf8(response).map_err(|_| corrupt())?;
+            Some((u64::from_be_bytes(*finish), response))
+        }
     };
-    Ok(OrderRecord { seq: u64::from_be_bytes(*seq), worker, request, response })
+    Ok(OrderRecord { seq: u64::from_be_bytes(*seq), worker, request, finished })
 }
 
 /// An order waiting in memory, with its request, so that claiming reads nothing from disk.
@@ -231,6 +237,8 @@ pub struct RedbStore {
     db: Arc<Database>,
     queues: Arc<Mutex<Queues>>,
     next_submit: Arc<AtomicU64>,
+    /// Finished orders in the file.
+    finished: Arc<AtomicU64>,
     max_orders: u64,
     writer: Option<mpsc::Sender<Job>>,
     writer_thread: Option<std::thread::JoinHandle<()>>,
@@ -262,10 +270,49 @@ fn lock(queues: &Mutex<Queues>) -> MutexGuard<'_, Queues> {
     queues.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The order counters: submissions (shared with volatile submissions) and finishes (the writer's).
+/// The order counters, submissions (shared with volatile submissions) and finishes, and the
+/// purge order, which only the writer uses: kept in memory (rebuilt from the records when the
+/// store opens) rather than in a table of its own, one table fewer to write in every commit.
 struct Sequences {
     next_submit: Arc<AtomicU64>,
     next_finish: u64,
+    /// Finish sequence → id of every finished order, as of the last commit and this batch.
+    finished: BTreeMap<u64, String>,
+    /// `finished.len()` as of the last commit, for readers.
+    finished_count: Arc<AtomicU64>,
+    /// This batch's changes to `finished`, to undo if it fails: finishes added, entries purged.
+    added: Vec<u64>,
+    purged: Vec<(u64, String)>,
+}
+
+impl Sequences {
+    fn finish(&mut self, id: &str) -> u64 {
+        let finish = self.next_finish;
+        self.next_finish += 1;
+        self.finished.insert(finish, id.to_owned());
+        self.added.push(finish);
+        finish
+    }
+
+    fn pop_oldest_finished(&mut self) -> Option<String> {
+        let (finish, id) = self.finished.pop_first()?;
+        self.purged.push((finish, id.clone()));
+        Some(id)
+    }
+
+    /// A new batch begins.
+    fn begin(&mut self) {
+        self.added.clear();
+        self.purged.clear();
+    }
+
+    /// The batch failed.
+    fn undo(&mut self) {
+        for finish in self.added.drain(..) {
+            self.finished.remove(&finish);
+        }
+        self.finished.extend(self.purged.drain(..));
+    }
 }
 
 impl RedbStore {
@@ -285,7 +332,6 @@ impl RedbStore {
         {
             txn.open_table(WORKERS).map_err(storage)?;
             txn.open_table(ORDERS).map_err(storage)?;
-            txn.open_table(FINISHED).map_err(storage)?;
             txn.open_table(RECEIPTS).map_err(storage)?;
             txn.open_table(RECEIPT_UPDATES).map_err(storage)?;
             txn.open_table(SEALED).map_err(storage)?;
@@ -293,6 +339,7 @@ impl RedbStore {
         txn.commit().map_err(storage)?;
         let (queues, sequences) = rebuild(&db).map_err(storage)?;
         let next_submit = Arc::clone(&sequences.next_submit);
+        let finished = Arc::clone(&sequences.finished_count);
         let queues = Arc::new(Mutex::new(queues));
         let (writer, jobs) = mpsc::channel();
         let commits = Arc::new(AtomicU64::new(0));
@@ -308,6 +355,7 @@ impl RedbStore {
             db,
             queues,
             next_submit,
+            finished,
             max_orders: options.max_orders,
             writer: Some(writer),
             writer_thread: Some(writer_thread),
@@ -341,13 +389,34 @@ fn rebuild(db: &Database) -> Result<(Queues, Sequences), redb::Error> {
         let (id, value) = entry?;
         let record = decode_order(value.value())?;
         next_submit = next_submit.max(record.seq + 1);
-        if record.response.is_none() {
+        if record.finished.is_none() {
             let queued = Queued { id: id.value().to_owned(), request: Arc::from(record.request) };
             queues.enqueue(record.worker, record.seq, queued);
         }
     }
-    let next_finish = txn.open_table(FINISHED)?.last()?.map_or(0, |(key, _)| key.value() + 1);
-    Ok((queues, Sequences { next_submit: Arc::new(AtomicU64::new(next_submit)), next_finish }))
+    let finished = finished_orders(&txn)?;
+    let next_finish = finished.last_key_value().map_or(0, |(finish, _)| finish + 1);
+    let sequences = Sequences {
+        next_submit: Arc::new(AtomicU64::new(next_submit)),
+        next_finish,
+        finished_count: Arc::new(AtomicU64::new(finished.len() as u64)),
+        finished,
+        added: Vec::new(),
+        purged: Vec::new(),
+    };
+    Ok((queues, sequences))
+}
+
+/// Finish sequence → id of every finished order in the file.
+fn finished_orders(txn: &redb::ReadTransaction) -> Result<BTreeMap<u64, String>, redb::Error> {
+    let mut finished = BTreeMap::new();
+    for entry in txn.open_table(ORDERS)?.iter()? {
+        let (id, value) = entry?;
+        if let Some((finish, _)) = decode_order(value.value())?.finished {
+            finished.insert(finish, id.value().to_owned());
+        }
+    }
+    Ok(finished)
 }
 
 fn unexpected() -> StoreError {
@@ -384,11 +453,13 @@ fn write_loop(
         }
         let stored = lock(queues).stored;
         let before = sequences.next_finish;
+        sequences.begin();
         let outcome = apply_batch(db, queues, &batch, options, stored, &mut sequences);
         last_commit = Instant::now();
         commits.fetch_add(1, Ordering::Relaxed);
         match outcome {
             Ok((replies, effects)) => {
+                sequences.finished_count.store(sequences.finished.len() as u64, Ordering::Relaxed);
                 let mut queues = lock(queues);
                 for effect in effects {
                     match effect {
@@ -409,7 +480,9 @@ fn write_loop(
                 }
             }
             Err(error) => {
+                // Nothing of the batch is in the file: its changes to the purge order are undone.
                 sequences.next_finish = before;
+                sequences.undo();
                 forget_writing(&mut lock(queues), &batch);
                 for job in batch {
                     let _ = job.reply.send(Err(error.clone()));
@@ -440,9 +513,15 @@ fn apply_batch(
     let mut replies = Vec::with_capacity(batch.len());
     let mut effects = Vec::new();
     for job in batch {
-        let mut batch =
-            Batch { txn: &txn, queues, options, stored: &mut stored, effects: &mut effects };
-        let reply = apply(&mut batch, &job.op, sequences).map_err(storage)?;
+        let mut batch = Batch {
+            txn: &txn,
+            queues,
+            options,
+            stored: &mut stored,
+            effects: &mut effects,
+            sequences: &mut *sequences,
+        };
+        let reply = apply(&mut batch, &job.op).map_err(storage)?;
         replies.push(reply);
     }
     effects.push(Effect::Stored(stored));
@@ -458,6 +537,7 @@ struct Batch<'a> {
     /// Orders in the file, as of this transaction.
     stored: &'a mut u64,
     effects: &'a mut Vec<Effect>,
+    sequences: &'a mut Sequences,
 }
 
 impl Batch<'_> {
@@ -490,23 +570,24 @@ impl Batch<'_> {
     }
 
     /// Purges the oldest finished order; false if none is finished.
-    fn purge_oldest(&self, orders: &mut redb::Table<'_, &str, &[u8]>) -> Result<bool, redb::Error> {
-        let oldest =
-            self.txn.open_table(FINISHED)?.pop_first()?.map(|(_, id)| id.value().to_owned());
-        let Some(oldest) = oldest else { return Ok(false) };
+    fn purge_oldest(
+        &mut self,
+        orders: &mut redb::Table<'_, &str, &[u8]>,
+    ) -> Result<bool, redb::Error> {
+        let Some(oldest) = self.sequences.pop_oldest_finished() else { return Ok(false) };
         purge(self.txn, orders, &oldest)?;
         Ok(true)
     }
 }
 
-fn apply(batch: &mut Batch<'_>, op: &Op, sequences: &mut Sequences) -> Result<Reply, redb::Error> {
+fn apply(batch: &mut Batch<'_>, op: &Op) -> Result<Reply, redb::Error> {
     let txn = batch.txn;
     Ok(match op {
         Op::PutWorker { id, record } => {
             txn.open_table(WORKERS)?.insert(id.as_str(), record.as_str())?;
             Reply::Unit
         }
-        Op::Submit(order) => Reply::Submit(submit(batch, order, sequences)?),
+        Op::Submit(order) => Reply::Submit(submit(batch, order)?),
         Op::Persist { id } => Reply::Persisted(batch.write_volatile(id)?),
         Op::Complete { id, response, sealed, receipt_update } => {
             let volatile = batch.take_volatile(id)?;
@@ -514,8 +595,8 @@ fn apply(batch: &mut Batch<'_>, op: &Op, sequences: &mut Sequences) -> Result<Re
             let (worker, seq, record) = match volatile {
                 // Written once, with its response.
                 Some(order) => {
-                    let record =
-                        encode_order(order.seq, &order.worker, &order.request, Some(response));
+                    let finished = Some((batch.sequences.finish(id), response.as_str()));
+                    let record = encode_order(order.seq, &order.worker, &order.request, finished);
                     (order.worker, order.seq, record)
                 }
                 None => {
@@ -523,18 +604,16 @@ fn apply(batch: &mut Batch<'_>, op: &Op, sequences: &mut Sequences) -> Result<Re
                         return Ok(Reply::Complete(Completion::Unknown));
                     };
                     let stored = decode_order(stored.value())?;
-                    if stored.response.is_some() {
+                    if stored.finished.is_some() {
                         return Ok(Reply::Complete(Completion::AlreadyDone));
                     }
-                    let record =
-                        encode_order(stored.seq, stored.worker, stored.request, Some(response));
+                    let finished = Some((batch.sequences.finish(id), response.as_str()));
+                    let record = encode_order(stored.seq, stored.worker, stored.request, finished);
                     (stored.worker.to_owned(), stored.seq, record)
                 }
             };
             orders.insert(id.as_str(), record.as_slice())?;
             drop(orders);
-            txn.open_table(FINISHED)?.insert(sequences.next_finish, id.as_str())?;
-            sequences.next_finish += 1;
             batch.effects.push(Effect::Finish { id: id.clone(), worker, seq });
             if let Some(sealed) = sealed {
                 put_sealed(txn, sealed)?;
@@ -551,7 +630,7 @@ fn apply(batch: &mut Batch<'_>, op: &Op, sequences: &mut Sequences) -> Result<Re
         }
         Op::AddUpdateIfFinished { id, update } => {
             let finished = match txn.open_table(ORDERS)?.get(id.as_str())? {
-                Some(record) => decode_order(record.value())?.response.is_some(),
+                Some(record) => decode_order(record.value())?.finished.is_some(),
                 None => false,
             };
             let has_receipt = txn.open_table(RECEIPTS)?.get(id.as_str())?.is_some();
@@ -589,11 +668,7 @@ fn apply(batch: &mut Batch<'_>, op: &Op, sequences: &mut Sequences) -> Result<Re
     })
 }
 
-fn submit(
-    batch: &mut Batch<'_>,
-    order: &NewOrder,
-    sequences: &Sequences,
-) -> Result<SubmitOutcome, redb::Error> {
+fn submit(batch: &mut Batch<'_>, order: &NewOrder) -> Result<SubmitOutcome, redb::Error> {
     if order.worker_id.len() > usize::from(u16::MAX) {
         return Ok(SubmitOutcome::Busy);
     }
@@ -610,7 +685,7 @@ fn submit(
     if orders.get(id)?.is_some() {
         return Ok(SubmitOutcome::Duplicate);
     }
-    let seq = sequences.next_submit.fetch_add(1, Ordering::Relaxed);
+    let seq = batch.sequences.next_submit.fetch_add(1, Ordering::Relaxed);
     orders.insert(id, encode_order(seq, &order.worker_id, &order.request, None).as_slice())?;
     *batch.stored += 1;
     let queued = Queued { id: id.to_owned(), request: Arc::from(order.request.as_slice()) };
@@ -763,8 +838,8 @@ impl Store for RedbStore {
             let Some(record) = txn.open_table(ORDERS)?.get(work_order_id)? else {
                 return Ok(OrderStatus::Unknown);
             };
-            Ok(match decode_order(record.value())?.response {
-                Some(response) => OrderStatus::Done(response.to_owned()),
+            Ok(match decode_order(record.value())?.finished {
+                Some((_, response)) => OrderStatus::Done(response.to_owned()),
                 None => OrderStatus::Pending,
             })
         })
@@ -873,7 +948,7 @@ impl Store for RedbStore {
             let queues = lock(&self.queues);
             (queues.by_worker.values().map(|q| q.len() as u64).sum(), queues.leases.len() as u64)
         };
-        let finished = self.read(|txn| Ok(txn.open_table(FINISHED)?.len()?))?;
+        let finished = self.finished.load(Ordering::Relaxed);
         Ok(OrderCounts { queued, processing, finished })
     }
 

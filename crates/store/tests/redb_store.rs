@@ -344,3 +344,25 @@ async fn volatile_orders_count_against_retention() {
     assert_eq!(store.submit_volatile(order("3", "w")).await, Ok(SubmitOutcome::Accepted));
     assert_eq!(store.status("1"), Ok(OrderStatus::Unknown), "the finished order made room");
 }
+
+#[tokio::test]
+async fn the_purge_order_survives_a_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(&dir, 2);
+        for id in ["first", "second"] {
+            store.submit(order(id, "w")).await.expect("submit");
+        }
+        // Finished in the other order than submitted.
+        for id in ["second", "first"] {
+            store.complete(id, format!("done {id}"), None, None).await.expect("complete");
+        }
+        assert_eq!(store.counts().expect("counts").finished, 2);
+    }
+    let store = open(&dir, 2);
+    assert_eq!(store.counts().expect("counts").finished, 2);
+    assert_eq!(store.submit(order("third", "w")).await, Ok(SubmitOutcome::Accepted));
+    assert_eq!(store.status("second"), Ok(OrderStatus::Unknown), "the first to finish goes first");
+    assert_eq!(store.status("first"), Ok(OrderStatus::Done("done first".into())));
+    assert_eq!(store.counts().expect("counts").finished, 1);
+}
