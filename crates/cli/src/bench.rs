@@ -31,7 +31,7 @@ pub(crate) struct BenchArgs {
     #[arg(long)]
     embedded: bool,
     /// Requesters working at once.
-    #[arg(long, short = 'c', default_value_t = 16)]
+    #[arg(long, short = 'c', default_value_t = 32)]
     concurrency: usize,
     /// Run for this many seconds...
     #[arg(long, short = 'd', default_value_t = 10.0, conflicts_with = "count")]
@@ -81,9 +81,8 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             config.insecure_simulation = true;
             config.sync_mode = mode == Mode::Sync;
             config.max_orders = 200_000;
-            let node =
-                afallon_node::Node::start(config).await.context("starting the embedded node")?;
-            (format!("http://{}", node.local_addr()), Some(node), embedded_dir.join("sim"))
+            let node = EmbeddedNode::start(config).await?;
+            (format!("http://{}", node.addr), Some(node), embedded_dir.join("sim"))
         }
     };
     let client = Arc::new(Client::new(&url)?);
@@ -175,6 +174,51 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         print_report(&args, mode, &report, &limits, ratio, server_peak);
     }
     Ok(())
+}
+
+/// A node started by the bench, on a runtime of its own (as `afallon up` has), so that the
+/// requesters and the node share the cores as two processes would, not one runtime's threads.
+struct EmbeddedNode {
+    addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl EmbeddedNode {
+    async fn start(config: afallon_node::NodeConfig) -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("embedded-node")
+            .build()
+            .context("starting the embedded node's runtime")?;
+        let (started_tx, started) = tokio::sync::oneshot::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            runtime.block_on(async move {
+                let node = match afallon_node::Node::start(config).await {
+                    Ok(node) => node,
+                    Err(error) => {
+                        let _ = started_tx.send(Err(error));
+                        return;
+                    }
+                };
+                let _ = started_tx.send(Ok(node.local_addr()));
+                let _ = stopped.await;
+                node.shutdown().await;
+            });
+        });
+        let addr = started
+            .await
+            .context("the embedded node's thread ended")?
+            .context("starting the embedded node")?;
+        Ok(Self { addr, stop, thread })
+    }
+
+    async fn shutdown(self) {
+        let _ = self.stop.send(());
+        let thread = self.thread;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
 }
 
 fn progress_bar(stop: Stop, hidden: bool) -> ProgressBar {
