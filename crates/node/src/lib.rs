@@ -55,9 +55,9 @@ pub struct NodeConfig {
     pub max_body_bytes: usize,
     /// How long a worker may hold an order before it is handed to another.
     pub lease: Duration,
-    /// How many orders each worker holds at once (claimed, in the enclave, or being stored;
-    /// defaults to four per core, so that enclave work overlaps with store writes). Zero registers
-    /// the workers without processing here (a listener-only node).
+    /// How many orders each worker holds at once, claimed or in the enclave (defaults to four
+    /// per core; responses being stored do not count). Zero registers the workers without
+    /// processing here (a listener-only node).
     pub processors_per_worker: usize,
     /// How many orders are in enclaves at once, across all workers (defaults to the number of
     /// cores: the enclave's work is CPU-bound).
