@@ -1,11 +1,11 @@
 //! The worker host: signs up or restarts each worker's enclave, and runs the tasks that claim
 //! work orders, run them through the enclave, and store the responses.
 //!
-//! The enclave runs right in the claiming task, on the runtime's thread, at most one order per
-//! enclave slot (one per core by default): its work is CPU-bound (RSA above all), and handing each
-//! order to another thread and back cost more, in wake-ups on this kind of machine, than the
-//! moment of I/O it holds up. The response is stored by a task of its own, so that the next order
-//! is claimed while the last one waits for its commit.
+//! The claiming tasks run on the enclave pool, a runtime with one thread per enclave slot (one per
+//! core by default), and run the enclave right there: its work is CPU-bound (RSA above all), and
+//! handing each order to yet another thread and back cost more, in wake-ups on this kind of
+//! machine, than it saved. The response is stored by a task on the listener's runtime, so that
+//! the next order is claimed while the last one waits for its commit.
 //!
 //! A worker's tasks sleep until the listener wakes them (no polling on the hot path); a sweeper
 //! returns orders whose lease ran out to their queues, so an order claimed by a task that died is
@@ -81,16 +81,17 @@ impl LocalWorker {
     }
 }
 
-/// Starts every worker's processing tasks and the lease sweeper.
+/// Starts every worker's processing tasks on the enclave pool, and the lease sweeper.
 pub(crate) fn spawn<S: Store>(
     app: &Arc<App<S>>,
     stopped: &watch::Receiver<bool>,
+    enclaves: &tokio::runtime::Handle,
 ) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
     for worker in &app.workers {
         for task in 0..app.config.processors_per_worker {
             let holder = format!("{}/{}/{task}", std::process::id(), worker.name);
-            tasks.push(tokio::spawn(process_loop(
+            tasks.push(enclaves.spawn(process_loop(
                 Arc::clone(app),
                 Arc::clone(worker),
                 holder,
@@ -143,7 +144,7 @@ async fn process<S: Store>(app: &Arc<App<S>>, worker: &Arc<LocalWorker>, claimed
         return;
     };
     app.metrics.observe_processing(started.elapsed().as_secs_f64());
-    tokio::spawn(store_response(Arc::clone(app), Arc::clone(worker), work_order_id, processed));
+    app.io.spawn(store_response(Arc::clone(app), Arc::clone(worker), work_order_id, processed));
     // The enclave held this thread for a while: let the requests and responses queued behind
     // it run before the next order.
     tokio::task::yield_now().await;

@@ -125,6 +125,8 @@ pub(crate) struct App<S> {
     pub(crate) metrics: Metrics,
     /// Permits for enclave work: one per enclave thread.
     pub(crate) enclave_slots: tokio::sync::Semaphore,
+    /// The runtime of the listener, where responses are stored and requesters answered.
+    pub(crate) io: tokio::runtime::Handle,
 }
 
 impl<S> App<S> {
@@ -140,6 +142,37 @@ pub struct RunningNode {
     shutdown: watch::Sender<bool>,
     server: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
+    _enclave_pool: EnclavePool,
+}
+
+/// The threads that run enclaves, one per enclave slot: a runtime of their own, so that the
+/// listener's threads are never held up by RSA.
+#[derive(Debug)]
+struct EnclavePool(Option<tokio::runtime::Runtime>);
+
+impl EnclavePool {
+    fn new(threads: usize) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("afallon-enclave")
+            .enable_time()
+            .build()?;
+        Ok(Self(Some(runtime)))
+    }
+
+    fn handle(&self) -> Option<&tokio::runtime::Handle> {
+        self.0.as_ref().map(tokio::runtime::Runtime::handle)
+    }
+}
+
+impl Drop for EnclavePool {
+    /// A runtime may not be dropped where blocking is not allowed (in the listener's tasks, say):
+    /// its threads are let go instead.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl RunningNode {
@@ -216,6 +249,7 @@ impl Node {
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let config_enclave_threads = config.enclave_threads.max(1);
         let local_addr = listener.local_addr()?;
+        let enclave_pool = EnclavePool::new(config_enclave_threads)?;
         let app = Arc::new(App {
             store,
             config,
@@ -223,12 +257,16 @@ impl Node {
             waiters: Waiters::default(),
             metrics: Metrics::default(),
             enclave_slots: tokio::sync::Semaphore::new(config_enclave_threads),
+            io: tokio::runtime::Handle::current(),
         });
         let (shutdown, stopped) = watch::channel(false);
-        let tasks = host::spawn(&app, &stopped);
+        let tasks = match enclave_pool.handle() {
+            Some(enclaves) => host::spawn(&app, &stopped, enclaves),
+            None => Vec::new(),
+        };
         let server = http::serve(Arc::clone(&app), listener, stopped);
         tracing::info!(%local_addr, "listening");
-        Ok(RunningNode { local_addr, shutdown, server, tasks })
+        Ok(RunningNode { local_addr, shutdown, server, tasks, _enclave_pool: enclave_pool })
     }
 }
 
