@@ -81,14 +81,16 @@ impl LocalWorker {
     }
 }
 
-/// Starts every worker's processing tasks on the enclave pool, and the lease sweeper.
+/// Starts every worker's processing tasks on the enclave pool (none without one: a listener-only
+/// node), and the lease sweeper.
 pub(crate) fn spawn<S: Store>(
     app: &Arc<App<S>>,
     stopped: &watch::Receiver<bool>,
-    enclaves: &tokio::runtime::Handle,
+    enclaves: Option<&tokio::runtime::Handle>,
 ) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
-    for worker in &app.workers {
+    let processing = enclaves.map(|pool| app.workers.iter().map(move |worker| (pool, worker)));
+    for (enclaves, worker) in processing.into_iter().flatten() {
         for task in 0..app.config.processors_per_worker {
             let holder = format!("{}/{}/{task}", std::process::id(), worker.name);
             tasks.push(enclaves.spawn(process_loop(

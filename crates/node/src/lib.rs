@@ -249,7 +249,12 @@ impl Node {
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let config_enclave_threads = config.enclave_threads.max(1);
         let local_addr = listener.local_addr()?;
-        let enclave_pool = EnclavePool::new(config_enclave_threads)?;
+        let enclave_pool = if config.processors_per_worker == 0 {
+            // A listener-only node runs no enclave work.
+            EnclavePool(None)
+        } else {
+            EnclavePool::new(config_enclave_threads)?
+        };
         let app = Arc::new(App {
             store,
             config,
@@ -260,10 +265,7 @@ impl Node {
             io: tokio::runtime::Handle::current(),
         });
         let (shutdown, stopped) = watch::channel(false);
-        let tasks = match enclave_pool.handle() {
-            Some(enclaves) => host::spawn(&app, &stopped, enclaves),
-            None => Vec::new(),
-        };
+        let tasks = host::spawn(&app, &stopped, enclave_pool.handle());
         let server = http::serve(Arc::clone(&app), listener, stopped);
         tracing::info!(%local_addr, "listening");
         Ok(RunningNode { local_addr, shutdown, server, tasks, _enclave_pool: enclave_pool })
