@@ -116,11 +116,14 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     // mean of the two.
     let limit_time = Duration::from_secs_f64(args.limit_seconds);
     let input_size = args.input_size;
-    let crypto_before = tokio::task::spawn_blocking(move || {
-        afallon_bench::crypto_limit(input_size, threads, limit_time)
-    })
-    .await?
-    .context("measuring the crypto limit")?;
+    let crypto_limit = || async move {
+        tokio::task::spawn_blocking(move || {
+            afallon_bench::crypto_limit(input_size, threads, limit_time)
+        })
+        .await?
+        .context("measuring the crypto limit")
+    };
+    let crypto_before = crypto_limit().await?;
     let bar = progress_bar(stop, args.json);
     let progress_bar = bar.clone();
     let report = afallon_bench::run(
@@ -142,11 +145,7 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         node.shutdown().await;
         let _ = std::fs::remove_dir_all(&embedded_dir);
     }
-    let crypto_after = tokio::task::spawn_blocking(move || {
-        afallon_bench::crypto_limit(input_size, threads, limit_time)
-    })
-    .await?
-    .context("measuring the crypto limit")?;
+    let crypto_after = crypto_limit().await?;
     let crypto = crypto_before.mean(&crypto_after);
     let enclave = tokio::task::spawn_blocking(move || {
         afallon_bench::enclave_limit(input_size, threads, limit_time)

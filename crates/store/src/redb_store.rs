@@ -306,8 +306,11 @@ impl Sequences {
         self.purged.clear();
     }
 
-    /// The batch failed.
+    /// The batch failed: the finishes it added and the orders it purged are as before.
     fn undo(&mut self) {
+        if let Some(&first) = self.added.first() {
+            self.next_finish = first;
+        }
         for finish in self.added.drain(..) {
             self.finished.remove(&finish);
         }
@@ -385,16 +388,25 @@ fn rebuild(db: &Database) -> Result<(Queues, Sequences), redb::Error> {
     let orders = txn.open_table(ORDERS)?;
     let mut queues = Queues { stored: orders.len()?, ..Queues::default() };
     let mut next_submit = 0;
+    let mut finished = BTreeMap::new();
     for entry in orders.iter()? {
         let (id, value) = entry?;
         let record = decode_order(value.value())?;
         next_submit = next_submit.max(record.seq + 1);
-        if record.finished.is_none() {
-            let queued = Queued { id: id.value().to_owned(), request: Arc::from(record.request) };
-            queues.enqueue(record.worker, record.seq, queued);
+        match record.finished {
+            Some((finish, _)) => {
+                finished.insert(finish, id.value().to_owned());
+            }
+            None => {
+                let id = id.value().to_owned();
+                queues.enqueue(
+                    record.worker,
+                    record.seq,
+                    Queued { id, request: record.request.into() },
+                );
+            }
         }
     }
-    let finished = finished_orders(&txn)?;
     let next_finish = finished.last_key_value().map_or(0, |(finish, _)| finish + 1);
     let sequences = Sequences {
         next_submit: Arc::new(AtomicU64::new(next_submit)),
@@ -405,18 +417,6 @@ fn rebuild(db: &Database) -> Result<(Queues, Sequences), redb::Error> {
         purged: Vec::new(),
     };
     Ok((queues, sequences))
-}
-
-/// Finish sequence → id of every finished order in the file.
-fn finished_orders(txn: &redb::ReadTransaction) -> Result<BTreeMap<u64, String>, redb::Error> {
-    let mut finished = BTreeMap::new();
-    for entry in txn.open_table(ORDERS)?.iter()? {
-        let (id, value) = entry?;
-        if let Some((finish, _)) = decode_order(value.value())?.finished {
-            finished.insert(finish, id.value().to_owned());
-        }
-    }
-    Ok(finished)
 }
 
 fn unexpected() -> StoreError {
@@ -452,7 +452,6 @@ fn write_loop(
             }
         }
         let stored = lock(queues).stored;
-        let before = sequences.next_finish;
         sequences.begin();
         let outcome = apply_batch(db, queues, &batch, options, stored, &mut sequences);
         last_commit = Instant::now();
@@ -481,7 +480,6 @@ fn write_loop(
             }
             Err(error) => {
                 // Nothing of the batch is in the file: its changes to the purge order are undone.
-                sequences.next_finish = before;
                 sequences.undo();
                 forget_writing(&mut lock(queues), &batch);
                 for job in batch {
@@ -512,17 +510,10 @@ fn apply_batch(
     let txn = db.begin_write().map_err(storage)?;
     let mut replies = Vec::with_capacity(batch.len());
     let mut effects = Vec::new();
+    let mut filling =
+        Batch { txn: &txn, queues, options, stored: &mut stored, effects: &mut effects, sequences };
     for job in batch {
-        let mut batch = Batch {
-            txn: &txn,
-            queues,
-            options,
-            stored: &mut stored,
-            effects: &mut effects,
-            sequences: &mut *sequences,
-        };
-        let reply = apply(&mut batch, &job.op).map_err(storage)?;
-        replies.push(reply);
+        replies.push(apply(&mut filling, &job.op).map_err(storage)?);
     }
     effects.push(Effect::Stored(stored));
     txn.commit().map_err(storage)?;
