@@ -103,7 +103,10 @@ impl From<ResultError> for Failure {
     fn from(error: ResultError) -> Self {
         match error {
             ResultError::Signature(_) => Self::Signature,
-            ResultError::WrongWorkOrder(_) => Self::WrongOutput,
+            ResultError::WrongWorkOrder(_)
+            | ResultError::OtherIds(_)
+            | ResultError::OtherRequest
+            | ResultError::DuplicateOutput(_) => Self::WrongOutput,
             _ => Self::Decryption,
         }
     }

@@ -254,7 +254,8 @@ fn run(
         workload_id: request.workload_id.clone(),
         worker_id: request.worker_id.clone(),
         requester_id: request.requester_id.clone(),
-        worker_nonce: protection::encode_base64(sha256(&nonce).as_bytes()),
+        // The nonce carries the request hash, so the signature binds the result to this request.
+        worker_nonce: protection::bound_worker_nonce(&hash, &nonce),
         worker_signature: String::new(),
         out_data,
         ext_verification_key: None,

@@ -240,6 +240,27 @@ pub fn verify_encryption_key_signature(
         .map_err(ProtectionError::Signature)
 }
 
+/// `workerNonce` as afallon's worker writes it: base64 of the request hash followed by 16 random
+/// bytes. The nonce is covered by the response hash, so the worker's signature binds the result
+/// to the exact request it processed; a requester checks it with [`worker_nonce_request_hash`].
+/// Avalon's clients accept any string here (wire spec §3.8) and ignore what it holds.
+pub fn bound_worker_nonce(request_hash: &Sha256Digest, random: &[u8; 16]) -> String {
+    let mut bytes = [0u8; 48];
+    bytes[..32].copy_from_slice(request_hash.as_bytes());
+    bytes[32..].copy_from_slice(random);
+    encode_base64(&bytes)
+}
+
+/// The request hash a `workerNonce` made by [`bound_worker_nonce`] carries, or `None` for any
+/// other nonce (Avalon's worker writes base64 of 32 bytes, Graphene's of 16).
+pub fn worker_nonce_request_hash(worker_nonce: &str) -> Option<[u8; 32]> {
+    let bytes = BASE64.decode(worker_nonce).ok()?;
+    if bytes.len() != 48 {
+        return None;
+    }
+    bytes[..32].try_into().ok()
+}
+
 /// How a data item's `data` is protected, read from its `encryptedDataEncryptionKey` (§2.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DataKeyKind<'a> {
@@ -405,6 +426,19 @@ mod tests {
         assert_eq!(decode_hex("f", "aBcD").expect("hex"), vec![0xab, 0xcd]);
         assert_eq!(decode_hex("f", "0xab"), Err(ProtectionError::Hex { field: "f" }));
         assert_eq!(decode_hex("f", "abc"), Err(ProtectionError::Hex { field: "f" }));
+    }
+
+    #[test]
+    fn bound_nonces_carry_the_request_hash_and_others_none() {
+        let hash = sha256(b"request");
+        let nonce = bound_worker_nonce(&hash, &[7; 16]);
+        assert_eq!(worker_nonce_request_hash(&nonce), Some(*hash.as_bytes()));
+        assert_ne!(bound_worker_nonce(&hash, &[8; 16]), nonce);
+        // Avalon's worker: base64 of SHA-256 of 16 random bytes; Graphene's: 16 characters.
+        let avalon = encode_base64(sha256(&[0; 16]).as_bytes());
+        assert_eq!(worker_nonce_request_hash(&avalon), None);
+        assert_eq!(worker_nonce_request_hash(&encode_base64(b"ABCDEFGHIJKLMNOP")), None);
+        assert_eq!(worker_nonce_request_hash("not base64!"), None);
     }
 
     #[test]

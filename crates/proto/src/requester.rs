@@ -5,7 +5,8 @@
 //! comes back to [`PendingResult::open`].
 
 use afallon_crypto::{
-    AesKey, EcdsaSigningKey, EcdsaVerifyingKey, Iv, OaepHash, RsaPublicKey, random_array, sha256,
+    AesKey, EcdsaSigningKey, EcdsaVerifyingKey, Iv, OaepHash, RsaPublicKey, Sha256Digest,
+    random_array, sha256,
 };
 
 use crate::hash::{ext_verification_key_digest, request_hash, response_hash};
@@ -31,7 +32,27 @@ pub struct WorkOrderBuilder {
     iv: Iv,
     worker_key: RsaPublicKey,
     oaep: OaepHash,
-    output_keys: Vec<(i64, ItemKey<'static>)>,
+    output_slots: Vec<OutputSlot>,
+}
+
+/// An `outData` slot this requester sent: the strings it sent, and how it will open the output.
+#[derive(Debug)]
+struct OutputSlot {
+    index: i64,
+    encrypted_data_encryption_key: String,
+    iv: String,
+    key: SlotKey,
+}
+
+/// The key of a plaintext output.
+static PLAIN: ItemKey<'static> = ItemKey::Plain;
+
+/// The key an output slot asked for.
+#[derive(Debug)]
+enum SlotKey {
+    Session,
+    Plain,
+    DataKey(ItemKey<'static>),
 }
 
 fn random_hex<const N: usize>() -> Result<String, ProtectionError> {
@@ -79,7 +100,7 @@ impl WorkOrderBuilder {
             iv,
             worker_key: worker_key.clone(),
             oaep,
-            output_keys: Vec::new(),
+            output_slots: Vec::new(),
         })
     }
 
@@ -134,22 +155,27 @@ impl WorkOrderBuilder {
     /// [`ProtectionError`] if a data key cannot be made.
     pub fn output(&mut self, protection: InputProtection) -> Result<&mut Self, ProtectionError> {
         let index = i64::try_from(self.request.out_data.len()).unwrap_or(i64::MAX);
-        let (key_field, iv_field) = match protection {
-            InputProtection::Session => (String::new(), String::new()),
-            InputProtection::Plain => ("-".to_owned(), String::new()),
+        let (key_field, iv_field, key) = match protection {
+            InputProtection::Session => (String::new(), String::new(), SlotKey::Session),
+            InputProtection::Plain => ("-".to_owned(), String::new(), SlotKey::Plain),
             InputProtection::DataKey => {
                 let (wrapped, iv, key) =
                     protection::new_data_key(&self.session_key, &self.worker_key, self.oaep)?;
-                self.output_keys.push((index, key));
-                (wrapped, iv)
+                (wrapped, iv, SlotKey::DataKey(key))
             }
         };
         self.request.out_data.push(DataItem {
             index,
             data_hash: None,
             data: None,
-            encrypted_data_encryption_key: Some(key_field),
-            iv: Some(iv_field),
+            encrypted_data_encryption_key: Some(key_field.clone()),
+            iv: Some(iv_field.clone()),
+        });
+        self.output_slots.push(OutputSlot {
+            index,
+            encrypted_data_encryption_key: key_field,
+            iv: iv_field,
+            key,
         });
         Ok(self)
     }
@@ -171,10 +197,14 @@ impl WorkOrderBuilder {
         }
         let pending = PendingResult {
             work_order_id: self.request.work_order_id.clone(),
+            worker_id: self.request.worker_id.clone(),
+            workload_id: self.request.workload_id.clone(),
+            requester_id: self.request.requester_id.clone(),
             requester_nonce: self.request.requester_nonce.clone(),
+            request_hash: hash,
             session_key: self.session_key,
             iv: self.iv,
-            output_keys: self.output_keys,
+            output_slots: self.output_slots,
         };
         Ok((self.request, pending))
     }
@@ -193,9 +223,20 @@ pub enum ResultError {
     /// An output could not be decrypted.
     #[error("output could not be decrypted: {0}")]
     Decryption(ProtectionError),
-    /// An output is encrypted with a data key this requester did not make.
-    #[error("output {0} uses a data key this request did not set")]
-    UnknownOutputKey(i64),
+    /// The result names another worker, workload or requester than the request did.
+    #[error("the result's {0} is not the request's")]
+    OtherIds(&'static str),
+    /// The worker signed a result for another request with this order's ids: the order was
+    /// replaced on its way (afallon's worker binds the request hash into `workerNonce`).
+    #[error("the result answers another request than the one sent: the order was substituted")]
+    OtherRequest,
+    /// Two outputs at one index.
+    #[error("output {0} appears twice")]
+    DuplicateOutput(i64),
+    /// An output is protected otherwise than the request asked (for example in plaintext where
+    /// the request asked for encryption).
+    #[error("output {0} is not protected as the request asked")]
+    OutputProtection(i64),
     /// An output's plaintext does not match its `dataHash`.
     #[error("output {0} does not match its dataHash")]
     DataHash(i64),
@@ -205,10 +246,16 @@ pub enum ResultError {
 #[derive(Debug)]
 pub struct PendingResult {
     work_order_id: String,
+    worker_id: String,
+    workload_id: String,
+    requester_id: String,
     requester_nonce: String,
+    request_hash: Sha256Digest,
     session_key: AesKey,
     iv: Iv,
-    output_keys: Vec<(i64, ItemKey<'static>)>,
+    /// The `outData` slots sent; none means the workload decides, every output under the
+    /// session key.
+    output_slots: Vec<OutputSlot>,
 }
 
 impl PendingResult {
@@ -218,8 +265,15 @@ impl PendingResult {
     }
 
     /// Verifies the worker's signature (wire spec §3.8: one step with the worker's verification
-    /// key, or two steps through `extVerificationKey` in the pool model), then decrypts every
-    /// output and checks its `dataHash`. Returns `(index, plaintext)` in index order.
+    /// key, or two steps through `extVerificationKey` in the pool model), checks that the result
+    /// answers this very request, then decrypts every output and checks its `dataHash`. Returns
+    /// `(index, plaintext)` in index order.
+    ///
+    /// Every check is decided by what was sent, never by what came back: the ids must be the
+    /// request's; when the worker binds the request hash into `workerNonce` (afallon's does) it
+    /// must be this request's; and each output is opened only as the request asked, under the
+    /// session key unless its slot asked for plaintext or a data key of this requester's, at an
+    /// index given once. See [`PendingResult::open_with_key`].
     ///
     /// # Errors
     /// [`ResultError`] naming the check that failed.
@@ -246,6 +300,45 @@ impl PendingResult {
         if result.work_order_id != self.work_order_id {
             return Err(ResultError::WrongWorkOrder(result.work_order_id.clone()));
         }
+        for (field, sent, got) in [
+            ("workerId", &self.worker_id, &result.worker_id),
+            ("workloadId", &self.workload_id, &result.workload_id),
+            ("requesterId", &self.requester_id, &result.requester_id),
+        ] {
+            if sent != got {
+                return Err(ResultError::OtherIds(field));
+            }
+        }
+        self.verify_signature(result, worker_key)?;
+        if protection::worker_nonce_request_hash(&result.worker_nonce)
+            .is_some_and(|bound| &bound != self.request_hash.as_bytes())
+        {
+            return Err(ResultError::OtherRequest);
+        }
+
+        let session = ItemKey::Session { key: &self.session_key, iv: &self.iv };
+        let mut outputs: Vec<(i64, Vec<u8>)> = Vec::with_capacity(result.out_data.len());
+        for item in &result.out_data {
+            if outputs.iter().any(|(index, _)| *index == item.index) {
+                return Err(ResultError::DuplicateOutput(item.index));
+            }
+            let key = self.output_key(item, &session)?;
+            let data = item.data.as_deref().unwrap_or("");
+            let plaintext = key.open(item.index, data).map_err(ResultError::Decryption)?;
+            protection::check_data_hash(item, &plaintext)
+                .map_err(|_| ResultError::DataHash(item.index))?;
+            outputs.push((item.index, plaintext));
+        }
+        outputs.sort_by_key(|(index, _)| *index);
+        Ok(outputs)
+    }
+
+    /// `workerSignature` over the response hash, directly or through `extVerificationKey`.
+    fn verify_signature(
+        &self,
+        result: &WorkOrderResult,
+        worker_key: &EcdsaVerifyingKey,
+    ) -> Result<(), ResultError> {
         let digest = response_hash(result);
         match (&result.ext_verification_key, &result.ext_verification_key_signature) {
             (Some(ext_key), Some(ext_signature)) => {
@@ -271,29 +364,37 @@ impl PendingResult {
                 &result.worker_signature,
             ),
         }
-        .map_err(ResultError::Signature)?;
+        .map_err(ResultError::Signature)
+    }
 
-        let session = ItemKey::Session { key: &self.session_key, iv: &self.iv };
-        let mut outputs = Vec::with_capacity(result.out_data.len());
-        for item in &result.out_data {
-            let data = item.data.as_deref().unwrap_or("");
-            let key = match protection::DataKeyKind::of(item) {
-                protection::DataKeyKind::Plain => &ItemKey::Plain,
-                protection::DataKeyKind::Session => &session,
-                protection::DataKeyKind::PerItem { .. } => self
-                    .output_keys
-                    .iter()
-                    .find(|(index, _)| *index == item.index)
-                    .map(|(_, key)| key)
-                    .ok_or(ResultError::UnknownOutputKey(item.index))?,
+    /// The key to open `item` with, as the request asked: an output that fills a slot the
+    /// request sent must carry exactly the key and IV strings sent, and is opened as the slot
+    /// asked; any other output (every output, when the request sent no slots) must be under the
+    /// session key, which only the worker that unwrapped it can have used.
+    fn output_key<'a>(
+        &'a self,
+        item: &DataItem,
+        session: &'a ItemKey<'a>,
+    ) -> Result<&'a ItemKey<'a>, ResultError> {
+        let index = item.index;
+        let Some(slot) = self.output_slots.iter().find(|slot| slot.index == index) else {
+            let no_iv = item.iv.as_deref().is_none_or(str::is_empty);
+            return match protection::DataKeyKind::of(item) {
+                protection::DataKeyKind::Session if no_iv => Ok(session),
+                _ => Err(ResultError::OutputProtection(index)),
             };
-            let plaintext = key.open(item.index, data).map_err(ResultError::Decryption)?;
-            protection::check_data_hash(item, &plaintext)
-                .map_err(|_| ResultError::DataHash(item.index))?;
-            outputs.push((item.index, plaintext));
+        };
+        if item.encrypted_data_encryption_key.as_deref().unwrap_or("")
+            != slot.encrypted_data_encryption_key
+            || item.iv.as_deref().unwrap_or("") != slot.iv
+        {
+            return Err(ResultError::OutputProtection(index));
         }
-        outputs.sort_by_key(|(index, _)| *index);
-        Ok(outputs)
+        Ok(match &slot.key {
+            SlotKey::Session => session,
+            SlotKey::Plain => &PLAIN,
+            SlotKey::DataKey(key) => key,
+        })
     }
 }
 
@@ -303,6 +404,174 @@ mod tests {
 
     use super::*;
     use crate::hash::ext_verification_key_digest;
+
+    /// How the worker under test writes its nonce.
+    #[derive(Clone, Copy)]
+    enum Nonce {
+        /// afallon's: bound to the request hash.
+        Bound,
+        /// Avalon's: base64 of SHA-256 of random bytes, bound to nothing.
+        Avalon,
+    }
+
+    /// A worker's answer to `request` (as the enclave writes it: output i fills slot i, else a
+    /// session-key output at index i), signed with `signer`.
+    fn answer(
+        request: &WorkOrderRequest,
+        worker_rsa: &RsaPrivateKey,
+        signer: &EcdsaSigningKey,
+        outputs: &[&[u8]],
+        nonce: Nonce,
+    ) -> WorkOrderResult {
+        let session = protection::unwrap_session_key(
+            worker_rsa,
+            OaepHash::Sha1,
+            &request.encrypted_session_key,
+        )
+        .expect("unwrap");
+        let iv = protection::decode_iv("iv", request.session_key_iv.as_deref().expect("iv"))
+            .expect("iv");
+        let out_data = outputs
+            .iter()
+            .enumerate()
+            .map(|(i, plaintext)| {
+                let mut item = match request.out_data.get(i) {
+                    Some(slot) => DataItem { data_hash: None, data: None, ..slot.clone() },
+                    None => DataItem {
+                        index: i64::try_from(i).expect("index"),
+                        data_hash: None,
+                        data: None,
+                        encrypted_data_encryption_key: Some(String::new()),
+                        iv: Some(String::new()),
+                    },
+                };
+                let key = protection::item_key(&item, &session, &iv, worker_rsa, OaepHash::Sha1)
+                    .expect("item key");
+                item.data_hash = Some(sha256(plaintext).to_hex_upper());
+                item.data = Some(key.seal(plaintext).expect("seal"));
+                item
+            })
+            .collect();
+        let worker_nonce = match nonce {
+            Nonce::Bound => protection::bound_worker_nonce(&request_hash(request), &[1; 16]),
+            Nonce::Avalon => protection::encode_base64(sha256(&[1; 16]).as_bytes()),
+        };
+        let mut result = WorkOrderResult {
+            work_order_id: request.work_order_id.clone(),
+            workload_id: request.workload_id.clone(),
+            worker_id: request.worker_id.clone(),
+            requester_id: request.requester_id.clone(),
+            worker_nonce,
+            worker_signature: String::new(),
+            out_data,
+            ext_verification_key: None,
+            ext_verification_key_signature: None,
+        };
+        result.worker_signature = protection::sign_digest_base64(signer, &response_hash(&result));
+        result
+    }
+
+    /// A listener that replaces the order on its way: same ids, its own session key and inputs,
+    /// and (to read the answer) a plaintext output slot. The worker answers it honestly; the
+    /// requester must refuse the answer whatever the worker's nonce says.
+    #[test]
+    fn substituted_orders_are_refused() {
+        let worker_rsa = RsaPrivateKey::generate().expect("keygen");
+        let worker_key = EcdsaSigningKey::generate().expect("rng");
+        let worker_pem = worker_key.verifying_key().to_pem();
+        let new = || {
+            WorkOrderBuilder::new("ab", worker_rsa.public_key(), OaepHash::Sha1, "echo-result")
+                .expect("builder")
+        };
+        let mut victim = new();
+        victim.input(b"secret", InputProtection::Session).expect("input");
+        let (sent, pending) = victim.build(None).expect("build");
+
+        // The honest answer opens, whatever the nonce.
+        for nonce in [Nonce::Bound, Nonce::Avalon] {
+            let honest = answer(&sent, &worker_rsa, &worker_key, &[b"RESULT: secret"], nonce);
+            assert_eq!(
+                pending.open(&honest, &worker_pem).expect("opens"),
+                [(0, b"RESULT: secret".to_vec())]
+            );
+        }
+
+        let substitute = |plain_slot: bool| {
+            let mut attacker =
+                new().work_order_id(&sent.work_order_id).requester_id(&sent.requester_id);
+            attacker.input(b"forged", InputProtection::Session).expect("input");
+            if plain_slot {
+                attacker.output(InputProtection::Plain).expect("slot");
+            }
+            attacker.build(None).expect("build").0
+        };
+        let forged = substitute(true);
+        assert_eq!((&forged.worker_id, &forged.workload_id), (&sent.worker_id, &sent.workload_id));
+        // afallon's worker binds the request: refused as another request.
+        let bound = answer(&forged, &worker_rsa, &worker_key, &[b"RESULT: forged"], Nonce::Bound);
+        assert_eq!(pending.open(&bound, &worker_pem), Err(ResultError::OtherRequest));
+        // An unbound worker: refused because the request asked for no plaintext output.
+        let unbound =
+            answer(&forged, &worker_rsa, &worker_key, &[b"RESULT: forged"], Nonce::Avalon);
+        assert_eq!(pending.open(&unbound, &worker_pem), Err(ResultError::OutputProtection(0)));
+        // ... and a session-key output under the attacker's key does not decrypt.
+        let forged = substitute(false);
+        let unbound =
+            answer(&forged, &worker_rsa, &worker_key, &[b"RESULT: forged"], Nonce::Avalon);
+        assert!(matches!(pending.open(&unbound, &worker_pem), Err(ResultError::Decryption(_))));
+    }
+
+    #[test]
+    fn outputs_are_opened_only_as_the_slots_asked() {
+        let worker_rsa = RsaPrivateKey::generate().expect("keygen");
+        let worker_key = EcdsaSigningKey::generate().expect("rng");
+        let worker_pem = worker_key.verifying_key().to_pem();
+        let mut builder =
+            WorkOrderBuilder::new("ab", worker_rsa.public_key(), OaepHash::Sha1, "echo-result")
+                .expect("builder");
+        builder.input(b"x", InputProtection::Session).expect("input");
+        builder.output(InputProtection::DataKey).expect("slot");
+        builder.output(InputProtection::Plain).expect("slot");
+        let (sent, pending) = builder.build(None).expect("build");
+
+        let both: [&[u8]; 2] = [b"one", b"two"];
+        let honest = answer(&sent, &worker_rsa, &worker_key, &both, Nonce::Avalon);
+        assert_eq!(
+            pending.open(&honest, &worker_pem).expect("opens"),
+            [(0, b"one".to_vec()), (1, b"two".to_vec())]
+        );
+        // An output beyond the slots comes under the session key (wire spec §3.13), and opens.
+        let three: [&[u8]; 3] = [b"one", b"two", b"three"];
+        let extra = answer(&sent, &worker_rsa, &worker_key, &three, Nonce::Avalon);
+        assert_eq!(pending.open(&extra, &worker_pem).expect("opens")[2], (2, b"three".to_vec()));
+        // A slot the request did not send, asking for plaintext.
+        let mut added = sent.clone();
+        added.out_data.push(DataItem {
+            index: 2,
+            data_hash: None,
+            data: None,
+            encrypted_data_encryption_key: Some("-".into()),
+            iv: Some(String::new()),
+        });
+        let plain = answer(&added, &worker_rsa, &worker_key, &three, Nonce::Avalon);
+        assert_eq!(pending.open(&plain, &worker_pem), Err(ResultError::OutputProtection(2)));
+        // A slot whose key was changed to plaintext (signed by the worker all the same).
+        let mut changed = sent.clone();
+        changed.out_data[0].encrypted_data_encryption_key = Some("-".into());
+        changed.out_data[0].iv = Some(String::new());
+        let plain = answer(&changed, &worker_rsa, &worker_key, &both, Nonce::Avalon);
+        assert_eq!(pending.open(&plain, &worker_pem), Err(ResultError::OutputProtection(0)));
+        // Two outputs at one index.
+        let mut twice = honest.clone();
+        twice.out_data[1].index = 0;
+        twice.worker_signature =
+            protection::sign_digest_base64(&worker_key, &response_hash(&twice));
+        assert_eq!(pending.open(&twice, &worker_pem), Err(ResultError::DuplicateOutput(0)));
+        // Ids the request did not send are refused before anything else.
+        let mut other = honest;
+        other.worker_id = "cd".into();
+        assert_eq!(pending.open(&other, &worker_pem), Err(ResultError::OtherIds("workerId")));
+    }
 
     /// A pool-model result (wire spec §3.8): signed by a per-order key, which the worker's key
     /// vouches for together with the requester's nonce.
