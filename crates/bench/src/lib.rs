@@ -8,9 +8,13 @@
 //! - [`crypto_limit`] does the worker's cryptographic work for the same orders in-process on
 //!   every core, with no network, JSON or store: the ceiling any service could reach.
 //!   [`enclave_limit`] runs the whole enclave (JSON included) the same way.
+//! - [`hostile_bodies`] builds the most expensive requests that fit within the listener's limits,
+//!   and [`send_hostile`] sends them while honest requesters work.
 
+mod hostile;
 mod limits;
 mod load;
 
+pub use hostile::{HostileBody, HostileReport, RawError, hostile_bodies, raw_post, send_hostile};
 pub use limits::{Limit, crypto_limit, enclave_limit};
 pub use load::{BenchConfig, Failure, Mode, Report, Stop, judge, run};

@@ -1,13 +1,15 @@
 //! `afallon bench`: load against a listener (or one started in this process), the crypto limit
 //! measured in the same run, and the ratio of the two.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use afallon_attest::SimPlatform;
-use afallon_bench::{BenchConfig, Limit, Mode, Report, Stop};
+use afallon_bench::{BenchConfig, HostileReport, Limit, Mode, Report, Stop};
 use afallon_client::{Client, Policy};
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
@@ -61,6 +63,10 @@ pub(crate) struct BenchArgs {
     /// Accept simulated workers from anywhere.
     #[arg(long)]
     insecure_allow_simulation: bool,
+    /// After the load, run it again while this many connections per kind send the most
+    /// expensive requests that fit within the listener's default limits, and compare.
+    #[arg(long, value_name = "SENDERS")]
+    hostile: Option<usize>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -128,8 +134,8 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let progress_bar = bar.clone();
     let report = afallon_bench::run(
         Arc::clone(&client),
-        worker,
-        config,
+        Arc::clone(&worker),
+        config.clone(),
         Arc::new(move |done, failed| {
             progress_bar.set_position(done + failed);
             if failed > 0 {
@@ -139,6 +145,10 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     )
     .await;
     bar.finish_and_clear();
+    let hostile = match args.hostile {
+        Some(senders) => Some(under_attack(&url, &client, &worker, config.clone(), senders).await?),
+        None => None,
+    };
 
     let server_peak = peak_memory(&client).await;
     if let Some(node) = node {
@@ -166,13 +176,69 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 "enclaveLimit": enclave,
                 "ratio": ratio,
                 "serverPeakResidentBytes": server_peak,
+                "hostile": hostile.as_ref().map(|(load, kinds)| json!({"load": load, "requests": kinds})),
             })
         );
     } else {
         let limits = Limits { crypto, crypto_before, crypto_after, enclave };
         print_report(&args, mode, &report, &limits, ratio, server_peak);
+        if let Some((load, kinds)) = &hostile {
+            print_hostile(&report, load, kinds);
+        }
     }
     Ok(())
+}
+
+/// The same load again while hostile senders work.
+async fn under_attack(
+    url: &str,
+    client: &Arc<Client>,
+    worker: &Arc<afallon_client::Worker>,
+    config: BenchConfig,
+    senders: usize,
+) -> anyhow::Result<(Report, BTreeMap<&'static str, HostileReport>)> {
+    let authority = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .context("the URL names no host")?
+        .to_owned();
+    let addr = tokio::net::lookup_host(&authority)
+        .await
+        .with_context(|| format!("resolving {authority}"))?
+        .next()
+        .context("the listener's host resolves to no address")?;
+    let limits = afallon_proto::RequestLimits::default();
+    let bodies = afallon_bench::hostile_bodies(limits.max_request_bytes, limits.max_data_items);
+    let stop = Arc::new(AtomicBool::new(false));
+    let attack =
+        tokio::spawn(afallon_bench::send_hostile(addr, bodies, senders, Arc::clone(&stop)));
+    let report =
+        afallon_bench::run(Arc::clone(client), Arc::clone(worker), config, Arc::new(|_, _| {}))
+            .await;
+    stop.store(true, Ordering::Relaxed);
+    Ok((report, attack.await?))
+}
+
+fn print_hostile(alone: &Report, load: &Report, kinds: &BTreeMap<&'static str, HostileReport>) {
+    let errors: u64 = load.errors.values().sum();
+    println!(
+        "under attack   {:.1} orders/s, {errors} errors, p99 {:.1} ms: {:.2} of the load alone",
+        load.orders_per_second,
+        load.latency_ms.p99,
+        load.orders_per_second / alone.orders_per_second
+    );
+    for (name, kind) in kinds {
+        println!(
+            "  hostile {name} ({:.1} MiB): {} answered, {} failed, mean {:.0} ms, max {:.0} ms",
+            kind.bytes as f64 / (1 << 20) as f64,
+            kind.answered,
+            kind.failed,
+            kind.mean_ms,
+            kind.max_ms
+        );
+        println!("    answer: {}", kind.answer);
+    }
 }
 
 /// A node started by the bench, on a runtime of its own (as `afallon up` has), so that the

@@ -26,6 +26,7 @@ pub(crate) struct Config {
     pub(crate) sync_timeout_seconds: u64,
     pub(crate) max_orders: u64,
     pub(crate) max_body_bytes: usize,
+    pub(crate) max_data_items: usize,
     pub(crate) lease_seconds: u64,
     pub(crate) processors_per_worker: Option<usize>,
     pub(crate) enclave_threads: Option<usize>,
@@ -56,6 +57,7 @@ impl Default for Config {
             sync_timeout_seconds: 30,
             max_orders: 10_000,
             max_body_bytes: 8 << 20,
+            max_data_items: 1024,
             lease_seconds: 30,
             processors_per_worker: None,
             enclave_threads: None,
@@ -89,7 +91,8 @@ impl Config {
         node.sync_mode = self.sync_mode;
         node.sync_timeout = Duration::from_secs(self.sync_timeout_seconds);
         node.max_orders = self.max_orders;
-        node.max_body_bytes = self.max_body_bytes;
+        node.limits.max_request_bytes = self.max_body_bytes;
+        node.limits.max_data_items = self.max_data_items;
         node.lease = Duration::from_secs(self.lease_seconds.max(1));
         if let Some(processors) = self.processors_per_worker {
             node.processors_per_worker = processors;

@@ -39,17 +39,15 @@ use keys::WorkerKeys;
 /// Size limits on what a work order may carry; beyond them it fails with a clear error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// The largest raw request, in bytes (Avalon's enclave heap was 8 MiB).
-    pub max_request_bytes: usize,
-    /// The most `inData` plus `outData` items.
-    pub max_data_items: usize,
+    /// The request's size and item count, as the listener also checks them.
+    pub request: afallon_proto::RequestLimits,
     /// The most output bytes a workload may produce for one order.
     pub max_output_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_request_bytes: 8 << 20, max_data_items: 1024, max_output_bytes: 8 << 20 }
+        Self { request: afallon_proto::RequestLimits::default(), max_output_bytes: 8 << 20 }
     }
 }
 

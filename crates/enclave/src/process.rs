@@ -17,12 +17,9 @@ use crate::{Enclave, Processed, SealedState};
 
 /// Processes one raw `WorkOrderSubmit` request body.
 pub(crate) fn process(enclave: &Enclave, raw: &[u8], io: &dyn HostIo) -> Processed {
-    if raw.len() > enclave.config.limits.max_request_bytes {
-        let error = ProcessError::value(format!(
-            "Work order request is too large: {} bytes, the limit is {}",
-            raw.len(),
-            enclave.config.limits.max_request_bytes
-        ));
+    let request_limits = &enclave.config.limits.request;
+    if raw.len() > request_limits.max_request_bytes {
+        let error = ProcessError::value(request_limits.too_large_message(raw.len()));
         return failed(&Value::from(0), "", error, None);
     }
     let envelope = match serde_json::from_slice::<Envelope>(raw) {
@@ -126,12 +123,9 @@ fn run(
     if request.in_data.is_empty() {
         return Err(ProcessError::value(error::IN_DATA_EMPTY));
     }
-    if request.in_data.len() + request.out_data.len() > limits.max_data_items {
-        return Err(ProcessError::value(format!(
-            "Too many data items: {}, the limit is {}",
-            request.in_data.len() + request.out_data.len(),
-            limits.max_data_items
-        )));
+    let items = request.in_data.len() + request.out_data.len();
+    if items > limits.request.max_data_items {
+        return Err(ProcessError::value(limits.request.too_many_items_message(items)));
     }
 
     // 2. The session key, then every input.

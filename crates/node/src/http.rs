@@ -89,7 +89,7 @@ async fn rpc<S: Store>(
             rpc_error(1, "UNKNOWN_ERROR: unknown message encoding"),
         );
     }
-    let limit = app.config.max_body_bytes;
+    let limit = app.config.limits.max_request_bytes;
     let body = match to_bytes(request.into_body(), limit).await {
         Ok(body) => body,
         Err(_) => {
@@ -99,7 +99,7 @@ async fn rpc<S: Store>(
             return json(StatusCode::PAYLOAD_TOO_LARGE, Response::bare_error(&error).to_json());
         }
     };
-    json(StatusCode::OK, crate::rpc::handle(&app, &body).await)
+    json(StatusCode::OK, crate::rpc::handle(&app, body).await)
 }
 
 async fn ready<S: Store>(State(app): State<Arc<App<S>>>) -> axum::response::Response {

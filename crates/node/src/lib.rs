@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use afallon_attest::{PlatformError, SimPlatform};
 use afallon_enclave::{EnclaveConfig, EnclaveError};
+use afallon_proto::RequestLimits;
 use afallon_store::{RedbStore, RedbStoreOptions, Store, StoreError};
 use afallon_workloads::Registry;
 use tokio::sync::watch;
@@ -51,8 +52,9 @@ pub struct NodeConfig {
     pub sync_timeout: Duration,
     /// The most work orders kept (Avalon's `max_work_order_count`).
     pub max_orders: u64,
-    /// The largest request body accepted.
-    pub max_body_bytes: usize,
+    /// What a request may carry: the listener refuses more before looking further, and the
+    /// node's workers are held to the same limits.
+    pub limits: RequestLimits,
     /// How long a worker may hold an order before it is handed to another.
     pub lease: Duration,
     /// How many orders each worker holds at once, claimed or in the enclave (defaults to four
@@ -79,7 +81,7 @@ impl NodeConfig {
             sync_mode: false,
             sync_timeout: Duration::from_secs(30),
             max_orders: 10_000,
-            max_body_bytes: 8 << 20,
+            limits: RequestLimits::default(),
             lease: Duration::from_secs(30),
             processors_per_worker: 4 * cores,
             enclave_threads: cores,
@@ -239,10 +241,12 @@ impl Node {
 
         let mut workers = Vec::new();
         for worker_config in &config.workers {
+            let mut worker_config = worker_config.clone();
+            worker_config.limits.request = config.limits;
+            let name = worker_config.worker_name.clone();
             let worker =
-                LocalWorker::start(&*store, &platform, worker_config.clone(), &config.data_dir)
-                    .await?;
-            tracing::info!(worker = %worker_config.worker_name, worker_id = %worker.enclave.worker_id(), "worker registered");
+                LocalWorker::start(&*store, &platform, worker_config, &config.data_dir).await?;
+            tracing::info!(worker = %name, worker_id = %worker.enclave.worker_id(), "worker registered");
             workers.push(Arc::new(worker));
         }
 

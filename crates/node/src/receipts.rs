@@ -5,7 +5,7 @@ use afallon_proto::protection::{self, encode_base64};
 use afallon_proto::{
     Params, ReceiptCreate, ReceiptLookUpParams, ReceiptRetrieveResult, ReceiptStatus,
     ReceiptUpdate, ReceiptUpdateRetrieveParams, ReceiptUpdateRetrieveResult, Response,
-    WorkOrderStatus, parse_request, receipt_create_digest, receipt_update_digest, request_hash,
+    WorkOrderStatus, receipt_create_digest, receipt_update_digest, request_hash,
     result_update_data, updater_id,
 };
 use afallon_store::{OrderStatus, ReceiptCreation, Store, StoreError};
@@ -53,7 +53,7 @@ pub(crate) async fn create<S: Store>(
             return Ok(invalid(id, "Unsupported the signing rules"));
         }
     }
-    let Ok(request) = parse_request(&raw_request) else {
+    let Ok(request) = crate::rpc::parse(app, raw_request.into()).await else {
         return Ok(invalid(id, "Work order request hash does not match"));
     };
     let Params::WorkOrderSubmit(request) = request.params else {

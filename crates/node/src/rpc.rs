@@ -4,10 +4,11 @@
 use std::sync::atomic::Ordering;
 
 use afallon_proto::{
-    LookUpResult, Params, Request, Response, ResultPath, WorkOrderRequest, WorkOrderStatus,
-    WorkerLookUpParams, WorkerRecord, listener_code, parse_request,
+    LookUpResult, Params, Request, Response, ResultPath, SchemaError, WorkOrderRequest,
+    WorkOrderStatus, WorkerLookUpParams, WorkerRecord, listener_code, parse_request_within,
 };
 use afallon_store::{NewOrder, OrderStatus, Store, StoreError, SubmitOutcome};
+use axum::body::Bytes;
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -27,15 +28,33 @@ impl From<Response> for Answer {
     }
 }
 
+/// Bodies up to this size are parsed on the listener's runtime; larger ones on the blocking pool,
+/// so that a large request never holds the threads that answer everyone else.
+const INLINE_PARSE_BYTES: usize = 64 << 10;
+
+/// Parses and validates a request body within the node's limits: inline when it is small, on the
+/// blocking pool when it is large. Parsing is linear in the body (at most `max_request_bytes`),
+/// so a parse that outlives its client does bounded work; everything after it stops with the
+/// client.
+pub(crate) async fn parse<S>(app: &App<S>, body: Bytes) -> Result<Request, SchemaError> {
+    let limits = app.config.limits;
+    if body.len() <= INLINE_PARSE_BYTES {
+        return parse_request_within(&body, &limits);
+    }
+    tokio::task::spawn_blocking(move || parse_request_within(&body, &limits))
+        .await
+        .unwrap_or_else(|_| Err(SchemaError::from_message("Improper Json request: parsing failed")))
+}
+
 /// Handles one request body; the answer is always a JSON-RPC response body.
-pub(crate) async fn handle<S: Store>(app: &App<S>, body: &[u8]) -> String {
+pub(crate) async fn handle<S: Store>(app: &App<S>, body: Bytes) -> String {
     app.metrics.requests.fetch_add(1, Ordering::Relaxed);
-    let request = match parse_request(body) {
+    let request = match parse(app, body.clone()).await {
         Ok(request) => request,
         Err(error) => return Response::bare_error(&error).to_json(),
     };
     let id = request.id.clone();
-    match dispatch(app, request, body).await {
+    match dispatch(app, request, &body).await {
         Ok(Answer::Response(response)) => response.to_json(),
         Ok(Answer::Raw(text)) => text,
         Err(error) => {

@@ -355,7 +355,7 @@ async fn envelope_failures_are_bare_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_http_and_bad_bytes_get_clear_errors_and_the_server_stays_up() {
-    let node = start(|c| c.max_body_bytes = 4096).await;
+    let node = start(|c| c.limits.max_request_bytes = 4096).await;
     let addr = node.node.local_addr();
 
     let reply = http(addr, "GET", "/", None, b"").await;
@@ -398,6 +398,55 @@ async fn bad_http_and_bad_bytes_get_clear_errors_and_the_server_stays_up() {
     assert_eq!((reply.status, reply.body.as_str()), (200, "ok\n"));
     let reply = rpc(&node, "WorkerLookUp", json!({"workerType": 1})).await;
     assert_eq!(reply["result"]["totalCount"], json!(1));
+    node.node.shutdown().await;
+}
+
+/// What the enclave would refuse, the listener refuses first, and stores nothing: more data
+/// items than the limit, and a key given twice (the listener's JSON would keep the last one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_refuses_what_the_enclave_would() {
+    let node = start(|_| {}).await;
+    let addr = node.node.local_addr();
+    let (request, _) = work_order(&node, "echo-result", "x", None).await;
+    let envelope = |params: Value| json!({"jsonrpc": "2.0", "method": "WorkOrderSubmit", "id": 11, "params": params});
+
+    let mut params = serde_json::to_value(&request).expect("json");
+    let item = params["inData"][0].clone();
+    params["inData"] = Value::Array(
+        (0..1025)
+            .map(|i| {
+                let mut item = item.clone();
+                item["index"] = json!(i);
+                item
+            })
+            .collect(),
+    );
+    let body = envelope(params).to_string();
+    let reply = http(addr, "POST", "/", Some("application/json"), body.as_bytes()).await;
+    assert_bare_error(&reply.json(), "Too many data items: 1025, the limit is 1024");
+
+    let body = envelope(serde_json::to_value(&request).expect("json")).to_string();
+    let twice = body.replacen(
+        r#""params":{"#,
+        &format!(r#""params":{{"workOrderId":"{}","#, "cd".repeat(32)),
+        1,
+    );
+    assert_ne!(twice, body, "the key was added");
+    let reply = http(addr, "POST", "/", Some("application/json"), twice.as_bytes()).await;
+    let message = reply.json()["error"]["message"].as_str().expect("message").to_owned();
+    assert!(
+        message.starts_with(r#"Improper Json request: duplicate key "workOrderId""#),
+        "{message}"
+    );
+
+    // Neither was stored under either id; the order itself is still new.
+    for id in [request.work_order_id.clone(), "cd".repeat(32)] {
+        let reply = rpc(&node, "WorkOrderGetResult", json!({"workOrderId": id})).await;
+        assert_ne!(reply["error"]["code"], json!(5), "{reply}");
+        assert!(reply.get("result").is_none(), "{reply}");
+    }
+    let reply = rpc(&node, "WorkOrderSubmit", serde_json::to_value(&request).expect("json")).await;
+    assert_eq!(reply["error"]["code"], json!(5), "{reply}");
     node.node.shutdown().await;
 }
 

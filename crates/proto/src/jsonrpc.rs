@@ -8,9 +8,11 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Number, Value};
 
 use crate::codes::WorkOrderStatus;
+use crate::limits::RequestLimits;
 use crate::methods::{Method, Params};
 use crate::python_json;
 use crate::schema::{self, SchemaError};
+use crate::strict_json;
 
 /// A parsed, validated request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,15 +31,28 @@ impl Request {
 }
 
 /// Parses and validates a request body: JSON, then the envelope schema, then the method's params
-/// schema, then the typed params.
+/// schema, then the typed params, within the default [`RequestLimits`].
 ///
 /// # Errors
 /// A [`SchemaError`] whose message is what Avalon's listener would answer; send it with
 /// [`Response::bare_error`].
 pub fn parse_request(body: &[u8]) -> Result<Request, SchemaError> {
+    parse_request_within(body, &RequestLimits::default())
+}
+
+/// As [`parse_request`], within `limits`. Every step is linear in the body's size (uniqueness of
+/// data items included); a work order with too many data items is refused before its items are
+/// looked at; an object with the same key twice is refused, as the enclave's parse refuses it.
+///
+/// # Errors
+/// As [`parse_request`].
+pub fn parse_request_within(body: &[u8], limits: &RequestLimits) -> Result<Request, SchemaError> {
+    if body.len() > limits.max_request_bytes {
+        return Err(SchemaError::new(limits.too_large_message(body.len())));
+    }
     let text = std::str::from_utf8(body)
         .map_err(|_| SchemaError::new("Improper Json request: the body is not UTF-8"))?;
-    let value: Value = serde_json::from_str(text)
+    let value = strict_json::from_str(text)
         .map_err(|e| SchemaError::new(format!("Improper Json request: {e}")))?;
     let Value::Object(mut envelope) = value else {
         return Err(SchemaError::new("Improper Json request: the body must be a JSON object"));
@@ -52,17 +67,36 @@ pub fn parse_request(body: &[u8]) -> Result<Request, SchemaError> {
     let method = Method::from_name(&method).ok_or_else(|| {
         SchemaError::new("Invalid data format for method or method not supported")
     })?;
-    let params = parse_params(method, params)?;
+    let params = parse_params_within(method, params, limits)?;
     Ok(Request { id, params })
 }
 
-/// Validates and types the params of `method`.
+/// Validates and types the params of `method`, within the default [`RequestLimits`].
 ///
 /// # Errors
 /// As [`parse_request`].
 pub fn parse_params(method: Method, params: Map<String, Value>) -> Result<Params, SchemaError> {
+    parse_params_within(method, params, &RequestLimits::default())
+}
+
+/// As [`parse_params`], within `limits`.
+///
+/// # Errors
+/// As [`parse_request`].
+pub fn parse_params_within(
+    method: Method,
+    params: Map<String, Value>,
+    limits: &RequestLimits,
+) -> Result<Params, SchemaError> {
     if params.is_empty() {
         return Err(SchemaError::new("Empty params in the request"));
+    }
+    if method == Method::WorkOrderSubmit {
+        let count = |key: &str| params.get(key).and_then(Value::as_array).map_or(0, Vec::len);
+        let items = count("inData") + count("outData");
+        if items > limits.max_data_items {
+            return Err(SchemaError::new(limits.too_many_items_message(items)));
+        }
     }
     schema::validate(method.schema(), &params)?;
     let params = Value::Object(params);

@@ -34,12 +34,14 @@ mod codes;
 mod hash;
 mod id;
 mod jsonrpc;
+mod limits;
 mod methods;
 pub mod protection;
 pub mod python_json;
 mod receipt;
 pub mod requester;
 mod schema;
+mod strict_json;
 mod work_order;
 mod worker;
 
@@ -52,7 +54,11 @@ pub use hash::{
     response_hash,
 };
 pub use id::{is_schema_hex, worker_id_from_name, workload_id_from_name, workload_name_from_id};
-pub use jsonrpc::{ErrorObject, Request, Response, parse_params, parse_request};
+pub use jsonrpc::{
+    ErrorObject, Request, Response, parse_params, parse_params_within, parse_request,
+    parse_request_within,
+};
+pub use limits::RequestLimits;
 pub use methods::{
     LookUpResult, Method, Params, ReceiptLookUpParams, ReceiptRetrieveResult,
     ReceiptUpdateRetrieveParams, ReceiptUpdateRetrieveResult, WorkOrderIdParams,

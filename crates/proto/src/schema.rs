@@ -8,6 +8,9 @@
 //! carries the property's `error_msg`. The tables below hold those schemas as data, and
 //! [`validate`] reproduces that choice, so a client sees the same message Avalon would give.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasher as _, Hash as _, Hasher as _};
+
 use serde_json::{Map, Value};
 
 use crate::id::is_schema_hex;
@@ -174,8 +177,7 @@ fn check_array(items: &Items, value: &Value, depth: usize, failures: &mut Failur
         failures.push(depth, items.array_message);
         return;
     };
-    let has_duplicates = array.iter().enumerate().any(|(i, a)| array[..i].contains(a));
-    if has_duplicates {
+    if has_duplicates(array) {
         failures.push(depth, items.array_message);
     }
     for item in array {
@@ -187,6 +189,47 @@ fn check_array(items: &Items, value: &Value, depth: usize, failures: &mut Failur
             }
         }
     }
+}
+
+/// JSON Schema's `uniqueItems`: whether two items are equal (objects regardless of key order).
+/// Linear in the array's size: items are bucketed by a hash that ignores key order (keyed per
+/// process, so no request can be built to collide), and only items in one bucket are compared.
+fn has_duplicates(array: &[Value]) -> bool {
+    let state = std::hash::RandomState::new();
+    let mut seen: HashMap<u64, Vec<&Value>> = HashMap::with_capacity(array.len());
+    for item in array {
+        let bucket = seen.entry(value_hash(item, &state)).or_default();
+        if bucket.contains(&item) {
+            return true;
+        }
+        bucket.push(item);
+    }
+    false
+}
+
+/// A hash of `value` under which equal JSON values (objects in any key order) hash alike.
+fn value_hash(value: &Value, state: &std::hash::RandomState) -> u64 {
+    let mut hasher = state.build_hasher();
+    match value {
+        Value::Null => hasher.write_u8(0),
+        Value::Bool(b) => (1u8, b).hash(&mut hasher),
+        Value::Number(n) => (2u8, n.to_string()).hash(&mut hasher),
+        Value::String(s) => (3u8, s).hash(&mut hasher),
+        Value::Array(items) => {
+            (4u8, items.len()).hash(&mut hasher);
+            for item in items {
+                hasher.write_u64(value_hash(item, state));
+            }
+        }
+        Value::Object(map) => {
+            // Entries combine by addition, which does not depend on their order.
+            let entries = map.iter().fold(0u64, |sum, (key, item)| {
+                sum.wrapping_add(state.hash_one((key, value_hash(item, state))))
+            });
+            (5u8, map.len(), entries).hash(&mut hasher);
+        }
+    }
+    hasher.finish()
 }
 
 /// JSON Schema's `integer`: a JSON number without fraction or exponent. (Draft 6 and later also
@@ -589,6 +632,35 @@ pub(crate) mod tests {
         for good in ["-", "", "null", "0xAB"] {
             params["inData"] = json!([{"index": 0, "data": "a", "encryptedDataEncryptionKey": good, "iv": "", "extra": 1}]);
             assert_eq!(check(&WORK_ORDER_SUBMIT, params.clone()), Ok(()));
+        }
+    }
+
+    #[test]
+    fn unique_items_compare_objects_regardless_of_key_order() {
+        let a = serde_json::json!({"index": 0, "data": "x", "iv": ""});
+        let reordered = serde_json::json!({"iv": "", "data": "x", "index": 0});
+        let other = serde_json::json!({"index": 1, "data": "x", "iv": ""});
+        assert!(has_duplicates(&[a.clone(), other.clone(), reordered]));
+        assert!(!has_duplicates(&[a.clone(), other.clone()]));
+        // Values of one key swapped between two keys are not equal.
+        let swapped = serde_json::json!({"index": 0, "data": "", "iv": "x"});
+        assert!(!has_duplicates(&[a.clone(), swapped]));
+        // Nested arrays count their order; 1 and 1.0 differ, as serde_json's equality says.
+        assert!(!has_duplicates(&[serde_json::json!([1, 2]), serde_json::json!([2, 1])]));
+        assert!(!has_duplicates(&[serde_json::json!(1), serde_json::json!(1.0)]));
+        assert!(has_duplicates(&[serde_json::json!(null), other, serde_json::json!(null)]));
+    }
+
+    /// The check agrees with the quadratic definition on arrays with many near-duplicates.
+    #[test]
+    fn unique_items_agree_with_pairwise_comparison() {
+        let items: Vec<Value> = (0..200)
+            .map(|i| serde_json::json!({"index": i % 7, "data": format!("{}", i % 11)}))
+            .collect();
+        for n in 0..items.len() {
+            let slice = &items[..n];
+            let pairwise = slice.iter().enumerate().any(|(i, a)| slice[..i].contains(a));
+            assert_eq!(has_duplicates(slice), pairwise, "first {n} items");
         }
     }
 
