@@ -193,10 +193,21 @@ pub async fn raw_post(
             "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             body.len()
         );
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(body).await?;
+        // A server may answer and close before the body is all sent (a refusal): what it
+        // answered still counts.
+        let sent = async {
+            stream.write_all(head.as_bytes()).await?;
+            stream.write_all(body).await
+        };
+        let write_error = sent.await.err();
         let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).await?;
+        let read = stream.read_to_end(&mut answer).await;
+        if answer.is_empty() {
+            read?;
+            if let Some(error) = write_error {
+                return Err(error.into());
+            }
+        }
         let split = answer.windows(4).position(|w| w == b"\r\n\r\n").ok_or(RawError::Malformed)?;
         Ok(answer.split_off(split + 4))
     })

@@ -29,6 +29,9 @@ pub(crate) struct BenchArgs {
     /// process.
     #[arg(long, env = "AFALLON_URL", conflicts_with = "embedded")]
     url: Option<String>,
+    /// For an https:// URL: the PEM file of the CA that signed the listener's certificate.
+    #[arg(long, env = "AFALLON_CA_FILE")]
+    ca_file: Option<PathBuf>,
     /// Start a node in this process (embedded store in a temporary directory, simulated TEE).
     #[arg(long)]
     embedded: bool,
@@ -91,7 +94,7 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             (format!("http://{}", node.addr), Some(node), embedded_dir.join("sim"))
         }
     };
-    let client = Arc::new(Client::new(&url)?);
+    let client = Arc::new(crate::requester::client(&url, args.ca_file.as_deref())?);
     let policy = if args.insecure_allow_simulation {
         Policy::new().insecure_allow_simulation()
     } else {

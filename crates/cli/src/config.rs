@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use afallon_enclave::{EnclaveConfig, KeyEncryption};
-use afallon_node::NodeConfig;
+use afallon_node::{NodeConfig, TlsFiles};
 use figment::Figment;
 use figment::providers::{Env, Format as _, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -27,6 +27,15 @@ pub(crate) struct Config {
     pub(crate) max_orders: u64,
     pub(crate) max_body_bytes: usize,
     pub(crate) max_data_items: usize,
+    pub(crate) header_timeout_seconds: f64,
+    pub(crate) body_timeout_seconds: f64,
+    pub(crate) max_connections: usize,
+    pub(crate) max_buffered_body_bytes: usize,
+    /// PEM certificate chain: the listener serves HTTPS (with `tls_key`).
+    pub(crate) tls_certificate: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
+    /// Serve /metrics, /healthz and /readyz here instead of on the listener.
+    pub(crate) admin_listen: Option<SocketAddr>,
     pub(crate) lease_seconds: u64,
     pub(crate) processors_per_worker: Option<usize>,
     pub(crate) enclave_threads: Option<usize>,
@@ -58,6 +67,13 @@ impl Default for Config {
             max_orders: 10_000,
             max_body_bytes: 8 << 20,
             max_data_items: 1024,
+            header_timeout_seconds: 10.0,
+            body_timeout_seconds: 30.0,
+            max_connections: 4096,
+            max_buffered_body_bytes: 256 << 20,
+            tls_certificate: None,
+            tls_key: None,
+            admin_listen: None,
             lease_seconds: 30,
             processors_per_worker: None,
             enclave_threads: None,
@@ -93,6 +109,30 @@ impl Config {
         node.max_orders = self.max_orders;
         node.limits.max_request_bytes = self.max_body_bytes;
         node.limits.max_data_items = self.max_data_items;
+        let seconds = |name: &str, value: f64| {
+            if value.is_finite() && value > 0.0 && value < 86_400.0 {
+                Ok(Duration::from_secs_f64(value))
+            } else {
+                Err(ConfigError(format!("{name} must be a number of seconds above 0, got {value}")))
+            }
+        };
+        node.http.header_timeout = seconds("header_timeout_seconds", self.header_timeout_seconds)?;
+        node.http.body_timeout = seconds("body_timeout_seconds", self.body_timeout_seconds)?;
+        if self.max_connections == 0 {
+            return Err(ConfigError("max_connections must be at least 1".into()));
+        }
+        node.http.max_connections = self.max_connections;
+        node.http.max_buffered_body_bytes = self.max_buffered_body_bytes;
+        node.http.admin_listen = self.admin_listen;
+        node.http.tls = match (self.tls_certificate, self.tls_key) {
+            (Some(certificate), Some(key)) => Some(TlsFiles { certificate, key }),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError(
+                    "tls_certificate and tls_key go together: give both or neither".into(),
+                ));
+            }
+        };
         node.lease = Duration::from_secs(self.lease_seconds.max(1));
         if let Some(processors) = self.processors_per_worker {
             node.processors_per_worker = processors;
@@ -172,6 +212,14 @@ mod tests {
             )?;
             let config = load(Some(Path::new("keys.toml"))).expect("parses");
             assert!(config.into_node_config().is_err(), "unknown key encryption");
+            jail.create_file("tls.toml", "tls_certificate = \"cert.pem\"\n")?;
+            let error = load(Some(Path::new("tls.toml"))).expect("parses").into_node_config();
+            assert!(
+                error.expect_err("a certificate without a key").to_string().contains("tls_key")
+            );
+            jail.create_file("timeout.toml", "header_timeout_seconds = 0\n")?;
+            let error = load(Some(Path::new("timeout.toml"))).expect("parses").into_node_config();
+            assert!(error.expect_err("no timeout").to_string().contains("header_timeout_seconds"));
             Ok(())
         });
     }

@@ -125,6 +125,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
              they process are not protected by hardware, and their attestation proves nothing. For development only."
         );
     }
+    raise_open_files_limit(node_config.http.max_connections);
     let node = afallon_node::Node::start(node_config.clone()).await?;
     for worker in &node_config.workers {
         println!(
@@ -133,10 +134,29 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             afallon_proto::worker_id_from_name(&worker.worker_name)
         );
     }
-    println!("listening on http://{}", node.local_addr());
+    let scheme = if node_config.http.tls.is_some() { "https" } else { "http" };
+    println!("listening on {scheme}://{}", node.local_addr());
+    if let Some(admin) = node.admin_addr() {
+        println!("health and metrics on http://{admin}");
+    }
     node.run_until(shutdown_signal()).await;
     eprintln!("stopped");
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit: each connection takes one, and the
+/// common default of 1,024 would let that many idle sockets deny service. Says so when the
+/// limit stays below what the connection cap needs.
+fn raise_open_files_limit(max_connections: usize) {
+    // The store, the listener, logs and the enclave pool need some besides the connections.
+    let wanted = max_connections as u64 + 256;
+    match rlimit::increase_nofile_limit(wanted.max(65_536)) {
+        Ok(limit) if limit < wanted => eprintln!(
+            "WARNING: the open-files limit is {limit}, below the {wanted} that max_connections =              {max_connections} needs; connections beyond it fail until others close"
+        ),
+        Ok(limit) => tracing::debug!(limit, "open-files limit"),
+        Err(error) => eprintln!("WARNING: cannot raise the open-files limit: {error}"),
+    }
 }
 
 async fn shutdown_signal() {

@@ -18,9 +18,32 @@ pub(crate) struct ConnectArgs {
     /// The listener's URL.
     #[arg(long, env = "AFALLON_URL", default_value = "http://127.0.0.1:1947")]
     url: String,
+    /// For an https:// URL: the PEM file of the CA that signed the listener's certificate (the
+    /// only CA trusted).
+    #[arg(long, env = "AFALLON_CA_FILE")]
+    ca_file: Option<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+}
+
+impl ConnectArgs {
+    /// A client for the listener these arguments name.
+    pub(crate) fn client(&self) -> anyhow::Result<Client> {
+        client(&self.url, self.ca_file.as_deref())
+    }
+}
+
+/// A client for `url`, trusting the CA in `ca_file` for an https:// URL.
+pub(crate) fn client(url: &str, ca_file: Option<&std::path::Path>) -> anyhow::Result<Client> {
+    Ok(match ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading the CA file {}", path.display()))?;
+            Client::with_ca(url, &pem)?
+        }
+        None => Client::new(url)?,
+    })
 }
 
 /// `afallon result` and `afallon receipt`.
@@ -99,7 +122,7 @@ fn policy(args: &SubmitArgs) -> anyhow::Result<(Policy, String)> {
 }
 
 pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
-    let client = Client::new(&args.connect.url)?;
+    let client = args.connect.client()?;
     let worker_id = match (&args.worker_id, &args.worker) {
         (Some(id), _) => id.clone(),
         (None, Some(name)) => afallon_proto::worker_id_from_name(name),
@@ -212,7 +235,7 @@ fn receipt_status_name(status: i64) -> String {
 }
 
 pub(crate) async fn workers(args: ConnectArgs) -> anyhow::Result<()> {
-    let client = Client::new(&args.url)?;
+    let client = args.client()?;
     let found = client.worker_lookup(1).await.context("looking up workers")?;
     let mut rows = Vec::new();
     for id in &found.ids {
@@ -237,7 +260,7 @@ pub(crate) async fn workers(args: ConnectArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn result(args: IdArgs) -> anyhow::Result<()> {
-    let client = Client::new(&args.connect.url)?;
+    let client = args.connect.client()?;
     match client.result(&args.work_order_id).await? {
         Some(result) => println!("{}", serde_json::to_string_pretty(&result)?),
         None => println!("pending"),
@@ -246,7 +269,7 @@ pub(crate) async fn result(args: IdArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn receipt(args: IdArgs) -> anyhow::Result<()> {
-    let client = Client::new(&args.connect.url)?;
+    let client = args.connect.client()?;
     let receipt = client.receipt(&args.work_order_id).await?;
     let last = client.receipt_update_retrieve(&args.work_order_id, None).await.ok();
     if args.connect.json {

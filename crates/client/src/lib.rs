@@ -33,9 +33,12 @@ pub use worker::{Attestation, Worker, WorkerError, verify_worker_record};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The URL is not an `http://` URL.
+    /// The URL is not an `http://` or `https://` URL.
     #[error("invalid listener URL {0:?}")]
     Url(String),
+    /// TLS could not be set up: no or a bad CA certificate for an `https://` URL.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The listener could not be reached or the connection broke.
     #[error("transport: {0}")]
     Transport(String),
@@ -78,9 +81,21 @@ impl Client {
     /// A client for the listener at `url` (`http://host:port`, any path).
     ///
     /// # Errors
-    /// [`ClientError::Url`] for anything else.
+    /// [`ClientError::Url`] for anything else, [`ClientError::Tls`] for an `https://` URL (see
+    /// [`Client::with_ca`]).
     pub fn new(url: &str) -> Result<Self, ClientError> {
-        Ok(Self { transport: transport::Transport::new(url)? })
+        Ok(Self { transport: transport::Transport::new(url, None)? })
+    }
+
+    /// A client for the listener at `url`, `http://` or `https://`; an HTTPS listener's
+    /// certificate must chain to one of the PEM certificates in `ca_pem` (and no other root is
+    /// trusted).
+    ///
+    /// # Errors
+    /// [`ClientError::Url`] for a URL of another kind, [`ClientError::Tls`] when `ca_pem` holds
+    /// no usable certificate.
+    pub fn with_ca(url: &str, ca_pem: &[u8]) -> Result<Self, ClientError> {
+        Ok(Self { transport: transport::Transport::new(url, Some(ca_pem))? })
     }
 
     /// Calls `method` with `params` and returns the `result`; a JSON-RPC error (any code) is

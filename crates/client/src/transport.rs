@@ -1,16 +1,44 @@
-//! JSON-RPC over HTTP/1.1: one POST per call, `Content-Type: application/json`, integer ids.
+//! JSON-RPC over HTTP/1.1 (or HTTPS, trusting a given CA): one POST per call,
+//! `Content-Type: application/json`, integer ids.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::Uri;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject as _;
 use serde_json::{Value, json};
 
 use crate::ClientError;
+
+/// The certificates in `pem`, as the only roots trusted.
+fn roots(pem: &[u8]) -> Result<RootCertStore, ClientError> {
+    let mut roots = RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(pem) {
+        let certificate = certificate.map_err(|e| ClientError::Tls(format!("CA file: {e}")))?;
+        roots.add(certificate).map_err(|e| ClientError::Tls(format!("CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(ClientError::Tls("the CA file holds no certificate".into()));
+    }
+    Ok(roots)
+}
+
+fn tls_config(roots: RootCertStore) -> Result<rustls::ClientConfig, ClientError> {
+    Ok(rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| ClientError::Tls(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth())
+}
 
 /// A JSON-RPC error object from the listener (including Avalon's bare errors, which have no id).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,19 +54,39 @@ pub struct RpcError {
 
 #[derive(Debug)]
 pub(crate) struct Transport {
-    http: HttpClient<HttpConnector, Full<Bytes>>,
+    http: HttpClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
     url: Uri,
     next_id: AtomicI64,
 }
 
 impl Transport {
-    pub(crate) fn new(url: &str) -> Result<Self, ClientError> {
+    /// A transport for `url`: `http://`, or `https://` trusting the certificates in `ca_pem`.
+    pub(crate) fn new(url: &str, ca_pem: Option<&[u8]>) -> Result<Self, ClientError> {
         let uri: Uri = url.parse().map_err(|_| ClientError::Url(url.to_owned()))?;
-        if uri.scheme_str() != Some("http") || uri.host().is_none() {
+        if uri.host().is_none() {
             return Err(ClientError::Url(url.to_owned()));
         }
+        let connector = match (uri.scheme_str(), ca_pem) {
+            (Some("http"), _) => HttpsConnectorBuilder::new()
+                .with_tls_config(tls_config(RootCertStore::empty())?)
+                .https_or_http()
+                .enable_http1()
+                .build(),
+            (Some("https"), Some(ca_pem)) => HttpsConnectorBuilder::new()
+                .with_tls_config(tls_config(roots(ca_pem)?)?)
+                .https_only()
+                .enable_http1()
+                .build(),
+            (Some("https"), None) => {
+                return Err(ClientError::Tls(
+                    "an https:// listener needs the CA certificate that signed its certificate"
+                        .into(),
+                ));
+            }
+            _ => return Err(ClientError::Url(url.to_owned())),
+        };
         Ok(Self {
-            http: HttpClient::builder(TokioExecutor::new()).build_http(),
+            http: HttpClient::builder(TokioExecutor::new()).build(connector),
             url: uri,
             next_id: AtomicI64::new(1),
         })
@@ -47,7 +95,8 @@ impl Transport {
     /// `GET path` on the listener's host, as text (for `/metrics` and the like).
     pub(crate) async fn get(&self, path: &str) -> Result<String, ClientError> {
         let authority = self.url.authority().map(|a| a.as_str().to_owned()).unwrap_or_default();
-        let uri: Uri = format!("http://{authority}{path}")
+        let scheme = self.url.scheme_str().unwrap_or("http");
+        let uri: Uri = format!("{scheme}://{authority}{path}")
             .parse()
             .map_err(|_| ClientError::Url(path.to_owned()))?;
         let request = hyper::Request::get(uri).body(Full::new(Bytes::new()));

@@ -1,48 +1,57 @@
 //! The HTTP layer, as Avalon's listener behaves (wire spec §1.1): JSON-RPC by `POST` on any path,
 //! HTTP 200 for every JSON-RPC outcome, and `Content-Type: application/json` exactly on replies
-//! (Avalon's Python client ignores any other). Beside it: `/healthz`, `/readyz`, `/metrics`.
+//! (Avalon's Python client ignores any other). Beside it: `/healthz`, `/readyz`, `/metrics`, here
+//! or on an address of their own. A body is read within the body timeout, and a large one only
+//! when the node's budget for bodies in memory has room for it.
 
 use std::sync::Arc;
 
 use afallon_proto::{ErrorObject, Response, SchemaError};
 use afallon_store::Store;
 use axum::Router;
-use axum::body::{Body, to_bytes};
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{MethodRouter, get};
+use bytes::BytesMut;
+use http_body_util::BodyExt as _;
 use serde_json::Number;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::App;
 
-pub(crate) fn serve<S: Store>(
-    app: Arc<App<S>>,
-    listener: tokio::net::TcpListener,
-    mut stopped: watch::Receiver<bool>,
-) -> JoinHandle<()> {
-    let router = router(app);
-    tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        };
-        if let Err(error) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
-            tracing::error!(%error, "the listener stopped");
-        }
-    })
-}
+/// Bodies up to this size are read and parsed as they come; larger ones first reserve their
+/// size from the node's body budget, and are parsed on the blocking pool.
+pub(crate) const LARGE_BODY_BYTES: usize = 64 << 10;
 
-fn router<S: Store>(app: Arc<App<S>>) -> Router {
+/// The listener's routes. With `admin` false, `/healthz`, `/readyz` and `/metrics` are served on
+/// an address of their own ([`admin_router`]) and here `GET` on them is refused like on any path.
+pub(crate) fn router<S: Store>(app: Arc<App<S>>, admin: bool) -> Router {
     // POST is JSON-RPC on every path, these three included.
     let with_rpc = |route: MethodRouter<Arc<App<S>>>| route.post(rpc::<S>);
+    let router = Router::new();
+    let router = if admin {
+        router
+            .route("/healthz", with_rpc(get(healthz)))
+            .route("/readyz", with_rpc(get(ready::<S>)))
+            .route("/metrics", with_rpc(get(metrics::<S>)))
+    } else {
+        router
+    };
+    router.fallback(rpc::<S>).with_state(app)
+}
+
+/// `/healthz`, `/readyz` and `/metrics` alone, for an address of their own.
+pub(crate) fn admin_router<S: Store>(app: Arc<App<S>>) -> Router {
     Router::new()
-        .route("/healthz", with_rpc(get(|| async { "ok\n" })))
-        .route("/readyz", with_rpc(get(ready::<S>)))
-        .route("/metrics", with_rpc(get(metrics::<S>)))
-        .fallback(rpc::<S>)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(ready::<S>))
+        .route("/metrics", get(metrics::<S>))
         .with_state(app)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
 }
 
 fn json(status: StatusCode, body: String) -> axum::response::Response {
@@ -90,16 +99,119 @@ async fn rpc<S: Store>(
         );
     }
     let limit = app.config.limits.max_request_bytes;
-    let body = match to_bytes(request.into_body(), limit).await {
-        Ok(body) => body,
+    let too_large = || {
+        let error = SchemaError::from_message(format!(
+            "Request body is too large: the limit is {limit} bytes"
+        ));
+        closing(json(StatusCode::PAYLOAD_TOO_LARGE, Response::bare_error(&error).to_json()))
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return too_large();
+    }
+    // A large body (or one of unknown length) reserves its size before a byte of it is read.
+    let expected = declared.unwrap_or(limit);
+    let _reservation = if expected > LARGE_BODY_BYTES {
+        let kib = u32::try_from(expected.div_ceil(1024)).unwrap_or(u32::MAX);
+        match app.body_budget.try_acquire_many(kib) {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                let error = ErrorObject {
+                    code: afallon_proto::WorkOrderStatus::Busy.code(),
+                    message: "Too many large requests in flight; try again later".into(),
+                    data: None,
+                };
+                let body = Response::Error { id: Number::from(0), error }.to_json();
+                return closing(json(StatusCode::SERVICE_UNAVAILABLE, body));
+            }
+        }
+    } else {
+        None
+    };
+    let read = read_body(request.into_body(), declared, limit);
+    let body = match tokio::time::timeout(app.config.http.body_timeout, read).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(())) => return too_large(),
         Err(_) => {
             let error = SchemaError::from_message(format!(
-                "Request body is too large: the limit is {limit} bytes"
+                "Request body not received within {} s",
+                app.config.http.body_timeout.as_secs_f64()
             ));
-            return json(StatusCode::PAYLOAD_TOO_LARGE, Response::bare_error(&error).to_json());
+            return closing(json(
+                StatusCode::REQUEST_TIMEOUT,
+                Response::bare_error(&error).to_json(),
+            ));
         }
     };
     json(StatusCode::OK, crate::rpc::handle(&app, body).await)
+}
+
+/// Reads a body of at most `limit` bytes. A small one goes into an ordinary buffer; a large one
+/// into an anonymous memory map of the declared size, which is given back to the system the
+/// moment the request ends (the allocator would keep it), and whose pages are only taken as
+/// bytes arrive. The connection's read buffers are released as each frame is copied. `Err` for
+/// a body over the limit or a broken connection.
+async fn read_body(mut body: Body, declared: Option<usize>, limit: usize) -> Result<Bytes, ()> {
+    let capacity = declared.unwrap_or(limit).min(limit);
+    let mut buffer = BodyBuffer::new(capacity)?;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(|_| ())?.into_data() else { continue };
+        buffer.extend(&data)?;
+    }
+    Ok(buffer.freeze())
+}
+
+/// Where a body is read to.
+enum BodyBuffer {
+    /// A buffer, and the most it may hold.
+    Small(BytesMut, usize),
+    Large {
+        map: memmap2::MmapMut,
+        len: usize,
+    },
+}
+
+impl BodyBuffer {
+    fn new(capacity: usize) -> Result<Self, ()> {
+        if capacity <= LARGE_BODY_BYTES {
+            return Ok(Self::Small(BytesMut::with_capacity(capacity), capacity));
+        }
+        let map = memmap2::MmapOptions::new().len(capacity).map_anon().map_err(|_| ())?;
+        Ok(Self::Large { map, len: 0 })
+    }
+
+    fn extend(&mut self, data: &[u8]) -> Result<(), ()> {
+        match self {
+            Self::Small(buffer, most) if buffer.len() + data.len() <= *most => {
+                buffer.extend_from_slice(data);
+                Ok(())
+            }
+            Self::Small(..) => Err(()),
+            Self::Large { map, len } => {
+                let end = *len + data.len();
+                map.get_mut(*len..end).ok_or(())?.copy_from_slice(data);
+                *len = end;
+                Ok(())
+            }
+        }
+    }
+
+    fn freeze(self) -> Bytes {
+        match self {
+            Self::Small(buffer, _) => buffer.freeze(),
+            Self::Large { map, len } => Bytes::from_owner(map).slice(..len),
+        }
+    }
+}
+
+/// Marks a response as the connection's last: what is left of the request is not read.
+fn closing(mut response: axum::response::Response) -> axum::response::Response {
+    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 async fn ready<S: Store>(State(app): State<Arc<App<S>>>) -> axum::response::Response {

@@ -18,6 +18,7 @@ mod http;
 mod metrics;
 mod receipts;
 mod rpc;
+mod serve;
 mod waiters;
 
 use std::net::SocketAddr;
@@ -32,6 +33,8 @@ use afallon_store::{RedbStore, RedbStoreOptions, Store, StoreError};
 use afallon_workloads::Registry;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+pub use crate::serve::{HttpConfig, TlsError, TlsFiles};
 
 use crate::host::LocalWorker;
 use crate::metrics::Metrics;
@@ -55,6 +58,9 @@ pub struct NodeConfig {
     /// What a request may carry: the listener refuses more before looking further, and the
     /// node's workers are held to the same limits.
     pub limits: RequestLimits,
+    /// Connections: timeouts, the connection cap, the budget for bodies in memory, TLS, and
+    /// where health and metrics are served.
+    pub http: HttpConfig,
     /// How long a worker may hold an order before it is handed to another.
     pub lease: Duration,
     /// How many orders each worker holds at once, claimed or in the enclave (defaults to four
@@ -82,6 +88,7 @@ impl NodeConfig {
             sync_timeout: Duration::from_secs(30),
             max_orders: 10_000,
             limits: RequestLimits::default(),
+            http: HttpConfig::default(),
             lease: Duration::from_secs(30),
             processors_per_worker: 4 * cores,
             enclave_threads: cores,
@@ -105,6 +112,9 @@ pub enum NodeError {
     /// The store failed.
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// The listener's certificate or key could not be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
     /// The TEE platform failed.
     #[error("TEE platform: {0}")]
     Platform(#[from] PlatformError),
@@ -125,6 +135,8 @@ pub(crate) struct App<S> {
     pub(crate) workers: Vec<Arc<LocalWorker>>,
     pub(crate) waiters: Waiters,
     pub(crate) metrics: Metrics,
+    /// Kibibytes of large request bodies that may be in memory at once.
+    pub(crate) body_budget: tokio::sync::Semaphore,
     /// Permits for enclave work: one per enclave thread.
     pub(crate) enclave_slots: tokio::sync::Semaphore,
     /// The runtime of the listener, where responses are stored and requesters answered.
@@ -141,8 +153,9 @@ impl<S> App<S> {
 #[derive(Debug)]
 pub struct RunningNode {
     local_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
-    server: JoinHandle<()>,
+    servers: Vec<JoinHandle<()>>,
     tasks: Vec<JoinHandle<()>>,
     _enclave_pool: EnclavePool,
 }
@@ -183,10 +196,18 @@ impl RunningNode {
         self.local_addr
     }
 
+    /// The address `/healthz`, `/readyz` and `/metrics` are served on, when it is not the
+    /// listener's.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
     /// Stops accepting requests and stops the workers after the orders they are processing.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        let _ = self.server.await;
+        for server in self.servers {
+            let _ = server.await;
+        }
         for task in self.tasks {
             let _ = task.await;
         }
@@ -250,7 +271,12 @@ impl Node {
             workers.push(Arc::new(worker));
         }
 
+        let tls = config.http.tls.as_ref().map(serve::tls_acceptor).transpose()?;
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        let admin_listener = match config.http.admin_listen {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
+            None => None,
+        };
         let config_enclave_threads = config.enclave_threads.max(1);
         let local_addr = listener.local_addr()?;
         let enclave_pool = if config.processors_per_worker == 0 {
@@ -259,20 +285,38 @@ impl Node {
         } else {
             EnclavePool::new(config_enclave_threads)?
         };
+        let body_budget_kib =
+            (config.http.max_buffered_body_bytes / 1024).min(tokio::sync::Semaphore::MAX_PERMITS);
         let app = Arc::new(App {
             store,
             config,
             workers,
             waiters: Waiters::default(),
             metrics: Metrics::default(),
+            body_budget: tokio::sync::Semaphore::new(body_budget_kib),
             enclave_slots: tokio::sync::Semaphore::new(config_enclave_threads),
             io: tokio::runtime::Handle::current(),
         });
         let (shutdown, stopped) = watch::channel(false);
         let tasks = host::spawn(&app, &stopped, enclave_pool.handle());
-        let server = http::serve(Arc::clone(&app), listener, stopped);
+        let http_config = app.config.http.clone();
+        let router = http::router(Arc::clone(&app), admin_listener.is_none());
+        let mut servers = vec![serve::serve(router, listener, &http_config, tls, stopped.clone())];
+        let mut admin_addr = None;
+        if let Some(admin_listener) = admin_listener {
+            admin_addr = Some(admin_listener.local_addr()?);
+            let router = http::admin_router(Arc::clone(&app));
+            servers.push(serve::serve(router, admin_listener, &http_config, None, stopped));
+        }
         tracing::info!(%local_addr, "listening");
-        Ok(RunningNode { local_addr, shutdown, server, tasks, _enclave_pool: enclave_pool })
+        Ok(RunningNode {
+            local_addr,
+            admin_addr,
+            shutdown,
+            servers,
+            tasks,
+            _enclave_pool: enclave_pool,
+        })
     }
 }
 

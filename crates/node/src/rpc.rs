@@ -28,17 +28,13 @@ impl From<Response> for Answer {
     }
 }
 
-/// Bodies up to this size are parsed on the listener's runtime; larger ones on the blocking pool,
-/// so that a large request never holds the threads that answer everyone else.
-const INLINE_PARSE_BYTES: usize = 64 << 10;
-
 /// Parses and validates a request body within the node's limits: inline when it is small, on the
-/// blocking pool when it is large. Parsing is linear in the body (at most `max_request_bytes`),
+/// blocking pool when it is large, so that it never holds the threads that answer everyone else. Parsing is linear in the body (at most `max_request_bytes`),
 /// so a parse that outlives its client does bounded work; everything after it stops with the
 /// client.
 pub(crate) async fn parse<S>(app: &App<S>, body: Bytes) -> Result<Request, SchemaError> {
     let limits = app.config.limits;
-    if body.len() <= INLINE_PARSE_BYTES {
+    if body.len() <= crate::http::LARGE_BODY_BYTES {
         return parse_request_within(&body, &limits);
     }
     tokio::task::spawn_blocking(move || parse_request_within(&body, &limits))

@@ -18,6 +18,8 @@ pub struct Service {
     child: Child,
     pub url: String,
     pub data_dir: PathBuf,
+    /// Lines of its standard output after the address.
+    lines: mpsc::Receiver<String>,
 }
 
 impl Service {
@@ -36,14 +38,41 @@ impl Service {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("listening on ") {
-                    let _ = tx.send(url.to_owned());
-                }
+                let _ = tx.send(line);
             }
         });
-        let url =
-            rx.recv_timeout(Duration::from_secs(120)).expect("afallon up reports its address");
-        Self { child, url, data_dir: data_dir.to_owned() }
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let url = loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = rx.recv_timeout(left).expect("afallon up reports its address");
+            if let Some(url) = line.strip_prefix("listening on ") {
+                break url.to_owned();
+            }
+        };
+        Self { child, url, data_dir: data_dir.to_owned(), lines: rx }
+    }
+
+    /// The next line of standard output that starts with `prefix`, without it.
+    pub fn printed(&self, prefix: &str) -> String {
+        loop {
+            let line =
+                self.lines.recv_timeout(Duration::from_secs(10)).expect("afallon up prints it");
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.to_owned();
+            }
+        }
+    }
+
+    /// The server's resident memory, in MiB.
+    pub fn resident_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the server's /proc status");
+        let kib: f64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS");
+        kib / 1024.0
     }
 
     /// SIGKILL: no shutdown of any kind.
