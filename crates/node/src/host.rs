@@ -76,7 +76,7 @@ impl LocalWorker {
         let record = serde_json::to_string(enclave.worker_record()).unwrap_or_default();
         store.put_worker(enclave.worker_id(), &record).await?;
         let files = data_dir.join("workload-files").join(&name);
-        std::fs::create_dir_all(&files)?;
+        crate::private::create_dir(&files)?;
         Ok(Self { enclave, wake: Notify::new(), io: DirectoryIo::new(&files)?, name })
     }
 }

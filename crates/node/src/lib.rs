@@ -16,6 +16,7 @@
 mod host;
 mod http;
 mod metrics;
+mod private;
 mod receipts;
 mod rpc;
 mod waiters;
@@ -202,12 +203,15 @@ impl RunningNode {
 pub struct Node;
 
 impl Node {
-    /// Starts a node with the embedded store in `config.data_dir`.
+    /// Starts a node with the embedded store in `config.data_dir`, which is made private first:
+    /// it and every directory under it 0700, and no file in it accessible to group or others.
     ///
     /// # Errors
     /// [`NodeError`] if the store, the TEE platform, an enclave or the listener cannot be set up.
     pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
-        std::fs::create_dir_all(&config.data_dir)?;
+        // Private whatever the umask: 0700 directories, 0600 files.
+        private::create_dir(&config.data_dir)?;
+        private::tighten(&config.data_dir)?;
         let store = RedbStore::open(
             &config.data_dir.join("store.redb"),
             RedbStoreOptions { max_orders: config.max_orders, ..RedbStoreOptions::default() },

@@ -320,11 +320,13 @@ impl Sequences {
 
 impl RedbStore {
     /// Opens (or creates) the store in the file `path`, queues every unfinished order again, and
-    /// starts the writer thread.
+    /// starts the writer thread. The file is readable and writable by its owner only (0600)
+    /// whatever the umask; an existing one loses any group and other access.
     ///
     /// # Errors
     /// [`StoreError::Storage`] if the file cannot be opened (another process holding it, say).
     pub fn open(path: &Path, options: RedbStoreOptions) -> Result<Self, StoreError> {
+        create_private_file(path).map_err(storage)?;
         let db = Database::builder()
             .set_cache_size(options.cache_bytes)
             .create(path)
@@ -380,6 +382,29 @@ impl RedbStore {
         let txn = self.db.begin_read().map_err(storage)?;
         f(&txn).map_err(storage)
     }
+}
+
+/// Creates the store's file readable and writable by its owner only (0600, whatever the umask)
+/// before redb opens it, and takes group and other access away from an existing one: it holds
+/// every request, response and receipt.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)?;
+        let mode = file.metadata()?.permissions().mode();
+        if mode & 0o077 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(mode & 0o700))?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 /// The in-memory state from the file: every unfinished order queued, in submission order.
