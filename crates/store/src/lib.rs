@@ -13,6 +13,12 @@
 //! - [`Store::complete`] stores a response once: the first completion wins, later ones are ignored.
 //! - At most `max_orders` orders are kept: a submission beyond that purges the oldest finished
 //!   order, or is refused as busy when every stored order is still unfinished.
+//! - A work-order id is accepted once, ever: a purged order leaves a compact record of its id
+//!   behind, written in the transaction that purges it, so that a captured request replayed
+//!   after the purge is refused as a duplicate and the order reads as [`OrderStatus::Purged`].
+//!   That record only grows: [`RedbStore`] keeps 16 bytes (a truncated SHA-256 of the id) per
+//!   purged order, at most 36 bytes of file with its B-tree's overhead: 36 MB per million
+//!   orders purged.
 //!
 //! Time comes in as an argument (milliseconds), so backends read no clock.
 
@@ -53,7 +59,7 @@ pub struct NewOrder {
 pub enum SubmitOutcome {
     /// Stored durably and queued.
     Accepted,
-    /// An order with this id exists already; nothing was changed.
+    /// An order with this id exists already, or existed and was purged; nothing was changed.
     Duplicate,
     /// The store holds `max_orders` orders and none is finished; nothing was changed.
     Busy,
@@ -62,8 +68,11 @@ pub enum SubmitOutcome {
 /// Where a work order stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrderStatus {
-    /// No such order (never submitted, or purged).
+    /// No such order: never submitted (or submitted synchronously and lost in a crash before
+    /// anyone was answered).
     Unknown,
+    /// The order finished and was purged from storage to make room; its id stays taken.
+    Purged,
     /// Queued or being processed.
     Pending,
     /// Finished: the worker's JSON-RPC response, as stored.
@@ -157,7 +166,8 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError`] on a backend failure.
     fn worker_ids(&self) -> Result<Vec<String>, StoreError>;
 
-    /// Inserts a work order if its id is new and queues it; durable when it returns.
+    /// Inserts a work order if its id was never accepted before (not even by an order since
+    /// purged) and queues it; durable when it returns.
     fn submit(
         &self,
         order: NewOrder,

@@ -1,6 +1,6 @@
 //! The embedded store's guarantees: insert-if-absent submission, FIFO claims under leases,
-//! requeue on expiry, first completion wins, retention and BUSY, receipts, durability across a
-//! reopen, and group commit.
+//! requeue on expiry, first completion wins, retention and BUSY, no id accepted twice even after
+//! its purge, receipts, durability across a reopen, and group commit.
 
 use std::sync::Arc;
 
@@ -115,9 +115,40 @@ async fn retention_purges_the_oldest_finished_and_is_busy_otherwise() {
     store.complete("1", "done".into(), None, None).await.expect("complete");
     store.create_receipt("1", "{}".into()).await.expect("receipt");
     assert_eq!(store.submit(order("3", "w")).await, Ok(SubmitOutcome::Accepted));
-    assert_eq!(store.status("1"), Ok(OrderStatus::Unknown), "the oldest finished order was purged");
+    assert_eq!(store.status("1"), Ok(OrderStatus::Purged), "the oldest finished order was purged");
     assert_eq!(store.receipt("1"), Ok(None), "with its receipt");
     assert_eq!(store.status("2"), Ok(OrderStatus::Pending));
+}
+
+#[tokio::test]
+async fn a_purged_id_is_never_accepted_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(&dir, 1);
+        store.submit(order("replayed", "w")).await.expect("submit");
+        store.claim("w", "h", 0, 1000).await.expect("claim");
+        store.complete("replayed", "done".into(), None, None).await.expect("complete");
+        // Making room purges it.
+        assert_eq!(store.submit(order("next", "w")).await, Ok(SubmitOutcome::Accepted));
+        assert_eq!(store.status("replayed"), Ok(OrderStatus::Purged));
+        assert_eq!(store.request("replayed"), Ok(None));
+        store.claim("w", "h", 0, 1000).await.expect("claim");
+        store.complete("next", "done".into(), None, None).await.expect("complete");
+        // The replay would find room (by purging "next"), but its id is taken.
+        assert_eq!(store.submit(order("replayed", "w")).await, Ok(SubmitOutcome::Duplicate));
+        assert_eq!(
+            store.submit_volatile(order("replayed", "w")).await,
+            Ok(SubmitOutcome::Duplicate)
+        );
+        assert_eq!(store.counts().expect("counts").queued, 0, "nothing was queued");
+        assert_eq!(store.status("never-submitted"), Ok(OrderStatus::Unknown));
+    }
+    // The record of purged ids is durable.
+    let store = open(&dir, 1);
+    assert_eq!(store.status("replayed"), Ok(OrderStatus::Purged));
+    assert_eq!(store.submit(order("replayed", "w")).await, Ok(SubmitOutcome::Duplicate));
+    assert_eq!(store.submit_volatile(order("replayed", "w")).await, Ok(SubmitOutcome::Duplicate));
+    assert_eq!(store.counts().expect("counts").queued, 0);
 }
 
 #[tokio::test]
@@ -342,7 +373,7 @@ async fn volatile_orders_count_against_retention() {
     store.claim("w", "h", 0, 1000).await.expect("claim");
     store.complete("1", "done".into(), None, None).await.expect("complete");
     assert_eq!(store.submit_volatile(order("3", "w")).await, Ok(SubmitOutcome::Accepted));
-    assert_eq!(store.status("1"), Ok(OrderStatus::Unknown), "the finished order made room");
+    assert_eq!(store.status("1"), Ok(OrderStatus::Purged), "the finished order made room");
 }
 
 #[tokio::test]
@@ -362,7 +393,7 @@ async fn the_purge_order_survives_a_reopen() {
     let store = open(&dir, 2);
     assert_eq!(store.counts().expect("counts").finished, 2);
     assert_eq!(store.submit(order("third", "w")).await, Ok(SubmitOutcome::Accepted));
-    assert_eq!(store.status("second"), Ok(OrderStatus::Unknown), "the first to finish goes first");
+    assert_eq!(store.status("second"), Ok(OrderStatus::Purged), "the first to finish goes first");
     assert_eq!(store.status("first"), Ok(OrderStatus::Done("done first".into())));
     assert_eq!(store.counts().expect("counts").finished, 1);
 }
