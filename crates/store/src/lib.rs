@@ -8,9 +8,12 @@
 //!   and enqueues it for its worker; when it returns, the order is durable (fsync'd).
 //! - [`Store::submit_volatile`] enqueues an order that is written only with its response (or on
 //!   [`Store::persist`]): for synchronous submissions, whose only acknowledgement is the result.
-//! - [`Store::claim`] hands the oldest queued order of a worker to one holder under a lease; an
-//!   order whose lease expires goes back to the head of the queue ([`Store::requeue_expired`]).
-//! - [`Store::complete`] stores a response once: the first completion wins, later ones are ignored.
+//! - [`Store::claim`] hands the oldest queued order of a worker to one holder under a lease, which
+//!   the holder extends while it works ([`Store::renew`]); an order whose lease expires goes back
+//!   to the head of the queue ([`Store::requeue_expired`]).
+//! - [`Store::complete`] stores a response once, and only from the holder of the order's lease:
+//!   the first completion wins, and a holder that lost its lease (expired and queued again, or
+//!   claimed by another) cannot complete the order.
 //! - At most `max_orders` orders are kept: a submission beyond that purges the oldest finished
 //!   order, or is refused as busy when every stored order is still unfinished.
 //! - A work-order id is accepted once, ever: a purged order leaves a compact record of its id
@@ -110,6 +113,9 @@ pub enum Completion {
     StoredReceiptPending,
     /// A response was stored before; this one was dropped.
     AlreadyDone,
+    /// The order's lease is not this holder's (it expired and the order was queued again, or
+    /// another holder claimed it); nothing was stored.
+    LeaseLost,
     /// The order no longer exists (purged); nothing was stored.
     Unknown,
 }
@@ -203,7 +209,8 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError`] on a backend failure.
     fn request(&self, work_order_id: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
-    /// Hands the oldest queued order of `worker_id` to `holder` until `now_ms + lease_ms`.
+    /// Hands the oldest queued order of `worker_id` to `holder` until `now_ms + lease_ms`. A
+    /// holder names one claim: only it can renew the lease and complete the order.
     fn claim(
         &self,
         worker_id: &str,
@@ -212,13 +219,24 @@ pub trait Store: Send + Sync + 'static {
         lease_ms: u64,
     ) -> impl Future<Output = Result<Option<Claimed>, StoreError>> + Send;
 
-    /// Stores the response of a work order unless one is stored already, ends its lease, and in
-    /// the same transaction stores `sealed` (the workload's new state) and, if the order has a
-    /// receipt, appends `receipt_update`: a result, the state it produced and its receipt update
-    /// are durable together or not at all.
+    /// Extends `holder`'s lease on a work order it is still processing to `now_ms + lease_ms`;
+    /// returns false (and changes nothing) if the lease is not `holder`'s any more.
+    fn renew(
+        &self,
+        work_order_id: &str,
+        holder: &str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Stores the response of a work order if `holder` holds its lease and no response is stored
+    /// already, ends its lease, and in the same transaction stores `sealed` (the workload's new
+    /// state) and, if the order has a receipt, appends `receipt_update`: a result, the state it
+    /// produced and its receipt update are durable together or not at all.
     fn complete(
         &self,
         work_order_id: &str,
+        holder: &str,
         response: String,
         sealed: Option<SealedBlob>,
         receipt_update: Option<String>,

@@ -145,6 +145,8 @@ struct Queued {
 
 #[derive(Debug)]
 struct Lease {
+    /// Who claimed it: the only one who may renew it and complete the order.
+    holder: String,
     worker: String,
     seq: u64,
     expires: u64,
@@ -218,6 +220,7 @@ enum Op {
     },
     Complete {
         id: String,
+        holder: String,
         response: String,
         sealed: Option<SealedBlob>,
         receipt_update: Option<String>,
@@ -626,7 +629,12 @@ fn apply(batch: &mut Batch<'_>, op: &Op) -> Result<Reply, redb::Error> {
         }
         Op::Submit(order) => Reply::Submit(submit(batch, order)?),
         Op::Persist { id } => Reply::Persisted(batch.write_volatile(id)?),
-        Op::Complete { id, response, sealed, receipt_update } => {
+        Op::Complete { id, holder, response, sealed, receipt_update } => {
+            let held =
+                lock(batch.queues).leases.get(id.as_str()).is_some_and(|l| l.holder == *holder);
+            if !held {
+                return Ok(Reply::Complete(unheld_completion(batch, id)?));
+            }
             let volatile = batch.take_volatile(id)?;
             let mut orders = txn.open_table(ORDERS)?;
             let (worker, seq, record) = match volatile {
@@ -702,6 +710,19 @@ fn apply(batch: &mut Batch<'_>, op: &Op) -> Result<Reply, redb::Error> {
             }
             Reply::Update(Some(append_update(txn, id, update)?))
         }
+    })
+}
+
+/// What a completion from a holder without the order's lease gets: the order is finished, gone,
+/// or someone else's (or queued again) to finish.
+fn unheld_completion(batch: &Batch<'_>, id: &str) -> Result<Completion, redb::Error> {
+    if lock(batch.queues).volatile.contains_key(id) {
+        return Ok(Completion::LeaseLost);
+    }
+    Ok(match batch.txn.open_table(ORDERS)?.get(id)? {
+        None => Completion::Unknown,
+        Some(record) if decode_order(record.value())?.finished.is_some() => Completion::AlreadyDone,
+        Some(_) => Completion::LeaseLost,
     })
 }
 
@@ -917,7 +938,6 @@ impl Store for RedbStore {
         now_ms: u64,
         lease_ms: u64,
     ) -> Result<Option<Claimed>, StoreError> {
-        let _ = holder;
         let mut queues = lock(&self.queues);
         let Some((seq, queued)) = queues.by_worker.get_mut(worker_id).and_then(BTreeMap::pop_first)
         else {
@@ -926,19 +946,51 @@ impl Store for RedbStore {
         let expires = now_ms.saturating_add(lease_ms);
         queues.expiries.insert((expires, queued.id.clone()));
         let request = queued.request.to_vec();
-        let lease = Lease { worker: worker_id.to_owned(), seq, expires, request: queued.request };
+        let lease = Lease {
+            holder: holder.to_owned(),
+            worker: worker_id.to_owned(),
+            seq,
+            expires,
+            request: queued.request,
+        };
         queues.leases.insert(queued.id.clone(), lease);
         Ok(Some(Claimed { work_order_id: queued.id, request }))
+    }
+
+    async fn renew(
+        &self,
+        work_order_id: &str,
+        holder: &str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let mut queues = lock(&self.queues);
+        let Some(lease) = queues.leases.get_mut(work_order_id).filter(|l| l.holder == holder)
+        else {
+            return Ok(false);
+        };
+        let (before, after) = (lease.expires, now_ms.saturating_add(lease_ms).max(lease.expires));
+        lease.expires = after;
+        queues.expiries.remove(&(before, work_order_id.to_owned()));
+        queues.expiries.insert((after, work_order_id.to_owned()));
+        Ok(true)
     }
 
     async fn complete(
         &self,
         work_order_id: &str,
+        holder: &str,
         response: String,
         sealed: Option<SealedBlob>,
         receipt_update: Option<String>,
     ) -> Result<Completion, StoreError> {
-        let op = Op::Complete { id: work_order_id.to_owned(), response, sealed, receipt_update };
+        let op = Op::Complete {
+            id: work_order_id.to_owned(),
+            holder: holder.to_owned(),
+            response,
+            sealed,
+            receipt_update,
+        };
         match self.write(op).await? {
             Reply::Complete(completion) => Ok(completion),
             _ => Err(unexpected()),
