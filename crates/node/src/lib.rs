@@ -10,8 +10,10 @@
 //!   `GET /metrics` (Prometheus text).
 //!
 //! Work orders flow: the listener stores a submission durably and wakes a worker task; the task
-//! claims the order under a lease, hands the raw request to the enclave on the blocking pool, and
-//! stores the response (with the workload's sealed state) in one transaction (`host.rs`).
+//! claims the order under a lease (renewed while it works), hands the raw request to the enclave
+//! on the enclave pool, and stores the response (with the workload's sealed state) in one
+//! transaction if it still holds the lease, then commits the workload's state change in the
+//! enclave, or rolls it back if another run's completion won (`host.rs`).
 
 mod host;
 mod http;
@@ -54,7 +56,9 @@ pub struct NodeConfig {
     pub max_orders: u64,
     /// The largest request body accepted.
     pub max_body_bytes: usize,
-    /// How long a worker may hold an order before it is handed to another.
+    /// How long a claim on an order lasts unless renewed. A worker renews it every third of this
+    /// while it processes the order, so the order goes to another only when its worker stopped
+    /// renewing (it died, or was held up for this long).
     pub lease: Duration,
     /// How many orders each worker holds at once, claimed or in the enclave (defaults to four
     /// per core; responses being stored do not count). Zero registers the workers without
