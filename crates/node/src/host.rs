@@ -242,6 +242,8 @@ async fn store_response<S: Store>(
     let response = processed.response;
     let completion =
         app.store.complete(work_order_id, &held.holder, response.clone(), sealed, receipt_update);
+    // This task is cancelled only when the runtime shuts down, and the in-memory state with it:
+    // between a completion that won and the commit below there is no await.
     let completion = completion.await;
     // The lease has ended, one way or another.
     held.renewal.abort();
