@@ -39,13 +39,14 @@ pub struct SimPlatform {
 }
 
 impl SimPlatform {
-    /// Opens the simulated platform whose secrets live in `dir` (created if missing), simulating
-    /// an enclave with `measurement`.
+    /// Opens the simulated platform whose secrets live in `dir` (created if missing, accessible to
+    /// its owner only whatever the umask; an existing one loses group and other access),
+    /// simulating an enclave with `measurement`.
     ///
     /// # Errors
     /// [`PlatformError`] if the secrets cannot be read or written, or are corrupt.
     pub fn open(dir: &Path, measurement: Measurement) -> Result<Self, PlatformError> {
-        fs::create_dir_all(dir)?;
+        create_private_dir(dir)?;
         let key_bytes = load_or_create(&dir.join(ATTESTATION_KEY_FILE), "attestation key", || {
             Ok(EcdsaSigningKey::generate()?.to_scalar_bytes_for_sealing())
         })?;
@@ -199,6 +200,26 @@ pub fn verify_sim(document: &str) -> Result<(VerifiedEvidence, EcdsaVerifyingKey
     Ok((verified, key))
 }
 
+/// Creates `dir` (and any missing parent) with mode 0700, or takes group and other access away
+/// from an existing one.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+        builder.mode(0o700);
+        builder.create(dir)?;
+        let mode = fs::metadata(dir)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o700))?;
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    builder.create(dir)
+}
+
 /// Reads a 32-byte secret, or creates it (atomically, readable by the owner only) if missing.
 fn load_or_create(
     path: &Path,
@@ -269,5 +290,23 @@ mod tests {
         let mode =
             fs::metadata(dir.path().join(ATTESTATION_KEY_FILE)).expect("meta").permissions().mode();
         assert_eq!(mode & 0o077, 0);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_secrets_directory_is_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let created = dir.path().join("new/sim");
+        SimPlatform::open(&created, Measurement([0; 32])).expect("open");
+        let mode = fs::metadata(&created).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        // An existing directory that is too open is tightened.
+        let open = dir.path().join("open");
+        fs::create_dir(&open).expect("mkdir");
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).expect("chmod");
+        SimPlatform::open(&open, Measurement([0; 32])).expect("open");
+        let mode = fs::metadata(&open).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
     }
 }

@@ -13,13 +13,20 @@
 //!
 //! Processing follows wire spec §3.13 step by step, and failures are answered with the codes and
 //! messages of §2.4 ([`ProcessError`]).
+//!
+//! A host that may run one order twice (its lease ran out) keeps only one run's result, so a
+//! stateful workload's change from [`Enclave::process_uncommitted`] is a [`PendingState`]: the
+//! host commits it once that run's completion won, and it is rolled back otherwise. Each order
+//! of a stateful workload runs on the state of the last committed one.
 
 mod error;
 mod keys;
 mod process;
 mod sealing;
+mod state;
 
-use std::sync::Mutex;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use afallon_attest::{Measurement, Platform, PlatformError, ReportData};
@@ -29,10 +36,11 @@ use afallon_proto::{
     ReceiptStatus, ReceiptUpdate, WorkerDetails, WorkerRecord, WorkerStatus, WorkerType,
     WorkerTypeData, protection, receipt_update_digest, result_update_data, updater_id,
 };
-use afallon_workloads::{HostIo, Registry, WorkloadError};
+use afallon_workloads::{HostIo, Registry, Workload, WorkloadError};
 
 pub use error::ProcessError;
 pub use sealing::SealError;
+pub use state::PendingState;
 
 use keys::WorkerKeys;
 
@@ -128,7 +136,9 @@ pub struct Processed {
     pub response: String,
     /// Why it failed, if it did (the same code and message as in `response`).
     pub error: Option<ProcessError>,
-    /// The workload's new sealed state, if it has state; the host must store it.
+    /// The workload's new sealed state, if it has state; the host must store it with the
+    /// response (and, from [`Enclave::process_uncommitted`], commit the [`PendingState`] only if
+    /// that completion won).
     pub state: Option<SealedState>,
 }
 
@@ -142,8 +152,9 @@ pub struct Enclave {
     worker_id: String,
     /// The last version handed out in a [`SealedState`].
     state_version: AtomicU64,
-    /// Held while a stateful workload runs and its state is sealed.
-    state_lock: Mutex<()>,
+    /// Each workload's turn, held by a stateful workload's order until its state change is
+    /// committed or rolled back.
+    state_slots: BTreeMap<&'static str, Arc<state::StateSlot>>,
 }
 
 impl Enclave {
@@ -241,6 +252,7 @@ impl Enclave {
             status: WorkerStatus::Active.code(),
         };
         let worker_id = afallon_proto::worker_id_from_name(&config.worker_name);
+        let state_slots = registry.names().map(|name| (name, Arc::default())).collect();
         Ok(Self {
             keys,
             sealing_key,
@@ -249,7 +261,7 @@ impl Enclave {
             record,
             worker_id,
             state_version: AtomicU64::new(0),
-            state_lock: Mutex::new(()),
+            state_slots,
         })
     }
 
@@ -270,7 +282,27 @@ impl Enclave {
 
     /// Processes one work order: the raw `WorkOrderSubmit` JSON-RPC request in, the JSON-RPC
     /// response to store out. Never panics on any input; every failure is an error response.
+    ///
+    /// A stateful workload's state change takes effect at once: for a host that runs each order
+    /// once. A host that may run an order twice (leases) uses [`Enclave::process_uncommitted`].
     pub fn process(&self, raw_request: &[u8], io: &dyn HostIo) -> Processed {
+        let (processed, pending) = self.process_uncommitted(raw_request, io);
+        if let Some(pending) = pending {
+            pending.commit();
+        }
+        processed
+    }
+
+    /// As [`Enclave::process`], but a stateful workload's state change is pending: the host
+    /// stores the response with [`Processed::state`], then commits the [`PendingState`] if its
+    /// completion won, or drops it (rolling the workload back) if it did not. Until then the
+    /// workload runs no other order (another call for it waits), so each order runs on the state
+    /// of the last committed one and a run whose result is not kept changes nothing.
+    pub fn process_uncommitted(
+        &self,
+        raw_request: &[u8],
+        io: &dyn HostIo,
+    ) -> (Processed, Option<PendingState>) {
         process::process(self, raw_request, io)
     }
 
@@ -301,8 +333,9 @@ impl Enclave {
         update
     }
 
-    fn lock_state(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.state_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Waits for `workload`'s turn (see [`PendingState`]) and takes it.
+    fn hold_state(&self, workload: &Arc<dyn Workload>) -> Option<PendingState> {
+        self.state_slots.get(workload.name()).map(|slot| slot.hold(workload))
     }
 
     fn seal_workload_state(&self, workload: &str, snapshot: &[u8]) -> Option<SealedState> {

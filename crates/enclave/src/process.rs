@@ -13,28 +13,33 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::{self, ProcessError};
-use crate::{Enclave, Processed, SealedState};
+use crate::{Enclave, PendingState, Processed, SealedState};
 
-/// Processes one raw `WorkOrderSubmit` request body.
-pub(crate) fn process(enclave: &Enclave, raw: &[u8], io: &dyn HostIo) -> Processed {
+/// Processes one raw `WorkOrderSubmit` request body; a stateful workload's change is pending.
+pub(crate) fn process(
+    enclave: &Enclave,
+    raw: &[u8],
+    io: &dyn HostIo,
+) -> (Processed, Option<PendingState>) {
     let request_limits = &enclave.config.limits.request;
     if raw.len() > request_limits.max_request_bytes {
         let error = ProcessError::value(request_limits.too_large_message(raw.len()));
-        return failed(&Value::from(0), "", error, None);
+        return (failed(&Value::from(0), "", error, None), None);
     }
     let envelope = match serde_json::from_slice::<Envelope>(raw) {
         Ok(envelope) => envelope,
-        Err(_) => return diagnose(raw),
+        Err(_) => return (diagnose(raw), None),
     };
-    let mut state = None;
-    let outcome = run(enclave, &envelope.params, io, &mut state);
-    match outcome {
+    let (mut state, mut pending) = (None, None);
+    let outcome = run(enclave, &envelope.params, io, &mut state, &mut pending);
+    let processed = match outcome {
         Ok(result) => {
             let response = json!({"jsonrpc": "2.0", "id": envelope.id, "result": result});
             Processed { response: response.to_string(), error: None, state }
         }
         Err(error) => failed(&envelope.id, &envelope.params.work_order_id, error, state),
-    }
+    };
+    (processed, pending)
 }
 
 #[derive(Deserialize)]
@@ -101,6 +106,7 @@ fn run(
     request: &WorkOrderRequest,
     io: &dyn HostIo,
     state: &mut Option<SealedState>,
+    pending: &mut Option<PendingState>,
 ) -> Result<WorkOrderResult, ProcessError> {
     let limits = &enclave.config.limits;
     let oaep = enclave.config.key_encryption.oaep_hash();
@@ -186,8 +192,9 @@ fn run(
         io,
     };
     let outputs = {
-        // A stateful workload runs one order at a time, and its state is sealed before the next.
-        let _serial = workload.stateful().then(|| enclave.lock_state());
+        // A stateful workload runs one order at a time, on the state of the last committed one;
+        // its change is pending until the host commits it.
+        *pending = workload.stateful().then(|| enclave.hold_state(&workload)).flatten();
         let outputs = workload.process(&context, &inputs);
         if let Some(snapshot) = workload.snapshot() {
             *state = enclave.seal_workload_state(workload.name(), &snapshot);

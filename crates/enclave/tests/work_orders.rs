@@ -1,6 +1,7 @@
 //! The trusted core end to end, in process: requests built with the requester functions of the
 //! proto crate go through `Enclave::process`; results verify and decrypt; every tampering is
-//! answered with the wire spec's code and message.
+//! answered with the wire spec's code and message; a stateful workload's change takes effect only
+//! when committed.
 
 use std::sync::OnceLock;
 
@@ -394,6 +395,82 @@ fn wallet_state_survives_a_restart() {
         )
         .is_err()
     );
+}
+
+/// A wallet worker of its own, and a function that builds a wallet order for it.
+fn wallet_worker() -> (Enclave, impl Fn(&str) -> (Vec<u8>, PendingResult)) {
+    let registry = Registry::with_builtins();
+    let platform = SimPlatform::ephemeral(sim_measurement(&registry)).expect("platform");
+    let (enclave, _) =
+        Enclave::create(&platform, registry, EnclaveConfig::new("wallet-worker")).expect("sign-up");
+    let key =
+        RsaPublicKey::from_pem(&enclave.worker_record().details.worker_type_data.encryption_key)
+            .expect("key");
+    let worker_id = enclave.worker_id().to_owned();
+    let order = move |text: &str| {
+        let mut b = WorkOrderBuilder::new(&worker_id, &key, OaepHash::Sha1, "simple-wallet")
+            .expect("builder");
+        b.input(text.as_bytes(), InputProtection::Session).expect("input");
+        let (request, pending) = b.build(None).expect("build");
+        (body(&request), pending)
+    };
+    (enclave, order)
+}
+
+fn wallet_output(enclave: &Enclave, pending: &PendingResult, processed: &Processed) -> String {
+    let verification = &enclave.worker_record().details.worker_type_data.verification_key;
+    let outputs = pending.open(&result_of(processed), verification).expect("open");
+    String::from_utf8(outputs[0].1.clone()).expect("utf-8")
+}
+
+#[test]
+fn a_state_change_takes_effect_only_when_committed() {
+    let (enclave, order) = wallet_worker();
+    let (lost, lost_result) = order("deposit alice 100");
+    let (processed, change) = enclave.process_uncommitted(&lost, &NoIo);
+    assert_eq!(wallet_output(&enclave, &lost_result, &processed), "WALLET RESULT: alice::100");
+    assert!(processed.state.is_some(), "the sealed ledger comes with the response");
+    // Its completion lost: the run changes nothing.
+    drop(change.expect("the wallet's change is pending"));
+    let (next, next_result) = order("deposit alice 1");
+    let processed = enclave.process(&next, &NoIo);
+    assert_eq!(wallet_output(&enclave, &next_result, &processed), "WALLET RESULT: alice::1");
+
+    let (won, won_result) = order("deposit alice 5");
+    let (processed, change) = enclave.process_uncommitted(&won, &NoIo);
+    assert_eq!(wallet_output(&enclave, &won_result, &processed), "WALLET RESULT: alice::6");
+    change.expect("pending").commit();
+    let (next, next_result) = order("deposit alice 1");
+    let processed = enclave.process(&next, &NoIo);
+    assert_eq!(wallet_output(&enclave, &next_result, &processed), "WALLET RESULT: alice::7");
+
+    // Stateless workloads have nothing pending.
+    let mut b = builder("echo-result");
+    b.input(b"x", InputProtection::Session).expect("input");
+    let (request, _) = b.build(None).expect("build");
+    assert!(worker().enclave.process_uncommitted(&body(&request), &NoIo).1.is_none());
+}
+
+#[test]
+fn the_next_order_runs_on_the_state_the_pending_one_settles_to() {
+    let (enclave, order) = wallet_worker();
+    let (first, _) = order("deposit bob 100");
+    let (second, second_result) = order("deposit bob 1");
+    let (_, change) = enclave.process_uncommitted(&first, &NoIo);
+    let change = change.expect("pending");
+    std::thread::scope(|scope| {
+        let (done, finished) = std::sync::mpsc::channel();
+        let enclave = &enclave;
+        scope.spawn(move || {
+            let _ = done.send(enclave.process(&second, &NoIo));
+        });
+        // The second order waits while the first one's change is pending...
+        assert!(finished.recv_timeout(std::time::Duration::from_millis(300)).is_err());
+        // ...and runs on the state it settles to: rolled back here.
+        drop(change);
+        let processed = finished.recv().expect("the second order ran");
+        assert_eq!(wallet_output(enclave, &second_result, &processed), "WALLET RESULT: bob::1");
+    });
 }
 
 #[test]

@@ -9,7 +9,10 @@
 //!
 //! A worker's tasks sleep until the listener wakes them (no polling on the hot path); a sweeper
 //! returns orders whose lease ran out to their queues, so an order claimed by a task that died is
-//! processed by another.
+//! processed by another. While an order is processed and its response stored, its lease is
+//! renewed every third of the lease; a run that lost its lease anyway cannot complete the order,
+//! and a stateful workload's change from a run whose completion did not win is rolled back
+//! ([`afallon_enclave::PendingState`]).
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
@@ -18,7 +21,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use afallon_attest::Platform;
-use afallon_enclave::{Enclave, EnclaveConfig, SealedState};
+use afallon_enclave::{Enclave, EnclaveConfig, PendingState, SealedState};
 use afallon_store::{Claimed, Completion, SealedBlob, Store};
 use afallon_workloads::{DirectoryIo, Registry};
 use tokio::sync::{Notify, watch};
@@ -76,7 +79,7 @@ impl LocalWorker {
         let record = serde_json::to_string(enclave.worker_record()).unwrap_or_default();
         store.put_worker(enclave.worker_id(), &record).await?;
         let files = data_dir.join("workload-files").join(&name);
-        std::fs::create_dir_all(&files)?;
+        crate::private::create_dir(&files)?;
         Ok(Self { enclave, wake: Notify::new(), io: DirectoryIo::new(&files)?, name })
     }
 }
@@ -111,10 +114,15 @@ async fn process_loop<S: Store>(
     holder: String,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let lease_ms = u64::try_from(app.config.lease.as_millis()).unwrap_or(u64::MAX);
+    let lease_ms = lease_ms(&app);
+    let mut claims = 0_u64;
     while !*stopped.borrow() {
+        // Each claim has a holder of its own, so that a stale run of an order this task claimed
+        // before can never pass for the current one.
+        claims += 1;
+        let holder = format!("{holder}#{claims}");
         match app.store.claim(worker.enclave.worker_id(), &holder, now_ms(), lease_ms).await {
-            Ok(Some(claimed)) => process(&app, &worker, claimed).await,
+            Ok(Some(claimed)) => process(&app, &worker, claimed, holder).await,
             Ok(None) => {
                 tokio::select! {
                     () = worker.wake.notified() => {}
@@ -131,36 +139,88 @@ async fn process_loop<S: Store>(
     }
 }
 
+fn lease_ms<S>(app: &App<S>) -> u64 {
+    u64::try_from(app.config.lease.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// An order being worked on: its id, the holder of its lease, and the task renewing the lease
+/// (stopped when this is dropped).
+struct Held {
+    work_order_id: String,
+    holder: String,
+    renewal: JoinHandle<()>,
+}
+
+impl Held {
+    /// Starts renewing `holder`'s lease on the order, on the listener's runtime (the enclave
+    /// pool's threads are busy running enclaves).
+    fn start<S: Store>(app: &Arc<App<S>>, work_order_id: String, holder: String) -> Self {
+        let renewal =
+            app.io.spawn(renew_lease(Arc::clone(app), work_order_id.clone(), holder.clone()));
+        Self { work_order_id, holder, renewal }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.renewal.abort();
+    }
+}
+
+/// Renews a lease every third of the lease time until stopped, or until the lease is lost.
+async fn renew_lease<S: Store>(app: Arc<App<S>>, work_order_id: String, holder: String) {
+    let period = app.config.lease / 3;
+    loop {
+        tokio::time::sleep(period).await;
+        match app.store.renew(&work_order_id, &holder, now_ms(), lease_ms(&app)).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(%work_order_id, "the lease ran out while the order was processed; another run will complete it");
+                return;
+            }
+            Err(error) => tracing::error!(%error, %work_order_id, "renewing a lease failed"),
+        }
+    }
+}
+
 /// Runs a claimed order through the enclave and hands the response to a task that stores it.
-async fn process<S: Store>(app: &Arc<App<S>>, worker: &Arc<LocalWorker>, claimed: Claimed) {
+async fn process<S: Store>(
+    app: &Arc<App<S>>,
+    worker: &Arc<LocalWorker>,
+    claimed: Claimed,
+    holder: String,
+) {
     let started = Instant::now();
-    let work_order_id = claimed.work_order_id;
+    let held = Held::start(app, claimed.work_order_id, holder);
     let Ok(slot) = app.enclave_slots.acquire().await else { return };
     let processed = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        worker.enclave.process(&claimed.request, &worker.io)
+        worker.enclave.process_uncommitted(&claimed.request, &worker.io)
     }));
     drop(slot);
-    let Ok(processed) = processed else {
+    let Ok((processed, pending)) = processed else {
         // The enclave answers every input; this is a bug. The lease returns the order.
-        tracing::error!(%work_order_id, "the enclave panicked");
+        tracing::error!(work_order_id = %held.work_order_id, "the enclave panicked");
         return;
     };
     app.metrics.observe_processing(started.elapsed().as_secs_f64());
-    app.io.spawn(store_response(Arc::clone(app), Arc::clone(worker), work_order_id, processed));
+    app.io.spawn(store_response(Arc::clone(app), Arc::clone(worker), held, processed, pending));
     // The enclave held this thread for a while: let the requests and responses queued behind
     // it run before the next order.
     tokio::task::yield_now().await;
 }
 
-/// Stores a response with the workload state and receipt update it brings, then wakes whoever
-/// waits for it.
+/// Stores a response with the workload state and receipt update it brings, commits the
+/// workload's state change if the completion won (and rolls it back otherwise), then wakes
+/// whoever waits for it.
 async fn store_response<S: Store>(
     app: Arc<App<S>>,
     worker: Arc<LocalWorker>,
-    work_order_id: String,
+    held: Held,
     processed: afallon_enclave::Processed,
+    pending: Option<PendingState>,
 ) {
     let app = &*app;
+    let work_order_id = held.work_order_id.as_str();
     let failed = processed.error.is_some();
     if let Some(error) = &processed.error {
         tracing::info!(%work_order_id, code = error.code.code(), message = %error.message, "work order failed");
@@ -172,24 +232,36 @@ async fn store_response<S: Store>(
     });
     // If the order has a receipt, its update is signed now and appended in the completion's
     // transaction. (A receipt created meanwhile is reported back and updated just after.)
-    let receipt_update = match app.store.receipt(&work_order_id) {
+    let receipt_update = match app.store.receipt(work_order_id) {
         Ok(Some(_)) => {
-            let update = worker.enclave.receipt_update(&work_order_id, &processed.response, failed);
+            let update = worker.enclave.receipt_update(work_order_id, &processed.response, failed);
             serde_json::to_string(&update).ok()
         }
         _ => None,
     };
     let response = processed.response;
-    match app.store.complete(&work_order_id, response.clone(), sealed, receipt_update).await {
+    let completion =
+        app.store.complete(work_order_id, &held.holder, response.clone(), sealed, receipt_update);
+    // This task is cancelled only when the runtime shuts down, and the in-memory state with it:
+    // between a completion that won and the commit below there is no await.
+    let completion = completion.await;
+    // The lease has ended, one way or another.
+    held.renewal.abort();
+    match completion {
         Ok(outcome @ (Completion::Stored | Completion::StoredReceiptPending)) => {
+            // This run's result is the order's: so is its state change, in memory too.
+            if let Some(pending) = pending {
+                pending.commit();
+            }
             let counter =
                 if failed { &app.metrics.completed_error } else { &app.metrics.completed_ok };
             counter.fetch_add(1, Ordering::Relaxed);
             if outcome == Completion::StoredReceiptPending {
-                append_late_receipt_update(app, &worker, &work_order_id, &response).await;
+                append_late_receipt_update(app, &worker, work_order_id, &response).await;
             }
-            app.waiters.completed(&work_order_id);
+            app.waiters.completed(work_order_id);
         }
+        // Not this run's result: its state change is rolled back (dropping `pending`).
         Ok(outcome) => tracing::debug!(%work_order_id, ?outcome, "response not stored"),
         Err(error) => {
             tracing::error!(%error, %work_order_id, "storing a response failed; the lease will return the order")

@@ -10,12 +10,15 @@
 //!   `GET /metrics` (Prometheus text).
 //!
 //! Work orders flow: the listener stores a submission durably and wakes a worker task; the task
-//! claims the order under a lease, hands the raw request to the enclave on the blocking pool, and
-//! stores the response (with the workload's sealed state) in one transaction (`host.rs`).
+//! claims the order under a lease (renewed while it works), hands the raw request to the enclave
+//! on the enclave pool, and stores the response (with the workload's sealed state) in one
+//! transaction if it still holds the lease, then commits the workload's state change in the
+//! enclave, or rolls it back if another run's completion won (`host.rs`).
 
 mod host;
 mod http;
 mod metrics;
+mod private;
 mod receipts;
 mod rpc;
 mod serve;
@@ -61,7 +64,9 @@ pub struct NodeConfig {
     /// Connections: timeouts, the connection cap, the budget for bodies in memory, TLS, and
     /// where health and metrics are served.
     pub http: HttpConfig,
-    /// How long a worker may hold an order before it is handed to another.
+    /// How long a claim on an order lasts unless renewed. A worker renews it every third of this
+    /// while it processes the order, so the order goes to another only when its worker stopped
+    /// renewing (it died, or was held up for this long).
     pub lease: Duration,
     /// How many orders each worker holds at once, claimed or in the enclave (defaults to four
     /// per core; responses being stored do not count). Zero registers the workers without
@@ -225,12 +230,15 @@ impl RunningNode {
 pub struct Node;
 
 impl Node {
-    /// Starts a node with the embedded store in `config.data_dir`.
+    /// Starts a node with the embedded store in `config.data_dir`, which is made private first:
+    /// it and every directory under it 0700, and no file in it accessible to group or others.
     ///
     /// # Errors
     /// [`NodeError`] if the store, the TEE platform, an enclave or the listener cannot be set up.
     pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
-        std::fs::create_dir_all(&config.data_dir)?;
+        // Private whatever the umask: 0700 directories, 0600 files.
+        private::create_dir(&config.data_dir)?;
+        private::tighten(&config.data_dir)?;
         let store = RedbStore::open(
             &config.data_dir.join("store.redb"),
             RedbStoreOptions { max_orders: config.max_orders, ..RedbStoreOptions::default() },

@@ -236,6 +236,11 @@ async fn submit<S: Store>(
     .into())
 }
 
+/// What `WorkOrderGetResult` answers (code 2) for an order that finished and was purged to make
+/// room for newer ones.
+pub(crate) const PURGED: &str =
+    "Work order was purged from storage after it finished; its id cannot be used again";
+
 /// `WorkOrderGetResult` (wire spec §1.7.3).
 fn get_result<S: Store>(
     app: &App<S>,
@@ -257,6 +262,15 @@ fn get_result<S: Store>(
             id,
             WorkOrderStatus::InvalidParameter.code(),
             "Work order Id not found in the database. Hence invalid parameter",
+            work_order_id,
+        )
+        .into(),
+        // Avalon would say "not found"; the code is the same, the message tells a requester
+        // that its order did run, and that its id cannot be used again.
+        OrderStatus::Purged => Response::work_order_error(
+            id,
+            WorkOrderStatus::InvalidParameter.code(),
+            PURGED,
             work_order_id,
         )
         .into(),

@@ -8,11 +8,20 @@
 //!   and enqueues it for its worker; when it returns, the order is durable (fsync'd).
 //! - [`Store::submit_volatile`] enqueues an order that is written only with its response (or on
 //!   [`Store::persist`]): for synchronous submissions, whose only acknowledgement is the result.
-//! - [`Store::claim`] hands the oldest queued order of a worker to one holder under a lease; an
-//!   order whose lease expires goes back to the head of the queue ([`Store::requeue_expired`]).
-//! - [`Store::complete`] stores a response once: the first completion wins, later ones are ignored.
+//! - [`Store::claim`] hands the oldest queued order of a worker to one holder under a lease, which
+//!   the holder extends while it works ([`Store::renew`]); an order whose lease expires goes back
+//!   to the head of the queue ([`Store::requeue_expired`]).
+//! - [`Store::complete`] stores a response once, and only from the holder of the order's lease:
+//!   the first completion wins, and a holder that lost its lease (expired and queued again, or
+//!   claimed by another) cannot complete the order.
 //! - At most `max_orders` orders are kept: a submission beyond that purges the oldest finished
 //!   order, or is refused as busy when every stored order is still unfinished.
+//! - A work-order id is accepted once, ever: a purged order leaves a compact record of its id
+//!   behind, written in the transaction that purges it, so that a captured request replayed
+//!   after the purge is refused as a duplicate and the order reads as [`OrderStatus::Purged`].
+//!   That record only grows: [`RedbStore`] keeps 16 bytes (a truncated SHA-256 of the id) per
+//!   purged order, at most 36 bytes of file with its B-tree's overhead: 36 MB per million
+//!   orders purged.
 //!
 //! Time comes in as an argument (milliseconds), so backends read no clock.
 
@@ -53,7 +62,7 @@ pub struct NewOrder {
 pub enum SubmitOutcome {
     /// Stored durably and queued.
     Accepted,
-    /// An order with this id exists already; nothing was changed.
+    /// An order with this id exists already, or existed and was purged; nothing was changed.
     Duplicate,
     /// The store holds `max_orders` orders and none is finished; nothing was changed.
     Busy,
@@ -62,8 +71,11 @@ pub enum SubmitOutcome {
 /// Where a work order stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrderStatus {
-    /// No such order (never submitted, or purged).
+    /// No such order: never submitted (or submitted synchronously and lost in a crash before
+    /// anyone was answered).
     Unknown,
+    /// The order finished and was purged from storage to make room; its id stays taken.
+    Purged,
     /// Queued or being processed.
     Pending,
     /// Finished: the worker's JSON-RPC response, as stored.
@@ -101,6 +113,9 @@ pub enum Completion {
     StoredReceiptPending,
     /// A response was stored before; this one was dropped.
     AlreadyDone,
+    /// The order's lease is not this holder's (it expired and the order was queued again, or
+    /// another holder claimed it); nothing was stored.
+    LeaseLost,
     /// The order no longer exists (purged); nothing was stored.
     Unknown,
 }
@@ -157,7 +172,8 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError`] on a backend failure.
     fn worker_ids(&self) -> Result<Vec<String>, StoreError>;
 
-    /// Inserts a work order if its id is new and queues it; durable when it returns.
+    /// Inserts a work order if its id was never accepted before (not even by an order since
+    /// purged) and queues it; durable when it returns.
     fn submit(
         &self,
         order: NewOrder,
@@ -193,7 +209,8 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError`] on a backend failure.
     fn request(&self, work_order_id: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
-    /// Hands the oldest queued order of `worker_id` to `holder` until `now_ms + lease_ms`.
+    /// Hands the oldest queued order of `worker_id` to `holder` until `now_ms + lease_ms`. A
+    /// holder names one claim: only it can renew the lease and complete the order.
     fn claim(
         &self,
         worker_id: &str,
@@ -202,13 +219,24 @@ pub trait Store: Send + Sync + 'static {
         lease_ms: u64,
     ) -> impl Future<Output = Result<Option<Claimed>, StoreError>> + Send;
 
-    /// Stores the response of a work order unless one is stored already, ends its lease, and in
-    /// the same transaction stores `sealed` (the workload's new state) and, if the order has a
-    /// receipt, appends `receipt_update`: a result, the state it produced and its receipt update
-    /// are durable together or not at all.
+    /// Extends `holder`'s lease on a work order it is still processing to `now_ms + lease_ms`;
+    /// returns false (and changes nothing) if the lease is not `holder`'s any more.
+    fn renew(
+        &self,
+        work_order_id: &str,
+        holder: &str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Stores the response of a work order if `holder` holds its lease and no response is stored
+    /// already, ends its lease, and in the same transaction stores `sealed` (the workload's new
+    /// state) and, if the order has a receipt, appends `receipt_update`: a result, the state it
+    /// produced and its receipt update are durable together or not at all.
     fn complete(
         &self,
         work_order_id: &str,
+        holder: &str,
         response: String,
         sealed: Option<SealedBlob>,
         receipt_update: Option<String>,

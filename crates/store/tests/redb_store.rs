@@ -1,6 +1,6 @@
 //! The embedded store's guarantees: insert-if-absent submission, FIFO claims under leases,
-//! requeue on expiry, first completion wins, retention and BUSY, receipts, durability across a
-//! reopen, and group commit.
+//! renewal, requeue on expiry, first completion wins and only from the lease's holder, retention and BUSY, no id accepted twice even after
+//! its purge, receipts, durability across a reopen, and group commit.
 
 use std::sync::Arc;
 
@@ -84,20 +84,68 @@ async fn first_completion_wins() {
     store.requeue_expired(100).await.expect("requeue");
     store.claim("w", "fast", 100, 10).await.expect("claim");
     assert_eq!(
-        store.complete("1", "fast response".into(), None, None).await,
+        store.complete("1", "fast", "fast response".into(), None, None).await,
         Ok(Completion::Stored)
     );
     assert_eq!(
-        store.complete("1", "slow response".into(), None, None).await,
+        store.complete("1", "slow", "slow response".into(), None, None).await,
         Ok(Completion::AlreadyDone)
     );
     assert_eq!(store.status("1"), Ok(OrderStatus::Done("fast response".into())));
     assert_eq!(
-        store.complete("never-submitted", "x".into(), None, None).await,
+        store.complete("never-submitted", "nobody", "x".into(), None, None).await,
         Ok(Completion::Unknown)
     );
     let counts = store.counts().expect("counts");
     assert_eq!((counts.queued, counts.processing, counts.finished), (0, 0, 1));
+}
+
+#[tokio::test]
+async fn a_holder_that_lost_its_lease_cannot_complete() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir, 100);
+    store.submit(order("1", "w")).await.expect("submit");
+    store.claim("w", "stale", 0, 10).await.expect("claim");
+    store.requeue_expired(100).await.expect("requeue");
+    // Queued again, not claimed yet: the stale holder still cannot complete it.
+    assert_eq!(
+        store.complete("1", "stale", "stale response".into(), None, None).await,
+        Ok(Completion::LeaseLost)
+    );
+    assert_eq!(store.renew("1", "stale", 100, 10).await, Ok(false));
+    store.claim("w", "current", 100, 10).await.expect("claim");
+    // Claimed by another: still refused, and nothing is stored, sealed state included.
+    assert_eq!(
+        store
+            .complete("1", "stale", "stale response".into(), Some(blob("s", 1, b"stale")), None)
+            .await,
+        Ok(Completion::LeaseLost)
+    );
+    assert_eq!(store.status("1"), Ok(OrderStatus::Pending));
+    assert_eq!(store.sealed("s"), Ok(vec![]));
+    assert_eq!(
+        store.complete("1", "current", "response".into(), Some(blob("s", 2, b"won")), None).await,
+        Ok(Completion::Stored)
+    );
+    assert_eq!(store.status("1"), Ok(OrderStatus::Done("response".into())));
+    assert_eq!(store.sealed("s"), Ok(vec![blob("s", 2, b"won")]));
+    assert_eq!(
+        store.complete("1", "stale", "late".into(), None, None).await,
+        Ok(Completion::AlreadyDone)
+    );
+}
+
+#[tokio::test]
+async fn a_renewed_lease_does_not_expire() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir, 100);
+    store.submit(order("1", "w")).await.expect("submit");
+    store.claim("w", "h", 0, 100).await.expect("claim");
+    assert_eq!(store.renew("1", "h", 90, 100).await, Ok(true));
+    assert_eq!(store.renew("1", "someone else", 90, 100).await, Ok(false));
+    assert_eq!(store.requeue_expired(150).await, Ok(0), "renewed until 190");
+    assert_eq!(store.requeue_expired(191).await, Ok(1));
+    assert_eq!(store.renew("1", "h", 200, 100).await, Ok(false), "expired and queued again");
 }
 
 #[tokio::test]
@@ -112,12 +160,43 @@ async fn retention_purges_the_oldest_finished_and_is_busy_otherwise() {
         "nothing finished to purge"
     );
     store.claim("w", "h", 0, 1000).await.expect("claim");
-    store.complete("1", "done".into(), None, None).await.expect("complete");
+    store.complete("1", "h", "done".into(), None, None).await.expect("complete");
     store.create_receipt("1", "{}".into()).await.expect("receipt");
     assert_eq!(store.submit(order("3", "w")).await, Ok(SubmitOutcome::Accepted));
-    assert_eq!(store.status("1"), Ok(OrderStatus::Unknown), "the oldest finished order was purged");
+    assert_eq!(store.status("1"), Ok(OrderStatus::Purged), "the oldest finished order was purged");
     assert_eq!(store.receipt("1"), Ok(None), "with its receipt");
     assert_eq!(store.status("2"), Ok(OrderStatus::Pending));
+}
+
+#[tokio::test]
+async fn a_purged_id_is_never_accepted_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(&dir, 1);
+        store.submit(order("replayed", "w")).await.expect("submit");
+        store.claim("w", "h", 0, 1000).await.expect("claim");
+        store.complete("replayed", "h", "done".into(), None, None).await.expect("complete");
+        // Making room purges it.
+        assert_eq!(store.submit(order("next", "w")).await, Ok(SubmitOutcome::Accepted));
+        assert_eq!(store.status("replayed"), Ok(OrderStatus::Purged));
+        assert_eq!(store.request("replayed"), Ok(None));
+        store.claim("w", "h", 0, 1000).await.expect("claim");
+        store.complete("next", "h", "done".into(), None, None).await.expect("complete");
+        // The replay would find room (by purging "next"), but its id is taken.
+        assert_eq!(store.submit(order("replayed", "w")).await, Ok(SubmitOutcome::Duplicate));
+        assert_eq!(
+            store.submit_volatile(order("replayed", "w")).await,
+            Ok(SubmitOutcome::Duplicate)
+        );
+        assert_eq!(store.counts().expect("counts").queued, 0, "nothing was queued");
+        assert_eq!(store.status("never-submitted"), Ok(OrderStatus::Unknown));
+    }
+    // The record of purged ids is durable.
+    let store = open(&dir, 1);
+    assert_eq!(store.status("replayed"), Ok(OrderStatus::Purged));
+    assert_eq!(store.submit(order("replayed", "w")).await, Ok(SubmitOutcome::Duplicate));
+    assert_eq!(store.submit_volatile(order("replayed", "w")).await, Ok(SubmitOutcome::Duplicate));
+    assert_eq!(store.counts().expect("counts").queued, 0);
 }
 
 #[tokio::test]
@@ -148,7 +227,7 @@ async fn everything_survives_a_reopen() {
         store.submit(order("1", "w")).await.expect("submit");
         store.submit(order("2", "w")).await.expect("submit");
         store.claim("w", "h", 0, 1000).await.expect("claim");
-        store.complete("1", "done".into(), None, None).await.expect("complete");
+        store.complete("1", "h", "done".into(), None, None).await.expect("complete");
         store.claim("w", "h", 0, 1000).await.expect("claim");
     }
     let store = open(&dir, 100);
@@ -195,17 +274,19 @@ async fn sealed_state_commits_with_the_result_and_never_goes_back() {
     store.put_sealed(blob("worker/a/keys", 0, b"keys")).await.expect("put");
     store.submit(order("1", "w")).await.expect("submit");
     store.submit(order("2", "w")).await.expect("submit");
+    store.claim("w", "h1", 0, 1000).await.expect("claim");
+    store.claim("w", "h2", 0, 1000).await.expect("claim");
     store
-        .complete("1", "r1".into(), Some(blob("worker/a/state/wallet", 2, b"v2")), None)
+        .complete("1", "h1", "r1".into(), Some(blob("worker/a/state/wallet", 2, b"v2")), None)
         .await
         .expect("complete");
     // An older version does not replace a newer one, and a losing completion stores nothing.
     store
-        .complete("2", "r2".into(), Some(blob("worker/a/state/wallet", 1, b"v1")), None)
+        .complete("2", "h2", "r2".into(), Some(blob("worker/a/state/wallet", 1, b"v1")), None)
         .await
         .expect("complete");
     store
-        .complete("1", "again".into(), Some(blob("worker/a/state/wallet", 9, b"v9")), None)
+        .complete("1", "h1", "again".into(), Some(blob("worker/a/state/wallet", 9, b"v9")), None)
         .await
         .expect("complete");
     let sealed = store.sealed("worker/a/").expect("read");
@@ -222,13 +303,17 @@ async fn a_receipt_gets_exactly_one_worker_update() {
     let store = open(&dir, 100);
     // Receipt first: the completion appends the update; the late path then does nothing.
     store.submit(order("1", "w")).await.expect("submit");
+    store.claim("w", "h", 0, 1000).await.expect("claim");
     store.create_receipt("1", "c".into()).await.expect("receipt");
     assert_eq!(
         store.add_receipt_update_if_finished("1", "early".into()).await,
         Ok(false),
         "not finished yet"
     );
-    store.complete("1", "r".into(), None, Some("worker update".into())).await.expect("complete");
+    store
+        .complete("1", "h", "r".into(), None, Some("worker update".into()))
+        .await
+        .expect("complete");
     assert_eq!(store.add_receipt_update_if_finished("1", "late".into()).await, Ok(false));
     assert_eq!(
         store.receipt("1").expect("read").expect("receipt").updates,
@@ -236,7 +321,8 @@ async fn a_receipt_gets_exactly_one_worker_update() {
     );
     // Order finished first: the completion had no receipt to update; the late path does it once.
     store.submit(order("2", "w")).await.expect("submit");
-    store.complete("2", "r".into(), None, Some("dropped".into())).await.expect("complete");
+    store.claim("w", "h", 0, 1000).await.expect("claim");
+    store.complete("2", "h", "r".into(), None, Some("dropped".into())).await.expect("complete");
     store.create_receipt("2", "c".into()).await.expect("receipt");
     assert_eq!(store.add_receipt_update_if_finished("2", "late".into()).await, Ok(true));
     assert_eq!(store.add_receipt_update_if_finished("2", "again".into()).await, Ok(false));
@@ -251,9 +337,10 @@ async fn completion_reports_a_receipt_it_had_no_update_for() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(&dir, 100);
     store.submit(order("1", "w")).await.expect("submit");
+    store.claim("w", "h", 0, 1000).await.expect("claim");
     store.create_receipt("1", "c".into()).await.expect("receipt");
     assert_eq!(
-        store.complete("1", "r".into(), None, None).await,
+        store.complete("1", "h", "r".into(), None, None).await,
         Ok(Completion::StoredReceiptPending)
     );
     assert_eq!(store.add_receipt_update_if_finished("1", "late".into()).await, Ok(true));
@@ -275,7 +362,10 @@ async fn a_volatile_order_is_written_with_its_response() {
         let claimed = store.claim("w", "h", 0, 1000).await.expect("claim").expect("queued");
         assert_eq!(claimed.work_order_id, "v");
         assert_eq!(store.commits(), commits, "queuing and claiming wrote nothing");
-        assert_eq!(store.complete("v", "done".into(), None, None).await, Ok(Completion::Stored));
+        assert_eq!(
+            store.complete("v", "h", "done".into(), None, None).await,
+            Ok(Completion::Stored)
+        );
         assert_eq!(store.commits(), commits + 1, "the order and its response in one commit");
         assert_eq!(store.persist("v").await, Ok(false));
     }
@@ -340,9 +430,9 @@ async fn volatile_orders_count_against_retention() {
     assert_eq!(store.submit_volatile(order("3", "w")).await, Ok(SubmitOutcome::Busy));
     assert_eq!(store.submit(order("3", "w")).await, Ok(SubmitOutcome::Busy));
     store.claim("w", "h", 0, 1000).await.expect("claim");
-    store.complete("1", "done".into(), None, None).await.expect("complete");
+    store.complete("1", "h", "done".into(), None, None).await.expect("complete");
     assert_eq!(store.submit_volatile(order("3", "w")).await, Ok(SubmitOutcome::Accepted));
-    assert_eq!(store.status("1"), Ok(OrderStatus::Unknown), "the finished order made room");
+    assert_eq!(store.status("1"), Ok(OrderStatus::Purged), "the finished order made room");
 }
 
 #[tokio::test]
@@ -352,17 +442,18 @@ async fn the_purge_order_survives_a_reopen() {
         let store = open(&dir, 2);
         for id in ["first", "second"] {
             store.submit(order(id, "w")).await.expect("submit");
+            store.claim("w", id, 0, 1000).await.expect("claim");
         }
         // Finished in the other order than submitted.
         for id in ["second", "first"] {
-            store.complete(id, format!("done {id}"), None, None).await.expect("complete");
+            store.complete(id, id, format!("done {id}"), None, None).await.expect("complete");
         }
         assert_eq!(store.counts().expect("counts").finished, 2);
     }
     let store = open(&dir, 2);
     assert_eq!(store.counts().expect("counts").finished, 2);
     assert_eq!(store.submit(order("third", "w")).await, Ok(SubmitOutcome::Accepted));
-    assert_eq!(store.status("second"), Ok(OrderStatus::Unknown), "the first to finish goes first");
+    assert_eq!(store.status("second"), Ok(OrderStatus::Purged), "the first to finish goes first");
     assert_eq!(store.status("first"), Ok(OrderStatus::Done("done first".into())));
     assert_eq!(store.counts().expect("counts").finished, 1);
 }

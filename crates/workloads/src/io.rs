@@ -6,7 +6,7 @@
 //! directory cannot lead out of it either.
 
 use std::fs;
-use std::io::Read as _;
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 
 /// Why a file operation failed.
@@ -126,8 +126,14 @@ impl HostIo for DirectoryIo {
         Ok(data)
     }
 
+    /// A new file is readable and writable by its owner only (0600), whatever the umask.
     fn write(&self, path: &WorkloadPath, data: &[u8]) -> Result<(), IoError> {
-        fs::write(self.resolve(path)?, data).map_err(|_| IoError::Open)
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(self.resolve(path)?).map_err(|_| IoError::Open)?;
+        file.write_all(data).map_err(|_| IoError::Open)
     }
 }
 
@@ -168,6 +174,17 @@ mod tests {
         let missing = WorkloadPath::parse("nope/x").expect("path");
         assert_eq!(io.write(&missing, b"x"), Err(IoError::Open));
         assert_eq!(io.read(&missing, 10), Err(IoError::Open));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn written_files_are_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let io = DirectoryIo::new(dir.path()).expect("root");
+        io.write(&WorkloadPath::parse("f").expect("path"), b"x").expect("write");
+        let mode = std::fs::metadata(dir.path().join("f")).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[cfg(unix)]

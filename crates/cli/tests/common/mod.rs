@@ -25,10 +25,24 @@ pub struct Service {
 impl Service {
     /// `afallon up --listen 127.0.0.1:0 --data-dir DIR ARGS...`, once it says where it listens.
     pub fn start(data_dir: &Path, args: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+        let mut command = Command::new(BIN);
+        command.args(["up", "--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir).args(args);
+        Self::spawn(command, data_dir)
+    }
+
+    /// As [`Service::start`], run by `sh` with the umask set to `umask` (octal) first.
+    pub fn start_with_umask(data_dir: &Path, args: &[&str], umask: &str) -> Self {
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", &format!("umask {umask} && exec \"$0\" \"$@\"")])
+            .args([BIN, "up", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
-            .args(args)
+            .args(args);
+        Self::spawn(command, data_dir)
+    }
+
+    fn spawn(mut command: Command, data_dir: &Path) -> Self {
+        let mut child = command
             .env("AFALLON_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

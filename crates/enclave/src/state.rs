@@ -1,0 +1,86 @@
+//! Workload state that changes only with the completion that wins.
+//!
+//! A host may run one order twice (its lease ran out while the first run was still going), and
+//! only one run's result is kept. So a stateful workload's change is tentative until the host has
+//! stored that order's result: [`crate::Enclave::process_uncommitted`] hands the host a
+//! [`PendingState`] with the response, the host commits it once its completion won, and a
+//! pending state dropped uncommitted (the completion lost, failed, or never happened) is rolled
+//! back to the state before the order. Until then no other order of that workload runs, so every
+//! order runs on the state the last committed order left, and a run that lost changes nothing.
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use afallon_workloads::Workload;
+
+/// One stateful workload's turn: held from the start of an order's run until its state change
+/// is committed or rolled back.
+#[derive(Debug, Default)]
+pub(crate) struct StateSlot {
+    busy: Mutex<bool>,
+    freed: Condvar,
+}
+
+impl StateSlot {
+    fn lock(&self) -> MutexGuard<'_, bool> {
+        self.busy.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits for the workload's turn and takes it, with the state to roll back to.
+    pub(crate) fn hold(self: &Arc<Self>, workload: &Arc<dyn Workload>) -> PendingState {
+        let mut busy = self.lock();
+        while *busy {
+            busy = self.freed.wait(busy).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        *busy = true;
+        drop(busy);
+        PendingState {
+            slot: Arc::clone(self),
+            rollback: workload.snapshot().map(|before| (Arc::clone(workload), before)),
+        }
+    }
+
+    fn release(&self) {
+        *self.lock() = false;
+        self.freed.notify_one();
+    }
+}
+
+/// A stateful workload's state change from one order, in effect for no other order until it is
+/// committed ([`PendingState::commit`]); dropped uncommitted, it is rolled back. Until either,
+/// the workload runs no other order: commit or drop it promptly, and never hold one while
+/// processing another order on the same thread.
+#[must_use = "a pending state is rolled back when dropped"]
+pub struct PendingState {
+    slot: Arc<StateSlot>,
+    /// The workload and its state before the order.
+    rollback: Option<(Arc<dyn Workload>, Vec<u8>)>,
+}
+
+impl PendingState {
+    /// Keeps the change (the host stored the order's result and the sealed state with it), and
+    /// lets the workload's next order run.
+    pub fn commit(mut self) {
+        self.rollback = None;
+    }
+}
+
+impl Drop for PendingState {
+    /// Rolls the workload back to the state before the order, then lets the next order run.
+    fn drop(&mut self) {
+        if let Some((workload, before)) = self.rollback.take() {
+            // The snapshot is the workload's own, taken a moment ago under the same turn: it
+            // restores. Should a workload refuse it anyway, the sealed state (which never had
+            // this change) is what a restart restores.
+            let _ = workload.restore(&before);
+        }
+        self.slot.release();
+    }
+}
+
+impl std::fmt::Debug for PendingState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingState")
+            .field("workload", &self.rollback.as_ref().map(|(workload, _)| workload.name()))
+            .finish_non_exhaustive()
+    }
+}
