@@ -20,9 +20,9 @@ async fn the_worst_requests_within_the_limits_are_refused_clearly() {
     let limits = RequestLimits::default();
     let expected = [
         ("most items, duplicate last", "Invalid data format for inData"),
-        ("items beyond the limit", "Too many data items: "),
+        ("items beyond the limit", "Improper Json request: more than 65536 JSON values"),
         ("escaped string, duplicate key", r#"Improper Json request: duplicate key "workOrderId""#),
-        ("deep nesting, repeated", "WorkType should be an Integer of range 1-3"),
+        ("deep nesting, repeated", "Improper Json request: more than 65536 JSON values"),
     ];
     let bodies = afallon_bench::hostile_bodies(limits.max_request_bytes, limits.max_data_items);
     assert_eq!(bodies.len(), expected.len());

@@ -142,6 +142,8 @@ pub(crate) struct App<S> {
     pub(crate) metrics: Metrics,
     /// Kibibytes of large request bodies that may be in memory at once.
     pub(crate) body_budget: tokio::sync::Semaphore,
+    /// Large bodies parsed at once: half the cores, at least one.
+    pub(crate) large_parses: tokio::sync::Semaphore,
     /// Permits for enclave work: one per enclave thread.
     pub(crate) enclave_slots: tokio::sync::Semaphore,
     /// The runtime of the listener, where responses are stored and requesters answered.
@@ -293,6 +295,7 @@ impl Node {
         } else {
             EnclavePool::new(config_enclave_threads)?
         };
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let body_budget_kib =
             (config.http.max_buffered_body_bytes / 1024).min(tokio::sync::Semaphore::MAX_PERMITS);
         let app = Arc::new(App {
@@ -302,6 +305,7 @@ impl Node {
             waiters: Waiters::default(),
             metrics: Metrics::default(),
             body_budget: tokio::sync::Semaphore::new(body_budget_kib),
+            large_parses: tokio::sync::Semaphore::new((cores / 2).max(1)),
             enclave_slots: tokio::sync::Semaphore::new(config_enclave_threads),
             io: tokio::runtime::Handle::current(),
         });

@@ -37,6 +37,10 @@ pub(crate) async fn parse<S>(app: &App<S>, body: Bytes) -> Result<Request, Schem
     if body.len() <= crate::http::LARGE_BODY_BYTES {
         return parse_request_within(&body, &limits);
     }
+    // At most half the cores parse large bodies at once: the rest keep answering everyone else.
+    let Ok(_permit) = app.large_parses.acquire().await else {
+        return Err(SchemaError::from_message("Improper Json request: the listener is stopping"));
+    };
     tokio::task::spawn_blocking(move || parse_request_within(&body, &limits))
         .await
         .unwrap_or_else(|_| Err(SchemaError::from_message("Improper Json request: parsing failed")))

@@ -52,7 +52,7 @@ pub fn parse_request_within(body: &[u8], limits: &RequestLimits) -> Result<Reque
     }
     let text = std::str::from_utf8(body)
         .map_err(|_| SchemaError::new("Improper Json request: the body is not UTF-8"))?;
-    let value = strict_json::from_str(text)
+    let value = strict_json::from_str(text, limits.max_json_values)
         .map_err(|e| SchemaError::new(format!("Improper Json request: {e}")))?;
     let Value::Object(mut envelope) = value else {
         return Err(SchemaError::new("Improper Json request: the body must be a JSON object"));

@@ -9,11 +9,15 @@ pub struct RequestLimits {
     pub max_request_bytes: usize,
     /// The most `inData` plus `outData` items of a work order.
     pub max_data_items: usize,
+    /// The most JSON values (scalars, arrays and objects) a request may hold, so that its size
+    /// in memory stays near its size on the wire (a work order at the item limit holds about
+    /// 7,000).
+    pub max_json_values: usize,
 }
 
 impl Default for RequestLimits {
     fn default() -> Self {
-        Self { max_request_bytes: 8 << 20, max_data_items: 1024 }
+        Self { max_request_bytes: 8 << 20, max_data_items: 1024, max_json_values: 65_536 }
     }
 }
 
