@@ -200,12 +200,10 @@ async fn under_attack(
     config: BenchConfig,
     senders: usize,
 ) -> anyhow::Result<(Report, BTreeMap<&'static str, HostileReport>)> {
-    let authority = url
-        .trim_start_matches("http://")
-        .split('/')
-        .next()
-        .context("the URL names no host")?
-        .to_owned();
+    let Some(rest) = url.strip_prefix("http://") else {
+        anyhow::bail!("--hostile speaks plain HTTP: give an http:// URL");
+    };
+    let authority = rest.split('/').next().context("the URL names no host")?.to_owned();
     let addr = tokio::net::lookup_host(&authority)
         .await
         .with_context(|| format!("resolving {authority}"))?

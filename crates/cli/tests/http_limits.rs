@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use afallon_client::{Client, InputProtection, Submission};
+use afallon_client::{Client, InputProtection};
 use common::{Service, WORKER};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -41,18 +41,9 @@ async fn orders_until(client: Client, service: &Service, stop: Arc<AtomicBool>) 
         builder.input(b"still here", InputProtection::Session).expect("input");
         let (request, pending) = builder.build(None).expect("build");
         let outcome = async {
-            let result = match client.submit(&request).await? {
-                Submission::Done(result) => *result,
-                Submission::Pending => {
-                    client
-                        .wait_result(
-                            &request.work_order_id,
-                            Duration::from_millis(10),
-                            Duration::from_secs(20),
-                        )
-                        .await?
-                }
-            };
+            let result = client
+                .submit_and_wait(&request, Duration::from_millis(10), Duration::from_secs(20))
+                .await?;
             Ok::<_, afallon_client::ClientError>(
                 pending.open_with_key(&result, &worker.verifying_key)?,
             )

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use afallon_client::{Client, ClientError, InputProtection, Policy, ResultError, Submission};
+use afallon_client::{Client, ClientError, InputProtection, Policy, ResultError};
 use afallon_crypto::EcdsaSigningKey;
 use afallon_proto::{WorkOrderRequest, WorkOrderResult};
 use axum::body::Bytes;
@@ -58,17 +58,10 @@ impl Proxy {
         let mut builder = worker.work_order("heart-disease-eval").expect("builder");
         builder.input(HEART.as_bytes(), InputProtection::Session).expect("input");
         let (decoy, _) = builder.build(None).expect("build");
-        let decoy = match upstream.submit(&decoy).await.expect("decoy submitted") {
-            Submission::Done(result) => *result,
-            Submission::Pending => upstream
-                .wait_result(
-                    &decoy.work_order_id,
-                    Duration::from_millis(10),
-                    Duration::from_secs(60),
-                )
-                .await
-                .expect("decoy result"),
-        };
+        let decoy = upstream
+            .submit_and_wait(&decoy, Duration::from_millis(10), Duration::from_secs(60))
+            .await
+            .expect("decoy result");
         let proxy = Arc::new(Self {
             lie,
             upstream,
@@ -174,18 +167,9 @@ async fn order_through(
     let mut builder = worker.work_order("heart-disease-eval")?;
     builder.input(HEART.as_bytes(), InputProtection::Session)?;
     let (request, pending) = builder.build(signer)?;
-    let result = match client.submit(&request).await? {
-        Submission::Done(result) => *result,
-        Submission::Pending => {
-            client
-                .wait_result(
-                    &request.work_order_id,
-                    Duration::from_millis(10),
-                    Duration::from_secs(60),
-                )
-                .await?
-        }
-    };
+    let result = client
+        .submit_and_wait(&request, Duration::from_millis(10), Duration::from_secs(60))
+        .await?;
     Ok(pending.open_with_key(&result, &worker.verifying_key)?)
 }
 

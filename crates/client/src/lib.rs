@@ -205,6 +205,24 @@ impl Client {
         }
     }
 
+    /// Submits `request` and returns its result: from the answer in a listener's synchronous
+    /// mode, or by polling every `poll` for at most `timeout` otherwise. The result is not yet
+    /// verified: open it with the [`PendingResult`] the builder gave.
+    ///
+    /// # Errors
+    /// As [`Client::submit`] and [`Client::wait_result`].
+    pub async fn submit_and_wait(
+        &self,
+        request: &WorkOrderRequest,
+        poll: Duration,
+        timeout: Duration,
+    ) -> Result<WorkOrderResult, ClientError> {
+        match self.submit(request).await? {
+            Submission::Done(result) => Ok(*result),
+            Submission::Pending => self.wait_result(&request.work_order_id, poll, timeout).await,
+        }
+    }
+
     /// `WorkOrderReceiptCreate` for a submitted request, signed by `signer` (status pending).
     ///
     /// # Errors
