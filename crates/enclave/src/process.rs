@@ -5,8 +5,8 @@
 use afallon_crypto::{AesGcmError, RsaError, sha256};
 use afallon_proto::protection::{self, ItemKey, ProtectionError};
 use afallon_proto::{
-    DataItem, EnclaveErrorCode, WorkOrderRequest, WorkOrderResult, request_hash, response_hash,
-    workload_name_from_id,
+    DataItem, EnclaveErrorCode, WorkOrderRequest, WorkOrderResult, request_digest, request_hash,
+    response_hash, workload_name_from_id,
 };
 use afallon_workloads::{Context, HostIo, Input};
 use serde::Deserialize;
@@ -255,8 +255,9 @@ fn run(
         workload_id: request.workload_id.clone(),
         worker_id: request.worker_id.clone(),
         requester_id: request.requester_id.clone(),
-        // The nonce carries the request hash, so the signature binds the result to this request.
-        worker_nonce: protection::bound_worker_nonce(&hash, &nonce),
+        // The nonce carries the request's digest, so the signature binds the result to exactly
+        // this request.
+        worker_nonce: protection::bound_worker_nonce(&request_digest(request), &nonce),
         worker_signature: String::new(),
         out_data,
         ext_verification_key: None,

@@ -130,12 +130,12 @@ fn result_shape_matches_avalon() {
     assert_eq!(item["dataHash"], json!(sha256(b"RESULT: Hello").to_hex_upper()));
     assert_eq!(item["encryptedDataEncryptionKey"], json!(""));
     assert_eq!(item["iv"], json!(""));
-    // base64 of the request hash and 16 random bytes: the signature binds the request.
+    // base64 of the request's digest and 16 random bytes: the signature binds the request.
     let nonce = result["workerNonce"].as_str().expect("nonce");
     assert_eq!(nonce.len(), 64);
     assert_eq!(
-        afallon_proto::protection::worker_nonce_request_hash(nonce),
-        Some(*afallon_proto::request_hash(&request).as_bytes())
+        afallon_proto::protection::worker_nonce_binding(nonce),
+        Some(*afallon_proto::request_digest(&request).as_bytes())
     );
 }
 

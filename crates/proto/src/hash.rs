@@ -56,6 +56,61 @@ impl RequestHashParts {
     }
 }
 
+/// afallon's digest of a request as a whole: SHA-256 over every field the worker reads, each
+/// length-prefixed, with every data item's index, in the order the items were sent. Unlike
+/// [`request_hash`] (Avalon's, which concatenates strings without separators and leaves indices
+/// out), no two different requests share it: moving a `dataHash` into `data`, or adding, dropping
+/// or renumbering an output slot whose strings are empty, changes it. afallon's worker binds it
+/// into `workerNonce` (`protection::bound_worker_nonce`), so a requester can tell that a result
+/// answers exactly what it sent.
+pub fn request_digest(request: &WorkOrderRequest) -> Sha256Digest {
+    let mut h = Sha256::new();
+    let mut field = |value: Option<&str>| match value {
+        None => h.update(&[0]),
+        Some(value) => {
+            h.update(&[1]);
+            h.update(&(value.len() as u64).to_be_bytes());
+            h.update(value.as_bytes());
+        }
+    };
+    field(Some("afallon request digest v1"));
+    field(Some(&request.response_timeout_m_secs.to_string()));
+    for value in [
+        Some(request.payload_format.as_str()),
+        request.result_uri.as_deref(),
+        request.notify_uri.as_deref(),
+        Some(&request.work_order_id),
+        Some(&request.worker_id),
+        Some(&request.workload_id),
+        Some(&request.requester_id),
+        request.worker_encryption_key.as_deref(),
+        request.data_encryption_algorithm.as_deref(),
+        Some(&request.encrypted_session_key),
+        request.session_key_iv.as_deref(),
+        Some(&request.requester_nonce),
+        Some(&request.encrypted_request_hash),
+        request.requester_signature.as_deref(),
+        request.verifying_key.as_deref(),
+    ] {
+        field(value);
+    }
+    for items in [&request.in_data, &request.out_data] {
+        field(Some(&items.len().to_string()));
+        for item in items {
+            field(Some(&item.index.to_string()));
+            for value in [
+                item.data_hash.as_deref(),
+                item.data.as_deref(),
+                item.encrypted_data_encryption_key.as_deref(),
+                item.iv.as_deref(),
+            ] {
+                field(value);
+            }
+        }
+    }
+    h.finalize()
+}
+
 /// The response hash (EEA 6.6.2): `SHA256(r1 || r2)` with `r1 = SHA256(workerNonce + workOrderId +
 /// workerId + workloadId + requesterId)` and `r2` the SHA-256 of the `outData` contributions in
 /// index order, left out when that concatenation is empty (as Avalon's worker does).

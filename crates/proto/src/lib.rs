@@ -50,8 +50,8 @@ pub use codes::{
     WorkerType, listener_code,
 };
 pub use hash::{
-    RequestHashParts, encryption_key_digest, ext_verification_key_digest, request_hash,
-    response_hash,
+    RequestHashParts, encryption_key_digest, ext_verification_key_digest, request_digest,
+    request_hash, response_hash,
 };
 pub use id::{is_schema_hex, worker_id_from_name, workload_id_from_name, workload_name_from_id};
 pub use jsonrpc::{

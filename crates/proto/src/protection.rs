@@ -240,20 +240,21 @@ pub fn verify_encryption_key_signature(
         .map_err(ProtectionError::Signature)
 }
 
-/// `workerNonce` as afallon's worker writes it: base64 of the request hash followed by 16 random
-/// bytes. The nonce is covered by the response hash, so the worker's signature binds the result
-/// to the exact request it processed; a requester checks it with [`worker_nonce_request_hash`].
-/// Avalon's clients accept any string here (wire spec §3.8) and ignore what it holds.
-pub fn bound_worker_nonce(request_hash: &Sha256Digest, random: &[u8; 16]) -> String {
+/// `workerNonce` as afallon's worker writes it: base64 of the request's digest
+/// ([`crate::request_digest`]) followed by 16 random bytes. The nonce is covered by the response
+/// hash, so the worker's signature binds the result to the exact request it processed; a
+/// requester checks it with [`worker_nonce_binding`]. Avalon's clients accept any string here
+/// (wire spec §3.8) and ignore what it holds.
+pub fn bound_worker_nonce(request_digest: &Sha256Digest, random: &[u8; 16]) -> String {
     let mut bytes = [0u8; 48];
-    bytes[..32].copy_from_slice(request_hash.as_bytes());
+    bytes[..32].copy_from_slice(request_digest.as_bytes());
     bytes[32..].copy_from_slice(random);
     encode_base64(&bytes)
 }
 
-/// The request hash a `workerNonce` made by [`bound_worker_nonce`] carries, or `None` for any
+/// The request digest a `workerNonce` made by [`bound_worker_nonce`] carries, or `None` for any
 /// other nonce (Avalon's worker writes base64 of 32 bytes, Graphene's of 16).
-pub fn worker_nonce_request_hash(worker_nonce: &str) -> Option<[u8; 32]> {
+pub fn worker_nonce_binding(worker_nonce: &str) -> Option<[u8; 32]> {
     let bytes = BASE64.decode(worker_nonce).ok()?;
     if bytes.len() != 48 {
         return None;
@@ -429,16 +430,16 @@ mod tests {
     }
 
     #[test]
-    fn bound_nonces_carry_the_request_hash_and_others_none() {
+    fn bound_nonces_carry_the_request_digest_and_others_none() {
         let hash = sha256(b"request");
         let nonce = bound_worker_nonce(&hash, &[7; 16]);
-        assert_eq!(worker_nonce_request_hash(&nonce), Some(*hash.as_bytes()));
+        assert_eq!(worker_nonce_binding(&nonce), Some(*hash.as_bytes()));
         assert_ne!(bound_worker_nonce(&hash, &[8; 16]), nonce);
         // Avalon's worker: base64 of SHA-256 of 16 random bytes; Graphene's: 16 characters.
         let avalon = encode_base64(sha256(&[0; 16]).as_bytes());
-        assert_eq!(worker_nonce_request_hash(&avalon), None);
-        assert_eq!(worker_nonce_request_hash(&encode_base64(b"ABCDEFGHIJKLMNOP")), None);
-        assert_eq!(worker_nonce_request_hash("not base64!"), None);
+        assert_eq!(worker_nonce_binding(&avalon), None);
+        assert_eq!(worker_nonce_binding(&encode_base64(b"ABCDEFGHIJKLMNOP")), None);
+        assert_eq!(worker_nonce_binding("not base64!"), None);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use afallon_crypto::{
     random_array, sha256,
 };
 
-use crate::hash::{ext_verification_key_digest, request_hash, response_hash};
+use crate::hash::{ext_verification_key_digest, request_digest, request_hash, response_hash};
 use crate::protection::{self, ItemKey, ProtectionError};
 use crate::work_order::{DataItem, WorkOrderRequest, WorkOrderResult};
 
@@ -201,7 +201,7 @@ impl WorkOrderBuilder {
             workload_id: self.request.workload_id.clone(),
             requester_id: self.request.requester_id.clone(),
             requester_nonce: self.request.requester_nonce.clone(),
-            request_hash: hash,
+            request_digest: request_digest(&self.request),
             session_key: self.session_key,
             iv: self.iv,
             output_slots: self.output_slots,
@@ -227,7 +227,8 @@ pub enum ResultError {
     #[error("the result's {0} is not the request's")]
     OtherIds(&'static str),
     /// The worker signed a result for another request with this order's ids: the order was
-    /// replaced on its way (afallon's worker binds the request hash into `workerNonce`).
+    /// replaced or altered on its way (afallon's worker binds the request's digest into
+    /// `workerNonce`).
     #[error("the result answers another request than the one sent: the order was substituted")]
     OtherRequest,
     /// Two outputs at one index.
@@ -250,7 +251,8 @@ pub struct PendingResult {
     workload_id: String,
     requester_id: String,
     requester_nonce: String,
-    request_hash: Sha256Digest,
+    /// [`request_digest`] of the request as sent.
+    request_digest: Sha256Digest,
     session_key: AesKey,
     iv: Iv,
     /// The `outData` slots sent; none means the workload decides, every output under the
@@ -270,8 +272,8 @@ impl PendingResult {
     /// `(index, plaintext)` in index order.
     ///
     /// Every check is decided by what was sent, never by what came back: the ids must be the
-    /// request's; when the worker binds the request hash into `workerNonce` (afallon's does) it
-    /// must be this request's; and each output is opened only as the request asked, under the
+    /// request's; when the worker binds the request's digest into `workerNonce` (afallon's does)
+    /// it must be this request's ([`request_digest`]: Avalon's request hash is ambiguous); and each output is opened only as the request asked, under the
     /// session key unless its slot asked for plaintext or a data key of this requester's, at an
     /// index given once. See [`PendingResult::open_with_key`].
     ///
@@ -310,8 +312,8 @@ impl PendingResult {
             }
         }
         self.verify_signature(result, worker_key)?;
-        if protection::worker_nonce_request_hash(&result.worker_nonce)
-            .is_some_and(|bound| &bound != self.request_hash.as_bytes())
+        if protection::worker_nonce_binding(&result.worker_nonce)
+            .is_some_and(|bound| &bound != self.request_digest.as_bytes())
         {
             return Err(ResultError::OtherRequest);
         }
@@ -453,7 +455,7 @@ mod tests {
             })
             .collect();
         let worker_nonce = match nonce {
-            Nonce::Bound => protection::bound_worker_nonce(&request_hash(request), &[1; 16]),
+            Nonce::Bound => protection::bound_worker_nonce(&request_digest(request), &[1; 16]),
             Nonce::Avalon => protection::encode_base64(sha256(&[1; 16]).as_bytes()),
         };
         let mut result = WorkOrderResult {
@@ -519,6 +521,40 @@ mod tests {
         let unbound =
             answer(&forged, &worker_rsa, &worker_key, &[b"RESULT: forged"], Nonce::Avalon);
         assert!(matches!(pending.open(&unbound, &worker_pem), Err(ResultError::Decryption(_))));
+    }
+
+    /// Changes that keep Avalon's request hash (it concatenates strings without separators and
+    /// leaves indices out) still change the request's digest, so a bound result is refused.
+    #[test]
+    fn alterations_under_the_same_request_hash_are_refused() {
+        let worker_rsa = RsaPrivateKey::generate().expect("keygen");
+        let worker_key = EcdsaSigningKey::generate().expect("rng");
+        let worker_pem = worker_key.verifying_key().to_pem();
+        let mut builder =
+            WorkOrderBuilder::new("ab", worker_rsa.public_key(), OaepHash::Sha1, "echo-result")
+                .expect("builder");
+        builder.input(b"public input", InputProtection::Plain).expect("input");
+        builder.output(InputProtection::Session).expect("secret slot");
+        builder.output(InputProtection::Plain).expect("public slot");
+        let (sent, pending) = builder.build(None).expect("build");
+        let both: [&[u8]; 2] = [b"secret", b"public"];
+        let honest = answer(&sent, &worker_rsa, &worker_key, &both, Nonce::Bound);
+        assert_eq!(pending.open(&honest, &worker_pem).expect("opens").len(), 2);
+
+        // The host drops the session slot: the secret output would fill the plaintext slot.
+        let mut dropped = sent.clone();
+        dropped.out_data.remove(0);
+        // The host moves the input's dataHash to the front of its data (valid base64 still).
+        let mut moved = sent.clone();
+        let item = &mut moved.in_data[0];
+        let data_hash = item.data_hash.take().expect("hash");
+        item.data = Some(format!("{data_hash}{}", item.data.as_deref().expect("data")));
+        for altered in [dropped, moved] {
+            assert_eq!(request_hash(&altered), request_hash(&sent), "Avalon's hash is blind to it");
+            assert_ne!(request_digest(&altered), request_digest(&sent));
+            let result = answer(&altered, &worker_rsa, &worker_key, &both, Nonce::Bound);
+            assert_eq!(pending.open(&result, &worker_pem), Err(ResultError::OtherRequest));
+        }
     }
 
     #[test]
