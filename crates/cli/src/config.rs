@@ -109,6 +109,8 @@ impl Config {
         node.max_orders = self.max_orders;
         node.limits.max_request_bytes = self.max_body_bytes;
         node.limits.max_data_items = self.max_data_items;
+        // A work order holds about seven JSON values per data item; leave room for extra keys.
+        node.limits.max_json_values = node.limits.max_json_values.max(self.max_data_items * 16);
         let seconds = |name: &str, value: f64| {
             if value.is_finite() && value > 0.0 && value < 86_400.0 {
                 Ok(Duration::from_secs_f64(value))
@@ -118,10 +120,17 @@ impl Config {
         };
         node.http.header_timeout = seconds("header_timeout_seconds", self.header_timeout_seconds)?;
         node.http.body_timeout = seconds("body_timeout_seconds", self.body_timeout_seconds)?;
-        if self.max_connections == 0 {
-            return Err(ConfigError("max_connections must be at least 1".into()));
+        if !(1..=1 << 24).contains(&self.max_connections) {
+            return Err(ConfigError("max_connections must be from 1 to 16777216".into()));
         }
         node.http.max_connections = self.max_connections;
+        if self.max_buffered_body_bytes < self.max_body_bytes {
+            return Err(ConfigError(format!(
+                "max_buffered_body_bytes ({}) must be at least max_body_bytes ({}), or no body of \
+                 the largest size could ever be read",
+                self.max_buffered_body_bytes, self.max_body_bytes
+            )));
+        }
         node.http.max_buffered_body_bytes = self.max_buffered_body_bytes;
         node.http.admin_listen = self.admin_listen;
         node.http.tls = match (self.tls_certificate, self.tls_key) {

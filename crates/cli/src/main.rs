@@ -152,7 +152,7 @@ fn raise_open_files_limit(max_connections: usize) {
     let wanted = max_connections as u64 + 256;
     match rlimit::increase_nofile_limit(wanted.max(65_536)) {
         Ok(limit) if limit < wanted => eprintln!(
-            "WARNING: the open-files limit is {limit}, below the {wanted} that max_connections =              {max_connections} needs; connections beyond it fail until others close"
+            "WARNING: the open-files limit is {limit}, below the {wanted} that max_connections = {max_connections} needs; connections beyond it fail until others close"
         ),
         Ok(limit) => tracing::debug!(limit, "open-files limit"),
         Err(error) => eprintln!("WARNING: cannot raise the open-files limit: {error}"),

@@ -350,3 +350,50 @@ async fn tls_listener_with_health_and_metrics_apart() {
         "GET /metrics on the listener is refused like any GET"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_are_closed_after_the_header_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let service = start(dir.path(), "header_timeout_seconds = 2\n");
+    let mut stream = TcpStream::connect(addr(&service)).await.expect("connect");
+    let body =
+        br#"{"jsonrpc": "2.0", "method": "WorkerLookUp", "id": 1, "params": {"workerType": 1}}"#;
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    stream.write_all(body).await.expect("write");
+    // Read the whole answer (its length is in its head), leaving the connection idle.
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).await.expect("read");
+        assert!(n > 0, "the answer came whole: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().to_owned())
+                })
+                .and_then(|v| v.parse().ok())
+                .expect("content-length");
+            if rest.len() >= length {
+                assert!(rest.contains("totalCount"), "{rest}");
+                break;
+            }
+        }
+    }
+    let idle_since = Instant::now();
+    assert!(
+        closed_by_server(&mut stream, Duration::from_secs(8)).await,
+        "the idle connection is closed"
+    );
+    let after = idle_since.elapsed();
+    println!("a kept-alive connection left idle was closed after {after:?} (header timeout 2 s)");
+    assert!(after >= Duration::from_millis(1500), "not before the timeout: {after:?}");
+}

@@ -9,20 +9,15 @@ use std::sync::Arc;
 use afallon_proto::{ErrorObject, Response, SchemaError};
 use afallon_store::Store;
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{MethodRouter, get};
-use bytes::BytesMut;
-use http_body_util::BodyExt as _;
 use serde_json::Number;
 
 use crate::App;
-
-/// Bodies up to this size are read and parsed as they come; larger ones first reserve their
-/// size from the node's body budget, and are parsed on the blocking pool.
-pub(crate) const LARGE_BODY_BYTES: usize = 64 << 10;
+use crate::body::{self, BodyError};
 
 /// The listener's routes. With `admin` false, `/healthz`, `/readyz` and `/metrics` are served on
 /// an address of their own ([`admin_router`]) and here `GET` on them is refused like on any path.
@@ -113,29 +108,23 @@ async fn rpc<S: Store>(
     if declared.is_some_and(|length| length > limit) {
         return too_large();
     }
-    // A large body (or one of unknown length) reserves its size before a byte of it is read.
-    let expected = declared.unwrap_or(limit);
-    let _reservation = if expected > LARGE_BODY_BYTES {
-        let kib = u32::try_from(expected.div_ceil(1024)).unwrap_or(u32::MAX);
-        match app.body_budget.try_acquire_many(kib) {
-            Ok(permit) => Some(permit),
-            Err(_) => {
-                let error = ErrorObject {
-                    code: afallon_proto::WorkOrderStatus::Busy.code(),
-                    message: "Too many large requests in flight; try again later".into(),
-                    data: None,
-                };
-                let body = Response::Error { id: Number::from(0), error }.to_json();
-                return closing(json(StatusCode::SERVICE_UNAVAILABLE, body));
-            }
-        }
-    } else {
-        None
-    };
-    let read = read_body(request.into_body(), declared, limit);
+    let read = body::read(request.into_body(), declared, limit, &app.body_budget);
     let body = match tokio::time::timeout(app.config.http.body_timeout, read).await {
         Ok(Ok(body)) => body,
-        Ok(Err(())) => return too_large(),
+        Ok(Err(BodyError::TooLarge)) => return too_large(),
+        Ok(Err(BodyError::Busy)) => {
+            let error = ErrorObject {
+                code: afallon_proto::WorkOrderStatus::Busy.code(),
+                message: "Too many large requests in flight; try again later".into(),
+                data: None,
+            };
+            let body = Response::Error { id: Number::from(0), error }.to_json();
+            return closing(json(StatusCode::SERVICE_UNAVAILABLE, body));
+        }
+        Ok(Err(BodyError::Broken)) => {
+            let error = SchemaError::from_message("Request body could not be read");
+            return closing(json(StatusCode::BAD_REQUEST, Response::bare_error(&error).to_json()));
+        }
         Err(_) => {
             let error = SchemaError::from_message(format!(
                 "Request body not received within {} s",
@@ -148,64 +137,6 @@ async fn rpc<S: Store>(
         }
     };
     json(StatusCode::OK, crate::rpc::handle(&app, body).await)
-}
-
-/// Reads a body of at most `limit` bytes. A small one goes into an ordinary buffer; a large one
-/// into an anonymous memory map of the declared size, which is given back to the system the
-/// moment the request ends (the allocator would keep it), and whose pages are only taken as
-/// bytes arrive. The connection's read buffers are released as each frame is copied. `Err` for
-/// a body over the limit or a broken connection.
-async fn read_body(mut body: Body, declared: Option<usize>, limit: usize) -> Result<Bytes, ()> {
-    let capacity = declared.unwrap_or(limit).min(limit);
-    let mut buffer = BodyBuffer::new(capacity)?;
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.map_err(|_| ())?.into_data() else { continue };
-        buffer.extend(&data)?;
-    }
-    Ok(buffer.freeze())
-}
-
-/// Where a body is read to.
-enum BodyBuffer {
-    /// A buffer, and the most it may hold.
-    Small(BytesMut, usize),
-    Large {
-        map: memmap2::MmapMut,
-        len: usize,
-    },
-}
-
-impl BodyBuffer {
-    fn new(capacity: usize) -> Result<Self, ()> {
-        if capacity <= LARGE_BODY_BYTES {
-            return Ok(Self::Small(BytesMut::with_capacity(capacity), capacity));
-        }
-        let map = memmap2::MmapOptions::new().len(capacity).map_anon().map_err(|_| ())?;
-        Ok(Self::Large { map, len: 0 })
-    }
-
-    fn extend(&mut self, data: &[u8]) -> Result<(), ()> {
-        match self {
-            Self::Small(buffer, most) if buffer.len() + data.len() <= *most => {
-                buffer.extend_from_slice(data);
-                Ok(())
-            }
-            Self::Small(..) => Err(()),
-            Self::Large { map, len } => {
-                let end = *len + data.len();
-                map.get_mut(*len..end).ok_or(())?.copy_from_slice(data);
-                *len = end;
-                Ok(())
-            }
-        }
-    }
-
-    fn freeze(self) -> Bytes {
-        match self {
-            Self::Small(buffer, _) => buffer.freeze(),
-            Self::Large { map, len } => Bytes::from_owner(map).slice(..len),
-        }
-    }
 }
 
 /// Marks a response as the connection's last: what is left of the request is not read.

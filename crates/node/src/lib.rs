@@ -15,6 +15,7 @@
 //! transaction if it still holds the lease, then commits the workload's state change in the
 //! enclave, or rolls it back if another run's completion won (`host.rs`).
 
+mod body;
 mod host;
 mod http;
 mod metrics;
@@ -141,9 +142,9 @@ pub(crate) struct App<S> {
     pub(crate) waiters: Waiters,
     pub(crate) metrics: Metrics,
     /// Kibibytes of large request bodies that may be in memory at once.
-    pub(crate) body_budget: tokio::sync::Semaphore,
+    pub(crate) body_budget: Arc<tokio::sync::Semaphore>,
     /// Large bodies parsed at once: half the cores, at least one.
-    pub(crate) large_parses: tokio::sync::Semaphore,
+    pub(crate) large_parses: Arc<tokio::sync::Semaphore>,
     /// Permits for enclave work: one per enclave thread.
     pub(crate) enclave_slots: tokio::sync::Semaphore,
     /// The runtime of the listener, where responses are stored and requesters answered.
@@ -304,8 +305,8 @@ impl Node {
             workers,
             waiters: Waiters::default(),
             metrics: Metrics::default(),
-            body_budget: tokio::sync::Semaphore::new(body_budget_kib),
-            large_parses: tokio::sync::Semaphore::new((cores / 2).max(1)),
+            body_budget: Arc::new(tokio::sync::Semaphore::new(body_budget_kib)),
+            large_parses: Arc::new(tokio::sync::Semaphore::new((cores / 2).max(1))),
             enclave_slots: tokio::sync::Semaphore::new(config_enclave_threads),
             io: tokio::runtime::Handle::current(),
         });

@@ -1,6 +1,7 @@
 //! JSON-RPC dispatch: each method of the listener's public API, with Avalon's checks, codes and
 //! messages in Avalon's order (wire spec §1.6, §1.7).
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use afallon_proto::{
@@ -34,16 +35,22 @@ impl From<Response> for Answer {
 /// client.
 pub(crate) async fn parse<S>(app: &App<S>, body: Bytes) -> Result<Request, SchemaError> {
     let limits = app.config.limits;
-    if body.len() <= crate::http::LARGE_BODY_BYTES {
+    if body.len() <= crate::body::LARGE_BODY_BYTES {
         return parse_request_within(&body, &limits);
     }
     // At most half the cores parse large bodies at once: the rest keep answering everyone else.
-    let Ok(_permit) = app.large_parses.acquire().await else {
-        return Err(SchemaError::from_message("Improper Json request: the listener is stopping"));
-    };
-    tokio::task::spawn_blocking(move || parse_request_within(&body, &limits))
-        .await
-        .unwrap_or_else(|_| Err(SchemaError::from_message("Improper Json request: parsing failed")))
+    // The permit (like the body's reservation, which the bytes carry) goes with the parse, so a
+    // parse that outlives its client still counts.
+    let permit = Arc::clone(&app.large_parses).acquire_owned().await.ok();
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        parse_request_within(&body, &limits)
+    })
+    .await
+    .unwrap_or_else(|error| {
+        tracing::error!(%error, "parsing a request panicked");
+        Err(SchemaError::from_message("Improper Json request: parsing failed"))
+    })
 }
 
 /// Handles one request body; the answer is always a JSON-RPC response body.

@@ -10,9 +10,9 @@ use std::time::Duration;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
@@ -122,6 +122,10 @@ pub(crate) fn serve(
     mut stopped: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     let connections = Arc::new(Semaphore::new(config.max_connections));
+    // Refusals and TLS handshakes in progress are bounded too: beyond these, a connection is
+    // closed at once, and a handshake waits (within the header timeout) for its turn.
+    let refusals = Arc::new(Semaphore::new(REFUSALS));
+    let handshakes = Arc::new(Semaphore::new(HANDSHAKES));
     let refusal: Arc<[u8]> = refusal(config.max_connections).into();
     let header_timeout = config.header_timeout;
     tokio::spawn(async move {
@@ -142,18 +146,26 @@ pub(crate) fn serve(
             };
             let _ = stream.set_nodelay(true);
             let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
-                let refusal = Arc::clone(&refusal);
-                tokio::spawn(refuse(stream, refusal, tls.is_some()));
+                if let Ok(turn) = Arc::clone(&refusals).try_acquire_owned() {
+                    let refusal = Arc::clone(&refusal);
+                    tokio::spawn(refuse(stream, refusal, tls.is_some(), turn));
+                }
                 continue;
             };
             let (router, tls, stopped) = (router.clone(), tls.clone(), stopped.clone());
+            let handshakes = Arc::clone(&handshakes);
             open.spawn(async move {
                 let _permit = permit;
                 match tls {
                     None => connection(stream, router, header_timeout, stopped).await,
                     Some(acceptor) => {
-                        // The handshake counts against the header timeout.
-                        match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        // The handshake (and the wait for a turn) counts against the header
+                        // timeout.
+                        let handshake = async {
+                            let _turn = handshakes.acquire().await;
+                            acceptor.accept(stream).await
+                        };
+                        match tokio::time::timeout(header_timeout, handshake).await {
                             Ok(Ok(stream)) => {
                                 connection(stream, router, header_timeout, stopped).await
                             }
@@ -170,13 +182,28 @@ pub(crate) fn serve(
     })
 }
 
-/// Tells a connection beyond the cap so, in plain HTTP, and closes it. Over TLS it is closed
-/// without an answer: a handshake would cost what the cap is there to save.
-async fn refuse(mut stream: TcpStream, refusal: Arc<[u8]>, tls: bool) {
-    if !tls {
-        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&refusal)).await;
-        let _ = stream.shutdown().await;
+/// Refusals being written at once.
+const REFUSALS: usize = 256;
+
+/// TLS handshakes in progress at once: each costs a signature on the listener's threads.
+const HANDSHAKES: usize = 64;
+
+/// Tells a connection beyond the cap so, in plain HTTP, and closes it: the answer is written, the
+/// request read and thrown away for up to a second (closing with unread bytes would reset the
+/// connection and lose the answer). Over TLS it is closed without an answer: a handshake would
+/// cost what the cap is there to save.
+async fn refuse(mut stream: TcpStream, refusal: Arc<[u8]>, tls: bool, _turn: OwnedSemaphorePermit) {
+    if tls {
+        return;
     }
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(&refusal).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
 }
 
 /// HTTP/1.1 on one connection, closed when the header timeout passes without a complete

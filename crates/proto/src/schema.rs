@@ -213,7 +213,16 @@ fn value_hash(value: &Value, state: &std::hash::RandomState) -> u64 {
     match value {
         Value::Null => hasher.write_u8(0),
         Value::Bool(b) => (1u8, b).hash(&mut hasher),
-        Value::Number(n) => (2u8, n.to_string()).hash(&mut hasher),
+        Value::Number(n) => {
+            // As serde_json compares them: integers by value, floats by value (0.0 == -0.0).
+            hasher.write_u8(2);
+            match (n.as_i64(), n.as_u64(), n.as_f64()) {
+                (Some(i), _, _) => (0u8, i).hash(&mut hasher),
+                (None, Some(u), _) => (1u8, u).hash(&mut hasher),
+                (None, None, Some(f)) => (2u8, (f + 0.0).to_bits()).hash(&mut hasher),
+                (None, None, None) => hasher.write_u8(3),
+            }
+        }
         Value::String(s) => (3u8, s).hash(&mut hasher),
         Value::Array(items) => {
             (4u8, items.len()).hash(&mut hasher);
@@ -648,6 +657,8 @@ pub(crate) mod tests {
         // Nested arrays count their order; 1 and 1.0 differ, as serde_json's equality says.
         assert!(!has_duplicates(&[serde_json::json!([1, 2]), serde_json::json!([2, 1])]));
         assert!(!has_duplicates(&[serde_json::json!(1), serde_json::json!(1.0)]));
+        assert!(has_duplicates(&[serde_json::json!(0.0), serde_json::json!(-0.0)]));
+        assert!(has_duplicates(&[serde_json::json!({"a": -0.0}), serde_json::json!({"a": 0.0})]));
         assert!(has_duplicates(&[serde_json::json!(null), other, serde_json::json!(null)]));
     }
 
