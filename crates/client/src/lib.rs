@@ -57,9 +57,12 @@ pub enum ClientError {
     /// Building a work order or receipt failed.
     #[error("protection: {0}")]
     Protection(#[from] protection::ProtectionError),
-    /// The result did not arrive in time.
-    #[error("no result after {0:?}")]
+    /// The result, or an answer to one call, did not arrive in time.
+    #[error("no answer after {0:?}")]
     Timeout(Duration),
+    /// The listener's answer was larger than any a listener gives (this many bytes at most).
+    #[error("the answer is over {0} bytes")]
+    AnswerTooLarge(usize),
 }
 
 /// What a submission answered.
@@ -105,6 +108,14 @@ impl Client {
     /// [`ClientError`].
     pub async fn call(&self, method: &str, params: Value) -> Result<Value, ClientError> {
         self.transport.call(method, params).await
+    }
+
+    /// Gives each call at most `timeout`, answer included (by default 60 s, longer than a
+    /// listener in synchronous mode waits before it answers "pending").
+    #[must_use]
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
+        self.transport.timeout = timeout;
+        self
     }
 
     /// The listener's Prometheus metrics (`GET /metrics`), as text.
@@ -195,7 +206,11 @@ impl Client {
     ) -> Result<WorkOrderResult, ClientError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if let Some(result) = self.result(work_order_id).await? {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let answer = tokio::time::timeout(left, self.result(work_order_id))
+                .await
+                .map_err(|_| ClientError::Timeout(timeout))?;
+            if let Some(result) = answer? {
                 return Ok(result);
             }
             if tokio::time::Instant::now() >= deadline {

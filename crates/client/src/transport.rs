@@ -2,9 +2,10 @@
 //! `Content-Type: application/json`, integer ids.
 
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
 use hyper::Uri;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client as HttpClient;
@@ -57,7 +58,16 @@ pub(crate) struct Transport {
     http: HttpClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
     url: Uri,
     next_id: AtomicI64,
+    /// How long one call may take, answer included.
+    pub(crate) timeout: Duration,
 }
+
+/// The largest answer read: a result carries at most 8 MiB of outputs, in base64.
+const MAX_ANSWER_BYTES: usize = 64 << 20;
+
+/// How long one call may take by default: longer than a listener in synchronous mode waits for a
+/// result (30 s) before it answers "pending".
+pub(crate) const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Transport {
     /// A transport for `url`: `http://`, or `https://` trusting the certificates in `ca_pem`.
@@ -89,6 +99,7 @@ impl Transport {
             http: HttpClient::builder(TokioExecutor::new()).build(connector),
             url: uri,
             next_id: AtomicI64::new(1),
+            timeout: DEFAULT_CALL_TIMEOUT,
         })
     }
 
@@ -111,10 +122,23 @@ impl Transport {
     ) -> Result<(hyper::StatusCode, Bytes), ClientError> {
         let transport = |e: &dyn std::fmt::Display| ClientError::Transport(e.to_string());
         let request = request.map_err(|e| transport(&e))?;
-        let response = self.http.request(request).await.map_err(|e| transport(&e))?;
-        let status = response.status();
-        let bytes = response.into_body().collect().await.map_err(|e| transport(&e))?.to_bytes();
-        Ok((status, bytes))
+        // A listener that never answers, or answers without end, is a failure, not a wait.
+        let exchange = async {
+            let response = self.http.request(request).await.map_err(|e| transport(&e))?;
+            let status = response.status();
+            let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES);
+            let bytes = body.collect().await.map_err(|e| {
+                if e.downcast_ref::<LengthLimitError>().is_some() {
+                    ClientError::AnswerTooLarge(MAX_ANSWER_BYTES)
+                } else {
+                    transport(&e)
+                }
+            })?;
+            Ok((status, bytes.to_bytes()))
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| ClientError::Timeout(self.timeout))?
     }
 
     pub(crate) async fn call(&self, method: &str, params: Value) -> Result<Value, ClientError> {
