@@ -244,7 +244,7 @@ async fn bodies_that_stop_short_are_bounded_and_given_back() {
     let slowest = answers.iter().map(|(_, t)| *t).max().unwrap_or_default();
     let peak = peak.load(Ordering::Relaxed);
     println!(
-        "150 bodies of 8 MiB stopping one byte short: {busy} refused at once as busy, {timed_out} \
+        "150 bodies of 8 MiB stopping one byte short: {busy} refused as busy, {timed_out} \
          timed out after the 3-s body timeout (the last after {slowest:?}); {} orders verified \
          meanwhile, {} failed; resident memory {before:.1} MiB before, peak {peak} MiB, \
          {after:.1} MiB after",
