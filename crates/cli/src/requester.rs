@@ -149,9 +149,18 @@ pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
 
     let signer = if args.sign || args.receipt { Some(EcdsaSigningKey::generate()?) } else { None };
     let mut builder = worker.work_order(&args.workload)?;
-    let protection = if args.plain { InputProtection::Plain } else { InputProtection::Session };
+    let protection = worker.item_protection();
     for input in &args.inputs {
-        builder.input(input.as_bytes(), protection)?;
+        builder.input(
+            input.as_bytes(),
+            if args.plain { InputProtection::Plain } else { protection },
+        )?;
+    }
+    if protection == InputProtection::SealedKey {
+        // An output slot per input (what the built-in workloads answer), each with its own key.
+        for _ in &args.inputs {
+            builder.output(protection)?;
+        }
     }
     let (request, pending) = builder.build(signer.as_ref().filter(|_| args.sign))?;
     let submission = client.submit(&request).await.context("submitting")?;

@@ -4,7 +4,7 @@
 use afallon_attest::{Evidence, Policy, ReportData, VerifiedEvidence, VerifyError, WorkerProof};
 use afallon_crypto::{EcdsaVerifyingKey, KeyError, OaepHash, RsaPublicKey};
 use afallon_proto::protection::{self, ProtectionError};
-use afallon_proto::requester::WorkOrderBuilder;
+use afallon_proto::requester::{InputProtection, WorkOrderBuilder};
 use afallon_proto::{KeyEncryption, WorkerRecord, WorkerStatus};
 
 /// Why a worker was not trusted.
@@ -72,6 +72,23 @@ impl Worker {
     /// [`ProtectionError`] if the session key cannot be drawn or wrapped.
     pub fn work_order(&self, workload: &str) -> Result<WorkOrderBuilder, ProtectionError> {
         WorkOrderBuilder::new(&self.worker_id, &self.encryption_key, self.oaep, workload)
+    }
+
+    /// How this worker's inputs and outputs are best protected: with keys of their own sealed
+    /// under the session key ([`InputProtection::SealedKey`]) when the attestation shows
+    /// afallon's enclave (its simulated TEE, the only kind verified yet, is afallon's own), which
+    /// keeps the session key and IV from encrypting more than the request hash; under the session
+    /// key otherwise (Avalon's workers cannot read sealed keys). A lying listener cannot move a
+    /// requester from one to the other: the choice rests on the verified attestation.
+    pub fn item_protection(&self) -> InputProtection {
+        match &self.attestation {
+            Attestation::Verified(evidence)
+                if evidence.kind == afallon_attest::EvidenceKind::Sim =>
+            {
+                InputProtection::SealedKey
+            }
+            _ => InputProtection::Session,
+        }
     }
 
     /// Whether the worker runs on a simulated (or unattested) TEE.

@@ -124,6 +124,25 @@ impl AesKey {
         &self.bytes
     }
 
+    /// Wraps `key` under this key with a fresh random IV, prefixed: `iv || ciphertext || tag`
+    /// (60 bytes). The key's bytes never leave this crate otherwise.
+    ///
+    /// # Errors
+    /// [`AesGcmError::Random`] if no IV can be drawn.
+    pub fn wrap_key(&self, key: &AesKey) -> Result<Vec<u8>, AesGcmError> {
+        self.seal_with_random_iv(key.secret_bytes())
+    }
+
+    /// Unwraps a key wrapped by [`AesKey::wrap_key`].
+    ///
+    /// # Errors
+    /// [`AesGcmError::Authentication`] for a wrong key or an altered wrap,
+    /// [`AesGcmError::KeyLength`] when it holds something other than a key.
+    pub fn unwrap_key(&self, wrapped: &[u8]) -> Result<AesKey, AesGcmError> {
+        let bytes = Zeroizing::new(self.open_with_prefixed_iv(wrapped)?);
+        AesKey::from_slice(&bytes)
+    }
+
     /// Variant 1: encrypts `plaintext` under `iv`; returns `ciphertext || tag`.
     ///
     /// # Errors
@@ -204,6 +223,24 @@ mod tests {
 
     fn vector_iv() -> Iv {
         Iv::from_slice(&hex::decode("A0A1A2A3A4A5A6A7A8A9AAAB").expect("hex")).expect("iv")
+    }
+
+    #[test]
+    fn keys_wrap_under_keys() {
+        let session = AesKey::from_bytes([7; KEY_LEN]);
+        let item = AesKey::from_bytes([9; KEY_LEN]);
+        let wrapped = session.wrap_key(&item).expect("wrap");
+        assert_eq!(wrapped.len(), IV_LEN + KEY_LEN + TAG_LEN);
+        assert_ne!(session.wrap_key(&item).expect("wrap"), wrapped, "a fresh IV each time");
+        let unwrapped = session.unwrap_key(&wrapped).expect("unwrap");
+        let iv = Iv::from_bytes([1; IV_LEN]);
+        assert_eq!(unwrapped.open(&iv, &item.seal(&iv, b"x").expect("seal")).expect("open"), b"x");
+        assert_eq!(
+            AesKey::from_bytes([8; KEY_LEN]).unwrap_key(&wrapped).err(),
+            Some(AesGcmError::Authentication)
+        );
+        let not_a_key = session.seal_with_random_iv(b"short").expect("seal");
+        assert_eq!(session.unwrap_key(&not_a_key).err(), Some(AesGcmError::KeyLength(5)));
     }
 
     #[test]

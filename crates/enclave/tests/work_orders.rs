@@ -584,3 +584,46 @@ fn receipt_updates_are_signed_by_the_worker() {
     .expect("the worker's key signs its receipt updates");
     assert_eq!(enclave.receipt_update("ab12", "x", true).update_type, Some(3));
 }
+
+/// Avalon's format encrypts the request hash, whose plaintext anyone can compute, under the same
+/// key and IV as every session-key item: its ciphertext gives away the keystream, and with it the
+/// first 32 bytes of every such input and output. Items with sealed keys of their own give
+/// nothing away, and the worker reads them as it reads any other.
+#[test]
+fn the_session_keystream_leaks_and_sealed_keys_do_not() {
+    let secret = b"Data: 25 10 1 67 102 125 1 95 5 10 1 11 36 1";
+    let xor = |a: &[u8], b: &[u8]| a.iter().zip(b).map(|(x, y)| x ^ y).collect::<Vec<u8>>();
+    for (protection, leaks) in
+        [(InputProtection::Session, true), (InputProtection::SealedKey, false)]
+    {
+        let mut b = builder("heart-disease-eval");
+        b.input(secret, protection).expect("input");
+        if protection == InputProtection::SealedKey {
+            b.output(InputProtection::SealedKey).expect("slot");
+        }
+        let (request, pending) = b.build(None).expect("build");
+        // What anyone who sees the request can compute.
+        let hash = afallon_proto::request_hash(&request);
+        let sealed_hash =
+            protection::decode_hex("h", &request.encrypted_request_hash).expect("hex");
+        let keystream = xor(&sealed_hash[..32], hash.as_bytes());
+        let input =
+            protection::decode_base64("d", request.in_data[0].data.as_deref().expect("data"))
+                .expect("base64");
+        assert_eq!(xor(&input, &keystream) == secret[..32], leaks, "{protection:?} input");
+
+        let processed = worker().enclave.process(&body(&request), &NoIo);
+        let result = result_of(&processed);
+        let output =
+            protection::decode_base64("d", result.out_data[0].data.as_deref().expect("data"))
+                .expect("base64");
+        let opened = pending.open(&result, verification_key()).expect("opens");
+        assert_eq!(opened[0].1, b"You have a 47% risk of heart disease");
+        let known = opened[0].1.len().min(32);
+        assert_eq!(
+            xor(&output[..known], &keystream) == opened[0].1[..known],
+            leaks,
+            "{protection:?} output"
+        );
+    }
+}

@@ -371,7 +371,31 @@ pub fn new_data_key(
     Ok((hex::encode_upper(wrapped), encode_iv(&iv), ItemKey::DataKey { key, iv }))
 }
 
-/// Worker side: resolves the key of `item`, unwrapping a per-item key with the worker's key.
+/// The length of a per-item key sealed under the session key ([`new_sealed_data_key`]): IV, key
+/// and tag. An RSA-wrapped key (the EEA's) is 412 bytes.
+const SEALED_KEY_LEN: usize = 12 + 32 + 16;
+
+/// Requester side, afallon's workers only: a fresh data key and IV for an item, the key sealed
+/// under the session key with a fresh IV of its own, giving the item's
+/// `(encryptedDataEncryptionKey, iv)` strings and the key to seal its data with. Unlike the
+/// session key and IV, which Avalon's format uses for the request hash and every other item
+/// alike, no key and IV pair encrypts two messages; and unlike [`new_data_key`], the worker pays
+/// no RSA decryption for it. Avalon's worker reads such an item as plaintext (its per-item keys do
+/// not work), so it would see only ciphertext.
+///
+/// # Errors
+/// [`ProtectionError::Random`] or [`ProtectionError::Encryption`].
+pub fn new_sealed_data_key(
+    session_key: &AesKey,
+) -> Result<(String, String, ItemKey<'static>), ProtectionError> {
+    let key = AesKey::generate()?;
+    let iv = Iv::generate()?;
+    let sealed = session_key.wrap_key(&key).map_err(ProtectionError::Encryption)?;
+    Ok((hex::encode_upper(sealed), encode_iv(&iv), ItemKey::DataKey { key, iv }))
+}
+
+/// Worker side: resolves the key of `item`, unwrapping a per-item key with the session key (a
+/// sealed key, [`new_sealed_data_key`]) or the worker's key (an RSA-wrapped one).
 ///
 /// # Errors
 /// [`ProtectionError::Hex`], [`ProtectionError::SessionKeyIv`],
@@ -389,12 +413,16 @@ pub fn item_key<'k>(
         DataKeyKind::PerItem { wrapped_key, iv } => {
             let index = item.index;
             let wrapped = decode_hex("encryptedDataEncryptionKey", wrapped_key)?;
-            let rsa_wrapped = session_key
-                .open_with_prefixed_iv(&wrapped)
-                .map_err(|source| ProtectionError::DataDecryption { index, source })?;
-            let key = worker_key
-                .unwrap_key(hash, &rsa_wrapped)
-                .map_err(|source| ProtectionError::DataKey { index, source })?;
+            let decryption = |source| ProtectionError::DataDecryption { index, source };
+            let key = if wrapped.len() == SEALED_KEY_LEN {
+                session_key.unwrap_key(&wrapped).map_err(decryption)?
+            } else {
+                let rsa_wrapped =
+                    session_key.open_with_prefixed_iv(&wrapped).map_err(decryption)?;
+                worker_key
+                    .unwrap_key(hash, &rsa_wrapped)
+                    .map_err(|source| ProtectionError::DataKey { index, source })?
+            };
             ItemKey::DataKey { key, iv: decode_iv("iv", iv)? }
         }
     })

@@ -20,8 +20,14 @@ pub enum InputProtection {
     Session,
     /// Not encrypted (`encryptedDataEncryptionKey: "-"`).
     Plain,
-    /// Encrypted with its own data key, wrapped for the worker.
+    /// Encrypted with its own data key, wrapped for the worker under its RSA key (the EEA's
+    /// per-item key: one more RSA decryption per item for the worker).
     DataKey,
+    /// Encrypted with its own data key, sealed under the session key
+    /// (`protection::new_sealed_data_key`): afallon's workers only, and the protection to use
+    /// with them, since the session key and IV encrypt the request hash, whose plaintext anyone
+    /// can compute (docs/security.md).
+    SealedKey,
 }
 
 /// Builds a work order for one worker.
@@ -137,6 +143,10 @@ impl WorkOrderBuilder {
                     protection::new_data_key(&self.session_key, &self.worker_key, self.oaep)?;
                 (Some(wrapped), Some(iv), key.seal(data)?)
             }
+            InputProtection::SealedKey => {
+                let (sealed, iv, key) = protection::new_sealed_data_key(&self.session_key)?;
+                (Some(sealed), Some(iv), key.seal(data)?)
+            }
         };
         self.request.in_data.push(DataItem {
             index,
@@ -162,6 +172,10 @@ impl WorkOrderBuilder {
                 let (wrapped, iv, key) =
                     protection::new_data_key(&self.session_key, &self.worker_key, self.oaep)?;
                 (wrapped, iv, SlotKey::DataKey(key))
+            }
+            InputProtection::SealedKey => {
+                let (sealed, iv, key) = protection::new_sealed_data_key(&self.session_key)?;
+                (sealed, iv, SlotKey::DataKey(key))
             }
         };
         self.request.out_data.push(DataItem {
