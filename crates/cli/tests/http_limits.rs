@@ -29,13 +29,18 @@ fn addr(service: &Service) -> SocketAddr {
     authority.parse().expect("host:port")
 }
 
+/// What [`orders_until`] saw: orders verified, orders failed, and the first failure.
+#[derive(Debug)]
+struct Orders(u64, u64, Option<String>);
+
 /// Echo orders through the SDK, one after another, until `stop`; returns how many verified.
-async fn orders_until(client: Client, service: &Service, stop: Arc<AtomicBool>) -> (u64, u64) {
+async fn orders_until(client: Client, service: &Service, stop: Arc<AtomicBool>) -> Orders {
     let worker = client
         .verify_worker(&afallon_proto::worker_id_from_name(WORKER), &service.policy())
         .await
         .expect("the worker verifies");
     let (done, failed) = (AtomicU64::new(0), AtomicU64::new(0));
+    let mut first_failure = None;
     while !stop.load(Ordering::Relaxed) {
         let mut builder = worker.work_order("echo-result").expect("builder");
         builder.input(b"still here", InputProtection::Session).expect("input");
@@ -50,13 +55,16 @@ async fn orders_until(client: Client, service: &Service, stop: Arc<AtomicBool>) 
         };
         match outcome.await {
             Ok(outputs) if outputs == [(0, b"RESULT: still here".to_vec())] => {
-                done.fetch_add(1, Ordering::Relaxed)
+                done.fetch_add(1, Ordering::Relaxed);
             }
-            _ => failed.fetch_add(1, Ordering::Relaxed),
-        };
+            other => {
+                failed.fetch_add(1, Ordering::Relaxed);
+                first_failure.get_or_insert_with(|| format!("{other:?}"));
+            }
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    (done.into_inner(), failed.into_inner())
+    Orders(done.into_inner(), failed.into_inner(), first_failure)
 }
 
 /// Whether the server closed `stream` (end of file or an error), waiting at most `within`.
@@ -151,7 +159,7 @@ async fn idle_and_slowloris_connections_do_not_deny_service() {
     assert_eq!(slow_closed.len(), 200, "every slowloris connection is closed");
     assert!(slowest < Duration::from_secs(6), "closed after the 2-s header timeout: {slowest:?}");
     assert!(orders.0 > 0, "orders completed while the connections were open");
-    assert_eq!(orders.1, 0, "no order failed");
+    assert_eq!(orders.1, 0, "no order failed; the first failure: {:?}", orders.2);
 }
 
 /// Sends a request's head announcing `length` bytes and then `sent` bytes of body, and stops;
@@ -253,7 +261,11 @@ async fn bodies_that_stop_short_are_bounded_and_given_back() {
     assert_eq!(busy + timed_out, 150, "each is answered: {answers:?}");
     assert!(busy > 0, "the body budget refuses some");
     assert!(timed_out > 0, "the budget admits some, and the timeout ends them");
-    assert!(orders.0 > 0 && orders.1 == 0, "orders kept completing: {orders:?}");
+    assert!(
+        orders.0 > 0 && orders.1 == 0,
+        "orders kept completing; the first failure: {:?}",
+        orders.2
+    );
     // The default budget is 256 MiB of large bodies; twice that is a generous bound.
     assert!((peak as f64) < before + 512.0, "peak {peak} MiB from {before:.1} MiB");
     assert!(after < before + 128.0, "memory is given back: {after:.1} MiB from {before:.1} MiB");
@@ -313,8 +325,8 @@ async fn tls_listener_with_health_and_metrics_apart() {
             stop.store(true, Ordering::Relaxed);
         }
     };
-    let ((done, failed), ()) = tokio::join!(orders_until(client, &service, stop), stopper);
-    assert!(done > 0 && failed == 0, "{done} verified, {failed} failed over TLS");
+    let (orders, ()) = tokio::join!(orders_until(client, &service, stop), stopper);
+    assert!(orders.0 > 0 && orders.1 == 0, "over TLS; the first failure: {:?}", orders.2);
     let stranger = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("cert");
     let untrusting = Client::with_ca(&service.url, stranger.cert.pem().as_bytes()).expect("client");
     assert!(untrusting.worker_lookup(1).await.is_err(), "another CA is not trusted");

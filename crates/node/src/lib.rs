@@ -283,9 +283,9 @@ impl Node {
         }
 
         let tls = config.http.tls.as_ref().map(serve::tls_acceptor).transpose()?;
-        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        let listener = bind(config.listen)?;
         let admin_listener = match config.http.admin_listen {
-            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
+            Some(addr) => Some(bind(addr)?),
             None => None,
         };
         let config_enclave_threads = config.enclave_threads.max(1);
@@ -331,6 +331,20 @@ impl Node {
             _enclave_pool: enclave_pool,
         })
     }
+}
+
+/// A listening socket with a backlog of 4,096 (tokio's default is 1,024; the system caps it at
+/// `net.core.somaxconn`), so that a burst of connections waits to be accepted rather than being
+/// dropped.
+fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 /// Milliseconds since the Unix epoch, for leases.
