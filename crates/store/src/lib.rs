@@ -57,7 +57,8 @@ pub enum StoreError {
     /// The commit this write was in failed: nothing of it was stored.
     #[error("storage failure: nothing was stored ({0}); retry later")]
     NotStored(String),
-    /// The store cannot write until its storage recovers (a commit failed): nothing was stored.
+    /// The store cannot write until its storage recovers (a commit failed), or cannot read
+    /// until it has reopened its file: nothing was stored.
     #[error(
         "storage unavailable: a commit failed and the store cannot write yet; nothing was stored; retry later"
     )]

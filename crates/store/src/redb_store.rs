@@ -527,8 +527,9 @@ impl RedbStore {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Runs `f` on a snapshot. An I/O error has the writer find out whether the store can
-    /// still write (redb refuses writes too after one).
+    /// Runs `f` on a snapshot. An I/O error (or redb's refusal after one, until the writer has
+    /// reopened the file) is [`StoreError::Unavailable`], and has the writer find out whether
+    /// the store can still write (redb refuses writes too after one).
     fn read<T>(
         &self,
         f: impl FnOnce(&redb::ReadTransaction) -> Result<T, redb::Error>,
@@ -537,11 +538,12 @@ impl RedbStore {
         let db = guard.as_ref().ok_or(StoreError::Unavailable)?;
         let outcome = db.begin_read().map_err(redb::Error::from).and_then(|txn| f(&txn));
         drop(guard);
-        outcome.map_err(|error| {
-            if matches!(error, redb::Error::Io(_) | redb::Error::PreviousIo) {
+        outcome.map_err(|error| match error {
+            redb::Error::Io(_) | redb::Error::PreviousIo => {
                 self.probe();
+                StoreError::Unavailable
             }
-            storage(error)
+            error => storage(error),
         })
     }
 
@@ -714,7 +716,11 @@ impl Writer {
                     // Nothing of the batch is in the file, nor in memory: its writers are told
                     // so, and the store reopens the file before it writes again.
                     self.health.send_replace(StoreHealth::Failing);
-                    self.fail(batch, &StoreError::NotStored(error.to_string()));
+                    let cause = match error {
+                        StoreError::Storage(cause) => cause,
+                        error => error.to_string(),
+                    };
+                    self.fail(batch, &StoreError::NotStored(cause));
                     next_try = Instant::now() + pause;
                 }
             }
