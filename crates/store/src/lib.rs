@@ -22,7 +22,6 @@
 //!   That record only grows: [`RedbStore`] keeps 16 bytes (a truncated SHA-256 of the id) per
 //!   purged order, at most 36 bytes of file with its B-tree's overhead: 36 MB per million
 //!   orders purged.
-//!
 //! - A write whose commit fails changes nothing, on disk or in memory, and its caller gets
 //!   [`StoreError::NotStored`]: an order submitted in it is not stored (nor queued), a response
 //!   completed in it is not stored and the order goes back to its queue, and a synchronous
@@ -33,7 +32,7 @@
 //!   ([`StoreError::Uncertain`]): its in-memory state, and its users', may then differ from the
 //!   file, and only a restart brings them together again.
 //!
-//! Time comes in as an argument (milliseconds), so backends read no clock.
+//! Lease time comes in as an argument (milliseconds), so backends read no wall clock.
 
 mod redb_store;
 
