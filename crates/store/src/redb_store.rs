@@ -17,7 +17,7 @@
 //! [`StoreError::NotStored`], applies none of its changes in memory (nothing of it is in the
 //! file), ends the leases of the completions in it (their orders are queued again) and forgets
 //! synchronous submissions whose write failed. Then it reopens the file, which runs redb's
-//! recovery, and tries commits of its own (writing a megabyte, then freeing it inside the file),
+//! recovery, and tries commits of its own (writing 256 KiB, then freeing it inside the file),
 //! again and again with a growing pause, answering writes [`StoreError::Unavailable`] meanwhile;
 //! once they succeed the store writes as before. Every commit records its number in the file (`meta`), so that a reopened file shows
 //! whether the failed commit reached it after all (its writes all made it to the file, and only
@@ -66,12 +66,14 @@ const BATCH: &str = "batch";
 /// Where a trial commit after a failure writes [`HEADROOM_BYTES`], removed by the next commit: the
 /// store writes again only once it has that much room, and then has it inside its file.
 const HEADROOM: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("headroom");
-const HEADROOM_BYTES: usize = 1 << 20;
+const HEADROOM_BYTES: usize = 256 << 10;
 
 /// The first pause between trial commits while the store is failing; it doubles with each
-/// trial, up to [`RETRY_MOST`].
+/// trial, up to [`RETRY_MOST`]. A trial that fails leaves redb refusing reads too until the file
+/// is opened again, which scans it: trials are spaced so that reads are served nearly all the
+/// time, and a store that can write again finds out within a few seconds.
 const RETRY_FIRST: Duration = Duration::from_millis(50);
-const RETRY_MOST: Duration = Duration::from_secs(1);
+const RETRY_MOST: Duration = Duration::from_secs(5);
 
 /// Opens the database file: when the store opens, and again after a failed commit.
 type Opener = Box<dyn Fn(&Path) -> Result<Database, redb::DatabaseError> + Send + Sync>;
@@ -720,6 +722,7 @@ impl Writer {
                         StoreError::Storage(cause) => cause,
                         error => error.to_string(),
                     };
+                    tracing::error!(%cause, writes = batch.len(), "a commit failed: nothing of it was stored; the store reopens its file and tries again");
                     self.fail(batch, &StoreError::NotStored(cause));
                     next_try = Instant::now() + pause;
                 }
@@ -798,37 +801,56 @@ impl Writer {
     /// ([`Writer::trial`]); true if they succeeded, and the store writes again. A failed commit of
     /// anyone's found in the file makes the store [`StoreHealth::Lost`].
     fn recover(&mut self) -> bool {
-        // Readers hold the lock while they use the database: once it is out of its slot, nothing
-        // uses it, and dropping it closes the file. Readers meanwhile are told the store is
-        // unavailable rather than held up.
-        let old = write_db(&self.db).take();
-        drop(old);
-        let Ok(db) = (self.opener)(&self.path) else {
-            self.failures.fetch_add(1, Ordering::Relaxed);
-            return false;
-        };
-        let on_disk = read_marker(&db);
-        *write_db(&self.db) = Some(db);
-        match on_disk {
-            Ok(batch) if batch == self.committed => {}
-            Ok(batch) if self.trial_failed && batch == self.committed + 1 => self.committed = batch,
-            Ok(_) => {
-                self.health.send_replace(StoreHealth::Lost);
-                return false;
-            }
-            Err(_) => {
+        let on_disk = match self.reopen() {
+            Ok(on_disk) => on_disk,
+            Err(error) => {
+                tracing::warn!(%error, "the store's file cannot be opened again yet");
                 self.failures.fetch_add(1, Ordering::Relaxed);
                 return false;
             }
+        };
+        match on_disk {
+            batch if batch == self.committed => {}
+            batch if self.trial_failed && batch == self.committed + 1 => self.committed = batch,
+            batch => {
+                tracing::error!(
+                    in_file = batch,
+                    committed = self.committed,
+                    "a commit that failed is in the store's file after all: the store must be reopened by a restart"
+                );
+                self.health.send_replace(StoreHealth::Lost);
+                return false;
+            }
         }
-        if self.trial().is_err() {
+        if let Err(error) = self.trial() {
+            tracing::warn!(%error, "the store cannot write yet");
             self.trial_failed = true;
             self.failures.fetch_add(1, Ordering::Relaxed);
+            // The failed trial left the database refusing everything: opened again, it serves
+            // reads until the next trial. (What the trial may have left in the file is checked
+            // then.)
+            if let Err(error) = self.reopen() {
+                tracing::warn!(%error, "the store's file cannot be opened again yet");
+            }
             return false;
         }
         self.trial_failed = false;
+        tracing::info!("the store writes again");
         self.health.send_replace(StoreHealth::Writable);
         true
+    }
+
+    /// Drops the database and opens the file again (redb recovers it as it opens); returns the
+    /// number of the last batch the file holds. Readers hold the lock while they use the
+    /// database: once it is out of its slot, nothing uses it, and dropping it closes the file.
+    /// Readers meanwhile are told the store is unavailable rather than held up.
+    fn reopen(&mut self) -> Result<u64, StoreError> {
+        let old = write_db(&self.db).take();
+        drop(old);
+        let db = (self.opener)(&self.path).map_err(storage)?;
+        let on_disk = read_marker(&db).map_err(storage);
+        *write_db(&self.db) = Some(db);
+        on_disk
     }
 
     /// Two trial commits: one that writes [`HEADROOM_BYTES`], and one that removes them, which
