@@ -1,7 +1,9 @@
 //! The `afallon` binary: thin glue over the node and client crates.
 //!
 //! `afallon up` runs the service; `submit`, `workers`, `result` and `receipt` talk to a running
-//! one as a requester would. Exit codes: 0 success, 1 failure, 64 bad configuration.
+//! one as a requester would. Exit codes: 0 success, 1 failure, 64 bad configuration, 75 (`up`)
+//! the store must be reopened (a commit that failed was found in its file after all): a restart
+//! does it.
 
 mod bench;
 mod config;
@@ -97,6 +99,12 @@ fn main() -> ExitCode {
             eprintln!("error: {error:#}");
             if error.downcast_ref::<config::ConfigError>().is_some() {
                 ExitCode::from(64)
+            } else if matches!(
+                error.downcast_ref::<afallon_node::NodeError>(),
+                Some(afallon_node::NodeError::StoreLost)
+            ) {
+                // EX_TEMPFAIL: a restart reopens the store.
+                ExitCode::from(75)
             } else {
                 ExitCode::FAILURE
             }
@@ -139,7 +147,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     if let Some(admin) = node.admin_addr() {
         println!("health and metrics on http://{admin}");
     }
-    node.run_until(shutdown_signal()).await;
+    node.run_until(shutdown_signal()).await?;
     eprintln!("stopped");
     Ok(())
 }

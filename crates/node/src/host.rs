@@ -13,6 +13,11 @@
 //! renewed every third of the lease; a run that lost its lease anyway cannot complete the order,
 //! and a stateful workload's change from a run whose completion did not win is rolled back
 //! ([`afallon_enclave::PendingState`]).
+//!
+//! While the store cannot write (a commit failed: a full disk, say), no task claims an order: its
+//! result could not be kept. A response whose commit failed is not stored, its workload state
+//! change is rolled back, and the store queues the order again; it runs once more when the store
+//! can write again.
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
@@ -22,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use afallon_attest::Platform;
 use afallon_enclave::{Enclave, EnclaveConfig, PendingState, SealedState};
-use afallon_store::{Claimed, Completion, SealedBlob, Store};
+use afallon_store::{Claimed, Completion, SealedBlob, Store, StoreHealth};
 use afallon_workloads::{DirectoryIo, Registry};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -116,7 +121,17 @@ async fn process_loop<S: Store>(
 ) {
     let lease_ms = lease_ms(&app);
     let mut claims = 0_u64;
+    let mut health = app.store.health();
     while !*stopped.borrow() {
+        // No order runs while the store cannot write: its result could not be kept, and the
+        // order would only run again and again. The store says when it can write again.
+        if *health.borrow_and_update() != StoreHealth::Writable {
+            tokio::select! {
+                changed = health.changed() => if changed.is_err() { return },
+                _ = stopped.changed() => {}
+            }
+            continue;
+        }
         // Each claim has a holder of its own, so that a stale run of an order this task claimed
         // before can never pass for the current one.
         claims += 1;
@@ -264,7 +279,10 @@ async fn store_response<S: Store>(
         // Not this run's result: its state change is rolled back (dropping `pending`).
         Ok(outcome) => tracing::debug!(%work_order_id, ?outcome, "response not stored"),
         Err(error) => {
-            tracing::error!(%error, %work_order_id, "storing a response failed; the lease will return the order")
+            // Nothing was stored: the store has queued the order again, and it runs once the
+            // store can write. A synchronous requester waiting for it is answered now.
+            tracing::warn!(%error, %work_order_id, "the response was not stored; the order runs again once the store can write");
+            app.waiters.completed(work_order_id);
         }
     }
 }

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use afallon_proto::{ErrorObject, Response, SchemaError};
-use afallon_store::Store;
+use afallon_store::{Store, StoreHealth};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -146,18 +146,33 @@ fn closing(mut response: axum::response::Response) -> axum::response::Response {
 }
 
 async fn ready<S: Store>(State(app): State<Arc<App<S>>>) -> axum::response::Response {
-    // Workers are registered before the listener starts; ready means the store answers.
-    if app.store.counts().is_ok() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    // Workers are registered before the listener starts; ready means the store answers and can
+    // write (after a failed commit it cannot, until a trial commit succeeds).
+    let health = *app.store.health().borrow();
+    match health {
+        StoreHealth::Writable if app.store.counts().is_ok() => {
+            (StatusCode::OK, "ready\n").into_response()
+        }
+        StoreHealth::Writable => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response(),
+        StoreHealth::Failing => {
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready: the store cannot write\n").into_response()
+        }
+        StoreHealth::Lost => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the store must be reopened; the node stops\n",
+        )
+            .into_response(),
     }
 }
 
 async fn metrics<S: Store>(State(app): State<Arc<App<S>>>) -> axum::response::Response {
     let body = app.metrics.render(
         app.store.counts().ok(),
-        app.store.commits(),
+        crate::metrics::StoreFigures {
+            commits: app.store.commits(),
+            failures: app.store.write_failures(),
+            writable: *app.store.health().borrow() == StoreHealth::Writable,
+        },
         app.config.insecure_simulation,
         app.workers.len(),
     );

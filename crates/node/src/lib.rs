@@ -6,7 +6,8 @@
 //!
 //! - `POST` on any path: JSON-RPC, exactly as wire spec §1 describes (`http.rs`, `rpc.rs`,
 //!   `receipts.rs`);
-//! - `GET /healthz` (the process is up), `GET /readyz` (workers registered, store open),
+//! - `GET /healthz` (the process is up), `GET /readyz` (workers registered, store open and
+//!   able to write),
 //!   `GET /metrics` (Prometheus text).
 //!
 //! Work orders flow: the listener stores a submission durably and wakes a worker task; the task
@@ -33,7 +34,7 @@ use std::time::Duration;
 use afallon_attest::{PlatformError, SimPlatform};
 use afallon_enclave::{EnclaveConfig, EnclaveError};
 use afallon_proto::RequestLimits;
-use afallon_store::{RedbStore, RedbStoreOptions, Store, StoreError};
+use afallon_store::{RedbStore, RedbStoreOptions, Store, StoreError, StoreHealth};
 use afallon_workloads::Registry;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -124,6 +125,13 @@ pub enum NodeError {
     /// The TEE platform failed.
     #[error("TEE platform: {0}")]
     Platform(#[from] PlatformError),
+    /// The store found a commit that had failed in its file after all: what requesters were
+    /// told and what is in memory may differ from the file, so the node stopped. Restarting it
+    /// reopens the store, which is then the truth.
+    #[error(
+        "the store found a failed commit in its file after all; the node stopped, restart it to reopen the store"
+    )]
+    StoreLost,
     /// A worker's enclave could not be signed up or restored.
     #[error("worker {worker}: {error}")]
     Enclave {
@@ -165,6 +173,7 @@ pub struct RunningNode {
     shutdown: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     tasks: Vec<JoinHandle<()>>,
+    store_health: watch::Receiver<StoreHealth>,
     _enclave_pool: EnclavePool,
 }
 
@@ -221,10 +230,31 @@ impl RunningNode {
         }
     }
 
-    /// Runs until `signal` resolves, then shuts down.
-    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
-        signal.await;
+    /// Runs until `signal` resolves, then shuts down; or until the store is lost
+    /// ([`StoreHealth::Lost`]: a failed commit was found in the file after all), then shuts down
+    /// and returns [`NodeError::StoreLost`], for a supervisor to restart the node.
+    ///
+    /// # Errors
+    /// [`NodeError::StoreLost`] as above.
+    pub async fn run_until(
+        self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> Result<(), NodeError> {
+        let mut health = self.store_health.clone();
+        let lost = async move {
+            if health.wait_for(|health| *health == StoreHealth::Lost).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        let outcome = tokio::select! {
+            () = signal => Ok(()),
+            () = lost => {
+                tracing::error!("the store found a failed commit in its file after all; stopping");
+                Err(NodeError::StoreLost)
+            }
+        };
         self.shutdown().await;
+        outcome
     }
 }
 
@@ -311,6 +341,7 @@ impl Node {
             io: tokio::runtime::Handle::current(),
         });
         let (shutdown, stopped) = watch::channel(false);
+        let store_health = app.store.health();
         let tasks = host::spawn(&app, &stopped, enclave_pool.handle());
         let http_config = app.config.http.clone();
         let router = http::router(Arc::clone(&app), admin_listener.is_none());
@@ -328,6 +359,7 @@ impl Node {
             shutdown,
             servers,
             tasks,
+            store_health,
             _enclave_pool: enclave_pool,
         })
     }

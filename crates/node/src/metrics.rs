@@ -9,6 +9,17 @@ use afallon_store::OrderCounts;
 /// Latency buckets in seconds.
 const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
 
+/// What the store reports about its writes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StoreFigures {
+    /// Write transactions committed.
+    pub(crate) commits: u64,
+    /// Commits that failed, with failed attempts to recover from one.
+    pub(crate) failures: u64,
+    /// Whether the store can write.
+    pub(crate) writable: bool,
+}
+
 /// The node's counters.
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
@@ -43,14 +54,17 @@ impl Metrics {
     pub(crate) fn render(
         &self,
         counts: Option<OrderCounts>,
-        commits: u64,
+        store: StoreFigures,
         simulated: bool,
         workers: usize,
     ) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "# HELP afallon_store_commits_total Write transactions committed by the store.\n# TYPE afallon_store_commits_total counter\nafallon_store_commits_total {commits}"
+            "# HELP afallon_store_commits_total Write transactions committed by the store.\n# TYPE afallon_store_commits_total counter\nafallon_store_commits_total {}\n# HELP afallon_store_commit_failures_total Commits that failed (a full disk, an I/O error), with the failed attempts to recover from one (reopening the file, a trial commit).\n# TYPE afallon_store_commit_failures_total counter\nafallon_store_commit_failures_total {}\n# HELP afallon_store_writable 1 when the store can write, 0 after a failed commit until a trial commit succeeds.\n# TYPE afallon_store_writable gauge\nafallon_store_writable {}",
+            store.commits,
+            store.failures,
+            u8::from(store.writable)
         );
         let mut counter = |name: &str, help: &str, value: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");

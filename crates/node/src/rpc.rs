@@ -8,7 +8,7 @@ use afallon_proto::{
     LookUpResult, Params, Request, Response, ResultPath, SchemaError, WorkOrderRequest,
     WorkOrderStatus, WorkerLookUpParams, WorkerRecord, listener_code, parse_request_within,
 };
-use afallon_store::{NewOrder, OrderStatus, Store, StoreError, SubmitOutcome};
+use afallon_store::{NewOrder, OrderStatus, Store, StoreError, StoreHealth, SubmitOutcome};
 use axum::body::Bytes;
 use base64::Engine as _;
 use serde::Deserialize;
@@ -100,7 +100,10 @@ async fn dispatch<S: Store>(
             )
             .into(),
         },
-        Params::WorkOrderSubmit(params) => submit(app, id, &params, body).await?,
+        Params::WorkOrderSubmit(params) => match submit(app, id.clone(), &params, body).await {
+            Err(error) if error.not_stored() => not_stored(app, id, &params.work_order_id, &error),
+            answer => answer?,
+        },
         Params::WorkOrderGetResult(params) => get_result(app, id, &params.work_order_id)?,
         Params::WorkOrderReceiptCreate(params) => crate::receipts::create(app, id, params).await?,
         Params::WorkOrderReceiptUpdate(params) => crate::receipts::update(app, id, params).await?,
@@ -165,6 +168,19 @@ fn look_up<S: Store>(
     Ok(look_up_result(id, ids))
 }
 
+/// What a submission the store could not write is answered: busy (8), as when the store is
+/// full, with a message that says the order was not stored. Nothing of it is kept, so the
+/// requester may submit it again, under the same id, later.
+fn not_stored<S>(app: &App<S>, id: Number, work_order_id: &str, error: &StoreError) -> Answer {
+    tracing::warn!(%error, %work_order_id, "a submission was not stored");
+    app.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+    app.waiters.forget(work_order_id);
+    Response::work_order_error(id, WorkOrderStatus::Busy.code(), NOT_STORED, work_order_id).into()
+}
+
+/// What a submission the store could not write is answered, with code 8.
+pub(crate) const NOT_STORED: &str = "Storage failure: the work order was not stored; retry later";
+
 /// `WorkOrderSubmit` (wire spec §1.7.1 and §1.7.2).
 async fn submit<S: Store>(
     app: &App<S>,
@@ -227,14 +243,25 @@ async fn submit<S: Store>(
         worker.wake.notify_one();
     }
     if let Some(completion) = completion {
-        let _ = tokio::time::timeout(app.config.sync_timeout, completion).await;
+        // The wait ends early if the store stops writing: the order could not be kept, and its
+        // requester hears so now rather than when the wait runs out.
+        let mut health = app.store.health();
+        let failing = async move {
+            let _ = health.wait_for(|health| *health != StoreHealth::Writable).await;
+        };
+        tokio::select! {
+            _ = tokio::time::timeout(app.config.sync_timeout, completion) => {}
+            () = failing => {}
+        }
         app.waiters.forget(work_order_id);
-        if let OrderStatus::Done(response) = app.store.status(work_order_id)? {
+        if let Ok(OrderStatus::Done(response)) = app.store.status(work_order_id) {
             return Ok(stored_response(&id, work_order_id, &response, ResultPath::SyncSubmit));
         }
-        // "Pending" is an acknowledgement: the order must survive a crash from now on.
+        // "Pending" is an acknowledgement: the order must survive a crash from now on. If it
+        // cannot be written, the store forgets it, and the requester hears it was not stored.
         app.store.persist(work_order_id).await?;
-        if let OrderStatus::Done(response) = app.store.status(work_order_id)? {
+        // Written now (or finished): whatever a read says, the answer is at worst "pending".
+        if let Ok(OrderStatus::Done(response)) = app.store.status(work_order_id) {
             return Ok(stored_response(&id, work_order_id, &response, ResultPath::SyncSubmit));
         }
     }

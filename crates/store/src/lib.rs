@@ -22,8 +22,17 @@
 //!   That record only grows: [`RedbStore`] keeps 16 bytes (a truncated SHA-256 of the id) per
 //!   purged order, at most 36 bytes of file with its B-tree's overhead: 36 MB per million
 //!   orders purged.
+//! - A write whose commit fails changes nothing, on disk or in memory, and its caller gets
+//!   [`StoreError::NotStored`]: an order submitted in it is not stored (nor queued), a response
+//!   completed in it is not stored and the order goes back to its queue, and a synchronous
+//!   submission whose [`Store::persist`] fails is forgotten. The store then reports
+//!   [`StoreHealth::Failing`] and answers writes with [`StoreError::Unavailable`] until it can
+//!   write again, which it finds out by itself; if it finds that a failed commit reached the file
+//!   after all, it reports [`StoreHealth::Lost`] and refuses every write
+//!   ([`StoreError::Uncertain`]): its in-memory state, and its users', may then differ from the
+//!   file, and only a restart brings them together again.
 //!
-//! Time comes in as an argument (milliseconds), so backends read no clock.
+//! Lease time comes in as an argument (milliseconds), so backends read no wall clock.
 
 mod redb_store;
 
@@ -44,6 +53,42 @@ pub enum StoreError {
     /// The store has shut down.
     #[error("the store is closed")]
     Closed,
+    /// The commit this write was in failed: nothing of it was stored.
+    #[error("storage failure: nothing was stored ({0}); retry later")]
+    NotStored(String),
+    /// The store cannot write until its storage recovers (a commit failed), or cannot read
+    /// until it has reopened its file: nothing was stored.
+    #[error(
+        "storage unavailable: a commit failed and the store cannot write yet; nothing was stored; retry later"
+    )]
+    Unavailable,
+    /// A commit that failed was found in the file afterwards: the store refuses every write until
+    /// it is opened again (by a restart).
+    #[error(
+        "storage failure: a failed commit reached the file after all; the store must be reopened"
+    )]
+    Uncertain,
+}
+
+impl StoreError {
+    /// Whether nothing of the write was stored, because the storage failed: a caller may retry
+    /// later.
+    pub fn not_stored(&self) -> bool {
+        matches!(self, Self::NotStored(_) | Self::Unavailable)
+    }
+}
+
+/// Whether a store can write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreHealth {
+    /// Writes are committed.
+    Writable,
+    /// A commit failed; writes are refused ([`StoreError::Unavailable`]) until a trial commit
+    /// succeeds, which the store tries by itself with a growing pause between tries.
+    Failing,
+    /// A failed commit was found in the file afterwards: what was answered and what is in memory
+    /// may differ from the file. Writes are refused for good; a restart reopens the store.
+    Lost,
 }
 
 /// A work order to submit.
@@ -152,6 +197,15 @@ pub struct OrderCounts {
 }
 
 /// The store's interface.
+///
+/// # Cancel safety
+///
+/// The async methods that write ([`Store::submit`], [`Store::complete`] and the rest) hand their
+/// write to the backend when first polled: dropping the future after that does not stop the
+/// write, only the caller's learning of its outcome (which a read can tell). [`Store::claim`],
+/// [`Store::renew`] and [`Store::requeue_expired`] finish at their first poll, and so does
+/// [`Store::submit_volatile`] unless the store is full (then it hands its write over as
+/// [`Store::submit`] does).
 pub trait Store: Send + Sync + 'static {
     /// Registers or replaces a worker record (JSON).
     fn put_worker(
@@ -300,4 +354,11 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// [`StoreError`] on a backend failure.
     fn receipt_ids(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Whether the store can write, now and as it changes.
+    fn health(&self) -> tokio::sync::watch::Receiver<StoreHealth>;
+
+    /// How many commits have failed since the store was opened, with the attempts to recover
+    /// from one (reopening the file and a trial commit) that failed.
+    fn write_failures(&self) -> u64;
 }

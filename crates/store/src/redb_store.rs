@@ -11,22 +11,34 @@
 //! which takes all the writes waiting for it, applies them in one transaction and commits once
 //! (one fsync), then answers each caller: group commit, so that many concurrent submissions share
 //! a single fsync and none is acknowledged before it is on disk.
+//!
+//! A commit can fail (a full disk, an I/O error), and redb then refuses everything, reads too,
+//! until the database is opened again. So the writer answers every write of the failed batch with
+//! [`StoreError::NotStored`], applies none of its changes in memory (nothing of it is in the
+//! file), ends the leases of the completions in it (their orders are queued again) and forgets
+//! synchronous submissions whose write failed. Then it reopens the file, which runs redb's
+//! recovery, and tries commits of its own (writing 256 KiB, then freeing it inside the file),
+//! again and again with a growing pause, answering writes [`StoreError::Unavailable`] meanwhile;
+//! once they succeed the store writes as before. Every commit records its number in the file (`meta`), so that a reopened file shows
+//! whether the failed commit reached it after all (its writes all made it to the file, and only
+//! the sync failed); then what was answered and what is in memory may differ from the file, and
+//! the store refuses every write until a restart ([`StoreHealth::Lost`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, mpsc};
 use std::time::{Duration, Instant};
 
 use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
     WriteTransaction,
 };
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::{
     Claimed, Completion, NewOrder, OrderCounts, OrderStatus, ReceiptCreation, SealedBlob, Store,
-    StoreError, StoredReceipt, SubmitOutcome,
+    StoreError, StoreHealth, StoredReceipt, SubmitOutcome,
 };
 
 const WORKERS: TableDefinition<'static, &str, &str> = TableDefinition::new("workers");
@@ -45,6 +57,26 @@ const SEALED: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("seal
 /// batches of a thousand: 36 MB, 23 MB once compacted).
 const PURGED: TableDefinition<'static, [u8; PURGED_KEY_BYTES], ()> =
     TableDefinition::new("purged_orders");
+
+/// The store's own records: under [`BATCH`], the number of the last batch committed, written by
+/// every commit.
+const META: TableDefinition<'static, &str, u64> = TableDefinition::new("meta");
+const BATCH: &str = "batch";
+
+/// Where a trial commit after a failure writes [`HEADROOM_BYTES`], removed by the next commit: the
+/// store writes again only once it has that much room, and then has it inside its file.
+const HEADROOM: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("headroom");
+const HEADROOM_BYTES: usize = 256 << 10;
+
+/// The first pause between trial commits while the store is failing; it doubles with each
+/// trial, up to [`RETRY_MOST`]. A trial that fails leaves redb refusing reads too until the file
+/// is opened again, which scans it: trials are spaced so that reads are served nearly all the
+/// time, and a store that can write again finds out within a few seconds.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MOST: Duration = Duration::from_secs(5);
+
+/// Opens the database file: when the store opens, and again after a failed commit.
+type Opener = Box<dyn Fn(&Path) -> Result<Database, redb::DatabaseError> + Send + Sync>;
 
 /// The length of a [`purged_key`].
 const PURGED_KEY_BYTES: usize = 16;
@@ -190,6 +222,31 @@ impl Queues {
             queue.remove(&seq);
         }
     }
+
+    /// Forgets a volatile order whose write failed (its requester is told it was not stored),
+    /// whether queued or leased.
+    fn forget_volatile(&mut self, id: &str) {
+        let Some(volatile) = self.volatile.remove(id) else { return };
+        if let Some(lease) = self.leases.remove(id) {
+            self.expiries.remove(&(lease.expires, id.to_owned()));
+        }
+        if let Some(queue) = self.by_worker.get_mut(&volatile.worker) {
+            queue.remove(&volatile.seq);
+        }
+    }
+
+    /// Ends `holder`'s lease on an order whose completion was not stored, and queues the order
+    /// again in its place: that run is over.
+    fn release(&mut self, id: &str, holder: &str) {
+        if self.leases.get(id).is_none_or(|lease| lease.holder != holder) {
+            return;
+        }
+        if let Some(lease) = self.leases.remove(id) {
+            self.expiries.remove(&(lease.expires, id.to_owned()));
+            let queued = Queued { id: id.to_owned(), request: lease.request };
+            self.enqueue(&lease.worker, lease.seq, queued);
+        }
+    }
 }
 
 /// What a committed batch changes in memory.
@@ -230,6 +287,9 @@ enum Op {
         update: String,
     },
     PutSealed(SealedBlob),
+    /// Nothing but the commit itself: a reader met an I/O error, and the writer finds out whether
+    /// the store can still write.
+    Probe,
     CreateReceipt {
         id: String,
         create: String,
@@ -257,7 +317,9 @@ struct Job {
 
 /// The embedded store.
 pub struct RedbStore {
-    db: Arc<Database>,
+    /// The open database; none while the writer reopens it after a failed commit. Readers hold
+    /// the lock while they read, so that the writer can drop the database to reopen it.
+    db: Arc<RwLock<Option<Database>>>,
     queues: Arc<Mutex<Queues>>,
     next_submit: Arc<AtomicU64>,
     /// Finished orders in the file.
@@ -266,6 +328,8 @@ pub struct RedbStore {
     writer: Option<mpsc::Sender<Job>>,
     writer_thread: Option<std::thread::JoinHandle<()>>,
     commits: Arc<AtomicU64>,
+    failures: Arc<AtomicU64>,
+    health: Arc<watch::Sender<StoreHealth>>,
 }
 
 impl Drop for RedbStore {
@@ -291,6 +355,20 @@ fn storage(error: impl std::fmt::Display) -> StoreError {
 
 fn lock(queues: &Mutex<Queues>) -> MutexGuard<'_, Queues> {
     queues.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn read_db(db: &RwLock<Option<Database>>) -> RwLockReadGuard<'_, Option<Database>> {
+    db.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write_db(db: &RwLock<Option<Database>>) -> RwLockWriteGuard<'_, Option<Database>> {
+    db.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The number of the last batch committed to the file.
+fn read_marker(db: &Database) -> Result<u64, redb::Error> {
+    let txn = db.begin_read()?;
+    Ok(txn.open_table(META)?.get(BATCH)?.map_or(0, |v| v.value()))
 }
 
 /// The order counters, submissions (shared with volatile submissions) and finishes, and the
@@ -349,12 +427,47 @@ impl RedbStore {
     /// # Errors
     /// [`StoreError::Storage`] if the file cannot be opened (another process holding it, say).
     pub fn open(path: &Path, options: RedbStoreOptions) -> Result<Self, StoreError> {
+        let cache = options.cache_bytes;
+        let opener: Opener =
+            Box::new(move |path: &Path| Database::builder().set_cache_size(cache).create(path));
+        Self::open_with(path, options, opener)
+    }
+
+    /// As [`RedbStore::open`], with redb reaching the file through the storage backend that
+    /// `backend` makes of it, every time the file is opened (again after a failed commit): for
+    /// tests that make the storage fail.
+    ///
+    /// # Errors
+    /// As [`RedbStore::open`].
+    pub fn open_with_backend<B, F>(
+        path: &Path,
+        options: RedbStoreOptions,
+        backend: F,
+    ) -> Result<Self, StoreError>
+    where
+        B: redb::StorageBackend,
+        F: Fn(std::fs::File) -> B + Send + Sync + 'static,
+    {
+        let cache = options.cache_bytes;
+        let opener: Opener = Box::new(move |path: &Path| {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)?;
+            Database::builder().set_cache_size(cache).create_with_backend(backend(file))
+        });
+        Self::open_with(path, options, opener)
+    }
+
+    fn open_with(
+        path: &Path,
+        options: RedbStoreOptions,
+        opener: Opener,
+    ) -> Result<Self, StoreError> {
         create_private_file(path).map_err(storage)?;
-        let db = Database::builder()
-            .set_cache_size(options.cache_bytes)
-            .create(path)
-            .map_err(storage)?;
-        let db = Arc::new(db);
+        let db = opener(path).map_err(storage)?;
         // Create every table so that readers never meet a missing one.
         let txn = db.begin_write().map_err(storage)?;
         {
@@ -364,22 +477,37 @@ impl RedbStore {
             txn.open_table(RECEIPT_UPDATES).map_err(storage)?;
             txn.open_table(SEALED).map_err(storage)?;
             txn.open_table(PURGED).map_err(storage)?;
+            txn.open_table(META).map_err(storage)?;
+            txn.open_table(HEADROOM).map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
+        let committed = read_marker(&db).map_err(storage)?;
         let (queues, sequences) = rebuild(&db).map_err(storage)?;
         let next_submit = Arc::clone(&sequences.next_submit);
         let finished = Arc::clone(&sequences.finished_count);
         let queues = Arc::new(Mutex::new(queues));
+        let db = Arc::new(RwLock::new(Some(db)));
         let (writer, jobs) = mpsc::channel();
         let commits = Arc::new(AtomicU64::new(0));
-        let writer_thread = {
-            let (db, queues, commits) =
-                (Arc::clone(&db), Arc::clone(&queues), Arc::clone(&commits));
-            std::thread::Builder::new()
-                .name("afallon-store-writer".into())
-                .spawn(move || write_loop(&db, &queues, &jobs, options, sequences, &commits))
-                .map_err(storage)?
+        let failures = Arc::new(AtomicU64::new(0));
+        let health = Arc::new(watch::Sender::new(StoreHealth::Writable));
+        let state = Writer {
+            db: Arc::clone(&db),
+            queues: Arc::clone(&queues),
+            options,
+            sequences,
+            commits: Arc::clone(&commits),
+            failures: Arc::clone(&failures),
+            health: Arc::clone(&health),
+            opener,
+            path: path.to_owned(),
+            committed,
+            trial_failed: false,
         };
+        let writer_thread = std::thread::Builder::new()
+            .name("afallon-store-writer".into())
+            .spawn(move || state.run(&jobs))
+            .map_err(storage)?;
         Ok(Self {
             db,
             queues,
@@ -389,6 +517,8 @@ impl RedbStore {
             writer: Some(writer),
             writer_thread: Some(writer_thread),
             commits,
+            failures,
+            health,
         })
     }
 
@@ -399,12 +529,41 @@ impl RedbStore {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Runs `f` on a snapshot. An I/O error (or redb's refusal after one, until the writer has
+    /// reopened the file) is [`StoreError::Unavailable`], and has the writer find out whether
+    /// the store can still write (redb refuses writes too after one).
     fn read<T>(
         &self,
         f: impl FnOnce(&redb::ReadTransaction) -> Result<T, redb::Error>,
     ) -> Result<T, StoreError> {
-        let txn = self.db.begin_read().map_err(storage)?;
-        f(&txn).map_err(storage)
+        let guard = read_db(&self.db);
+        let db = guard.as_ref().ok_or(StoreError::Unavailable)?;
+        let outcome = db.begin_read().map_err(redb::Error::from).and_then(|txn| f(&txn));
+        drop(guard);
+        outcome.map_err(|error| match error {
+            redb::Error::Io(_) | redb::Error::PreviousIo => {
+                self.probe();
+                StoreError::Unavailable
+            }
+            error => storage(error),
+        })
+    }
+
+    /// Has the writer try a commit, without waiting for it.
+    fn probe(&self) {
+        if let Some(writer) = &self.writer {
+            let (reply, _) = oneshot::channel();
+            let _ = writer.send(Job { op: Op::Probe, reply });
+        }
+    }
+
+    /// [`StoreError::Unavailable`] or [`StoreError::Uncertain`] unless the store can write.
+    fn writable(&self) -> Result<(), StoreError> {
+        match *self.health.borrow() {
+            StoreHealth::Writable => Ok(()),
+            StoreHealth::Failing => Err(StoreError::Unavailable),
+            StoreHealth::Lost => Err(StoreError::Uncertain),
+        }
     }
 }
 
@@ -472,70 +631,251 @@ fn unexpected() -> StoreError {
     StoreError::Corrupt("the writer answered with another kind of reply".into())
 }
 
-fn write_loop(
-    db: &Database,
-    queues: &Mutex<Queues>,
-    jobs: &mpsc::Receiver<Job>,
+/// The writer thread: every durable write goes through it.
+struct Writer {
+    db: Arc<RwLock<Option<Database>>>,
+    queues: Arc<Mutex<Queues>>,
     options: RedbStoreOptions,
-    mut sequences: Sequences,
-    commits: &AtomicU64,
-) {
-    let mut last_commit = Instant::now();
-    while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        while batch.len() < options.max_batch {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+    sequences: Sequences,
+    commits: Arc<AtomicU64>,
+    failures: Arc<AtomicU64>,
+    health: Arc<watch::Sender<StoreHealth>>,
+    opener: Opener,
+    path: PathBuf,
+    /// The number of the last batch committed, which the file records in [`META`].
+    committed: u64,
+    /// Whether the last commit that failed was a trial (which holds nothing of anyone's, so
+    /// finding it in the file after all is harmless).
+    trial_failed: bool,
+}
+
+impl Writer {
+    fn run(mut self, jobs: &mpsc::Receiver<Job>) {
+        let mut last_commit = Instant::now();
+        // The pause before the next trial after a failure. It grows with every trial, and is
+        // reset only by a commit of writes: a disk with room for a trial commit but not for
+        // the writes waiting is tried less and less often.
+        let mut pause = Duration::ZERO;
+        let mut next_try = Instant::now();
+        loop {
+            let health = *self.health.borrow();
+            if health != StoreHealth::Writable {
+                if health == StoreHealth::Failing && Instant::now() >= next_try {
+                    pause = (pause * 2).clamp(RETRY_FIRST, RETRY_MOST);
+                    if self.recover() {
+                        continue;
+                    }
+                    next_try = Instant::now() + pause;
+                }
+                // Until the next trial, every write is answered at once.
+                let error = match *self.health.borrow() {
+                    StoreHealth::Lost => StoreError::Uncertain,
+                    _ => StoreError::Unavailable,
+                };
+                let wait = next_try.saturating_duration_since(Instant::now());
+                let wait = if health == StoreHealth::Lost { RETRY_MOST } else { wait };
+                match jobs.recv_timeout(wait) {
+                    Ok(job) => {
+                        let mut batch = vec![job];
+                        batch.extend(jobs.try_iter());
+                        self.fail(batch, &error);
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+                continue;
             }
-        }
-        // Under load (writes arriving while the last commit ran) a commit costs far more than
-        // one more write in it, so gather for a moment; an idle store commits at once.
-        if !options.commit_window.is_zero() && last_commit.elapsed() < options.commit_window {
-            let deadline = Instant::now() + options.commit_window;
-            while batch.len() < options.max_batch {
-                match jobs.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            let Ok(first) = jobs.recv() else { return };
+            let mut batch = vec![first];
+            while batch.len() < self.options.max_batch {
+                match jobs.try_recv() {
                     Ok(job) => batch.push(job),
                     Err(_) => break,
                 }
             }
-        }
-        let stored = lock(queues).stored;
-        sequences.begin();
-        let outcome = apply_batch(db, queues, &batch, options, stored, &mut sequences);
-        last_commit = Instant::now();
-        commits.fetch_add(1, Ordering::Relaxed);
-        match outcome {
-            Ok((replies, effects)) => {
-                sequences.finished_count.store(sequences.finished.len() as u64, Ordering::Relaxed);
-                let mut queues = lock(queues);
-                for effect in effects {
-                    match effect {
-                        Effect::Enqueue { worker, seq, queued } => {
-                            queues.enqueue(&worker, seq, queued)
-                        }
-                        Effect::Finish { id, worker, seq } => queues.finish(&id, &worker, seq),
-                        Effect::Stored(count) => queues.stored = count,
-                        Effect::Written(id) => {
-                            queues.volatile.remove(&id);
-                        }
+            // Under load (writes arriving while the last commit ran) a commit costs far more
+            // than one more write in it, so gather for a moment; an idle store commits at once.
+            let window = self.options.commit_window;
+            if !window.is_zero() && last_commit.elapsed() < window {
+                let deadline = Instant::now() + window;
+                while batch.len() < self.options.max_batch {
+                    match jobs.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                        Ok(job) => batch.push(job),
+                        Err(_) => break,
                     }
                 }
-                forget_writing(&mut queues, &batch);
-                drop(queues);
-                for (job, reply) in batch.into_iter().zip(replies) {
-                    let _ = job.reply.send(Ok(reply));
-                }
             }
-            Err(error) => {
-                // Nothing of the batch is in the file: its changes to the purge order are undone.
-                sequences.undo();
-                forget_writing(&mut lock(queues), &batch);
-                for job in batch {
-                    let _ = job.reply.send(Err(error.clone()));
+            let outcome = self.commit(&batch);
+            last_commit = Instant::now();
+            match outcome {
+                Ok(replies) => {
+                    pause = Duration::ZERO;
+                    for (job, reply) in batch.into_iter().zip(replies) {
+                        let _ = job.reply.send(Ok(reply));
+                    }
+                }
+                Err(error) => {
+                    // Nothing of the batch is in the file, nor in memory: its writers are told
+                    // so, and the store reopens the file before it writes again.
+                    self.health.send_replace(StoreHealth::Failing);
+                    let cause = match error {
+                        StoreError::Storage(cause) => cause,
+                        error => error.to_string(),
+                    };
+                    tracing::error!(%cause, writes = batch.len(), "a commit failed: nothing of it was stored; the store reopens its file and tries again");
+                    self.fail(batch, &StoreError::NotStored(cause));
+                    next_try = Instant::now() + pause;
                 }
             }
         }
+    }
+
+    /// Applies `batch` in one transaction and commits it; on success its changes take effect in
+    /// memory. On failure nothing changes but the failure count.
+    fn commit(&mut self, batch: &[Job]) -> Result<Vec<Reply>, StoreError> {
+        let stored = lock(&self.queues).stored;
+        self.sequences.begin();
+        let outcome = {
+            let guard = read_db(&self.db);
+            match guard.as_ref() {
+                Some(db) => apply_batch(
+                    db,
+                    &self.queues,
+                    batch,
+                    self.options,
+                    stored,
+                    &mut self.sequences,
+                    self.committed + 1,
+                ),
+                None => Err(StoreError::Unavailable),
+            }
+        };
+        let (replies, effects) = match outcome {
+            Ok(done) => done,
+            Err(error) => {
+                // Its changes to the purge order are undone.
+                self.sequences.undo();
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                return Err(error);
+            }
+        };
+        self.committed += 1;
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        let sequences = &self.sequences;
+        sequences.finished_count.store(sequences.finished.len() as u64, Ordering::Relaxed);
+        let mut queues = lock(&self.queues);
+        for effect in effects {
+            match effect {
+                Effect::Enqueue { worker, seq, queued } => queues.enqueue(&worker, seq, queued),
+                Effect::Finish { id, worker, seq } => queues.finish(&id, &worker, seq),
+                Effect::Stored(count) => queues.stored = count,
+                Effect::Written(id) => {
+                    queues.volatile.remove(&id);
+                }
+            }
+        }
+        forget_writing(&mut queues, batch);
+        Ok(replies)
+    }
+
+    /// Answers every write of `batch` with `error`, none of it stored: a submission is no longer
+    /// on its way, a volatile order whose write failed is forgotten, and an order whose
+    /// completion failed is queued again.
+    fn fail(&self, batch: Vec<Job>, error: &StoreError) {
+        let mut queues = lock(&self.queues);
+        forget_writing(&mut queues, &batch);
+        for job in &batch {
+            match &job.op {
+                Op::Persist { id } => queues.forget_volatile(id),
+                Op::Complete { id, holder, .. } => queues.release(id, holder),
+                _ => {}
+            }
+        }
+        drop(queues);
+        for job in batch {
+            let _ = job.reply.send(Err(error.clone()));
+        }
+    }
+
+    /// Opens the file again (redb recovers it as it opens) and tries two commits of its own
+    /// ([`Writer::trial`]); true if they succeeded, and the store writes again. A failed commit of
+    /// anyone's found in the file makes the store [`StoreHealth::Lost`].
+    fn recover(&mut self) -> bool {
+        let on_disk = match self.reopen() {
+            Ok(on_disk) => on_disk,
+            Err(error) => {
+                tracing::warn!(%error, "the store's file cannot be opened again yet");
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+        };
+        match on_disk {
+            batch if batch == self.committed => {}
+            batch if self.trial_failed && batch == self.committed + 1 => self.committed = batch,
+            batch => {
+                tracing::error!(
+                    in_file = batch,
+                    committed = self.committed,
+                    "a commit that failed is in the store's file after all: the store must be reopened by a restart"
+                );
+                self.health.send_replace(StoreHealth::Lost);
+                return false;
+            }
+        }
+        if let Err(error) = self.trial() {
+            tracing::warn!(%error, "the store cannot write yet");
+            self.trial_failed = true;
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            // The failed trial left the database refusing everything: opened again, it serves
+            // reads until the next trial. (What the trial may have left in the file is checked
+            // then.)
+            if let Err(error) = self.reopen() {
+                tracing::warn!(%error, "the store's file cannot be opened again yet");
+            }
+            return false;
+        }
+        self.trial_failed = false;
+        tracing::info!("the store writes again");
+        self.health.send_replace(StoreHealth::Writable);
+        true
+    }
+
+    /// Drops the database and opens the file again (redb recovers it as it opens); returns the
+    /// number of the last batch the file holds. Readers hold the lock while they use the
+    /// database: once it is out of its slot, nothing uses it, and dropping it closes the file.
+    /// Readers meanwhile are told the store is unavailable rather than held up.
+    fn reopen(&mut self) -> Result<u64, StoreError> {
+        let old = write_db(&self.db).take();
+        drop(old);
+        let db = (self.opener)(&self.path).map_err(storage)?;
+        let on_disk = read_marker(&db).map_err(storage);
+        *write_db(&self.db) = Some(db);
+        on_disk
+    }
+
+    /// Two trial commits: one that writes [`HEADROOM_BYTES`], and one that removes them, which
+    /// leaves that much room free inside the file for the writes to come.
+    fn trial(&mut self) -> Result<(), StoreError> {
+        let room = vec![0; HEADROOM_BYTES];
+        for fill in [true, false] {
+            let guard = read_db(&self.db);
+            let db = guard.as_ref().ok_or(StoreError::Unavailable)?;
+            let txn = db.begin_write().map_err(storage)?;
+            {
+                let mut headroom = txn.open_table(HEADROOM).map_err(storage)?;
+                if fill {
+                    headroom.insert("room", room.as_slice()).map_err(storage)?;
+                } else {
+                    headroom.remove("room").map_err(storage)?;
+                }
+                let mut meta = txn.open_table(META).map_err(storage)?;
+                meta.insert(BATCH, self.committed + 1).map_err(storage)?;
+            }
+            txn.commit().map_err(storage)?;
+            self.committed += 1;
+            self.commits.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
     }
 }
 
@@ -555,6 +895,7 @@ fn apply_batch(
     options: RedbStoreOptions,
     mut stored: u64,
     sequences: &mut Sequences,
+    number: u64,
 ) -> Result<(Vec<Reply>, Vec<Effect>), StoreError> {
     let txn = db.begin_write().map_err(storage)?;
     let mut replies = Vec::with_capacity(batch.len());
@@ -565,6 +906,7 @@ fn apply_batch(
         replies.push(apply(&mut filling, &job.op).map_err(storage)?);
     }
     effects.push(Effect::Stored(stored));
+    txn.open_table(META).map_err(storage)?.insert(BATCH, number).map_err(storage)?;
     txn.commit().map_err(storage)?;
     Ok((replies, effects))
 }
@@ -691,6 +1033,7 @@ fn apply(batch: &mut Batch<'_>, op: &Op) -> Result<Reply, redb::Error> {
             put_sealed(txn, sealed)?;
             Reply::Unit
         }
+        Op::Probe => Reply::Unit,
         Op::CreateReceipt { id, create } => {
             // A receipt is durable, so the order it is for must be too.
             batch.write_volatile(id)?;
@@ -848,6 +1191,8 @@ impl Store for RedbStore {
     }
 
     async fn submit_volatile(&self, mut order: NewOrder) -> Result<SubmitOutcome, StoreError> {
+        // Its requester waits for a result that could not be stored.
+        self.writable()?;
         let id = order.work_order_id.clone();
         let full = {
             let mut queues = lock(&self.queues);
@@ -1108,5 +1453,13 @@ impl Store for RedbStore {
                 .collect::<Result<_, _>>()
                 .map_err(Into::into)
         })
+    }
+
+    fn health(&self) -> watch::Receiver<StoreHealth> {
+        self.health.subscribe()
+    }
+
+    fn write_failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
     }
 }
