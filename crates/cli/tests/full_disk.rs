@@ -110,16 +110,6 @@ async fn answer(
     String::from_utf8(outputs.into_iter().next().expect("an output").1).expect("utf-8")
 }
 
-/// A metric's value.
-async fn metric(service: &Service, name: &str) -> f64 {
-    let metrics = service.client().metrics().await.expect("metrics");
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name}"))
-}
-
 /// Submits and checks the order was accepted (pending, or done in synchronous mode).
 async fn accepted(service: &Service, request: &WorkOrderRequest) {
     match service.client().submit(request).await.expect("submit") {
@@ -209,7 +199,7 @@ async fn full_disk(args: &[&str]) {
     loaded.store(true, Ordering::SeqCst);
     let _ = watcher.join();
     let refusals = refused.load(Ordering::SeqCst);
-    let failures = metric(&service, "afallon_store_commit_failures_total").await;
+    let failures = service.metric("afallon_store_commit_failures_total").await;
     eprintln!(
         "under load on a full disk for {:?}: {} acknowledged, {refusals} refused, {failures} failed commits",
         started.elapsed(),
@@ -245,8 +235,8 @@ async fn full_disk(args: &[&str]) {
     accepted(&service, &request).await;
     let last = answer(&service, &worker, &request, &pending).await;
     assert_eq!(last, format!("WALLET RESULT: alice::{}", 101 + acknowledged.len()));
-    let requeued = metric(&service, "afallon_workorders_requeued_total").await;
-    let runs = metric(&service, "afallon_workorder_processing_seconds_count").await;
+    let requeued = service.metric("afallon_workorders_requeued_total").await;
+    let runs = service.metric("afallon_workorder_processing_seconds_count").await;
     eprintln!(
         "orders: {} acknowledged and completed; enclave runs {runs} (the runs beyond one per order \
          were of orders whose results could not be stored), requeued after lease expiry {requeued}",

@@ -37,16 +37,6 @@ async fn wallet(service: &Service, inputs: &[String], protection: InputProtectio
         .collect()
 }
 
-/// A metric's value.
-async fn metric(service: &Service, name: &str) -> f64 {
-    let metrics = service.client().metrics().await.expect("metrics");
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_longer_than_its_lease_changes_the_state_once() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -63,13 +53,13 @@ async fn an_order_longer_than_its_lease_changes_the_state_once() {
     let took = started.elapsed();
     eprintln!("{DEPOSITS} deposits took {took:?} with a one-second lease");
     assert_eq!(outputs.last().map(String::as_str), Some("WALLET RESULT: frank::1000"));
-    let in_enclave = metric(&service, "afallon_workorder_processing_seconds_sum").await;
+    let in_enclave = service.metric("afallon_workorder_processing_seconds_sum").await;
     eprintln!("in the enclave for {in_enclave:.2} s");
     assert!(in_enclave > 1.2, "the order must outlast its lease to show anything");
     // Any other run of the order has ended by now.
     tokio::time::sleep(took + Duration::from_secs(1)).await;
-    let runs = metric(&service, "afallon_workorder_processing_seconds_count").await;
-    let requeued = metric(&service, "afallon_workorders_requeued_total").await;
+    let runs = service.metric("afallon_workorder_processing_seconds_count").await;
+    let requeued = service.metric("afallon_workorders_requeued_total").await;
     eprintln!("enclave runs: {runs}, requeued: {requeued}");
 
     let next = ["deposit frank 1".to_owned()];

@@ -430,6 +430,15 @@ mod tests {
         Avalon,
     }
 
+    /// A worker's keys: RSA for session keys, ECDSA for signatures, and the verification key as
+    /// its record publishes it.
+    fn test_worker() -> (RsaPrivateKey, EcdsaSigningKey, String) {
+        let rsa = RsaPrivateKey::generate().expect("keygen");
+        let signing = EcdsaSigningKey::generate().expect("rng");
+        let pem = signing.verifying_key().to_pem();
+        (rsa, signing, pem)
+    }
+
     /// A worker's answer to `request` (as the enclave writes it: output i fills slot i, else a
     /// session-key output at index i), signed with `signer`.
     fn answer(
@@ -492,9 +501,7 @@ mod tests {
     /// requester must refuse the answer whatever the worker's nonce says.
     #[test]
     fn substituted_orders_are_refused() {
-        let worker_rsa = RsaPrivateKey::generate().expect("keygen");
-        let worker_key = EcdsaSigningKey::generate().expect("rng");
-        let worker_pem = worker_key.verifying_key().to_pem();
+        let (worker_rsa, worker_key, worker_pem) = test_worker();
         let new = || {
             WorkOrderBuilder::new("ab", worker_rsa.public_key(), OaepHash::Sha1, "echo-result")
                 .expect("builder")
@@ -541,9 +548,7 @@ mod tests {
     /// leaves indices out) still change the request's digest, so a bound result is refused.
     #[test]
     fn alterations_under_the_same_request_hash_are_refused() {
-        let worker_rsa = RsaPrivateKey::generate().expect("keygen");
-        let worker_key = EcdsaSigningKey::generate().expect("rng");
-        let worker_pem = worker_key.verifying_key().to_pem();
+        let (worker_rsa, worker_key, worker_pem) = test_worker();
         let mut builder =
             WorkOrderBuilder::new("ab", worker_rsa.public_key(), OaepHash::Sha1, "echo-result")
                 .expect("builder");
@@ -573,9 +578,7 @@ mod tests {
 
     #[test]
     fn outputs_are_opened_only_as_the_slots_asked() {
-        let worker_rsa = RsaPrivateKey::generate().expect("keygen");
-        let worker_key = EcdsaSigningKey::generate().expect("rng");
-        let worker_pem = worker_key.verifying_key().to_pem();
+        let (worker_rsa, worker_key, worker_pem) = test_worker();
         let mut builder =
             WorkOrderBuilder::new("ab", worker_rsa.public_key(), OaepHash::Sha1, "echo-result")
                 .expect("builder");

@@ -77,6 +77,16 @@ impl Service {
         }
     }
 
+    /// A metric's value, from `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let metrics = self.client().metrics().await.expect("metrics");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name}"))
+    }
+
     /// The server's resident memory, in MiB.
     pub fn resident_mib(&self) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
