@@ -242,3 +242,42 @@ fn synchronous_mode_end_to_end() {
     assert_eq!(String::from_utf8_lossy(&output.stdout), "RESULT: now\n");
     assert!(!stderr.contains("polling"), "the listener answered with the result: {stderr}");
 }
+
+/// Concurrent orders of a stateful workload run one after another, each on the state the last
+/// one left, while a stateless workload's orders go on beside them: 40 deposits of 1 answer the
+/// balances 1 to 40, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_wallet_orders_each_see_the_last_committed_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let service = Service::start(&dir.path().join("afallon-data"), &[]);
+    let worker = std::sync::Arc::new(service.worker().await);
+    let mut tasks = Vec::new();
+    for i in 0..80 {
+        let (client, worker) = (service.client(), std::sync::Arc::clone(&worker));
+        tasks.push(tokio::spawn(async move {
+            let (workload, input) =
+                if i % 2 == 0 { ("simple-wallet", "deposit gina 1") } else { ("echo-result", "x") };
+            let mut builder = worker.work_order(workload).expect("builder");
+            builder.input(input.as_bytes(), worker.item_protection()).expect("input");
+            let (request, pending) = builder.build(None).expect("build");
+            let result = client
+                .submit_and_wait(&request, Duration::from_millis(10), Duration::from_secs(60))
+                .await
+                .expect("result");
+            let outputs = pending.open_with_key(&result, &worker.verifying_key).expect("opens");
+            (workload, String::from_utf8(outputs[0].1.clone()).expect("utf-8"))
+        }));
+    }
+    let mut balances = Vec::new();
+    for task in tasks {
+        let (workload, output) = task.await.expect("task");
+        if workload == "simple-wallet" {
+            let balance = output.strip_prefix("WALLET RESULT: gina::").expect("a balance");
+            balances.push(balance.parse::<u32>().expect("a number"));
+        } else {
+            assert_eq!(output, "RESULT: x");
+        }
+    }
+    balances.sort_unstable();
+    assert_eq!(balances, (1..=40).collect::<Vec<u32>>());
+}

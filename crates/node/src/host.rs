@@ -19,6 +19,7 @@
 //! change is rolled back, and the store queues the order again; it runs once more when the store
 //! can write again.
 
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
@@ -41,6 +42,36 @@ pub(crate) struct LocalWorker {
     pub(crate) wake: Notify,
     io: DirectoryIo,
     name: String,
+    /// A turn per stateful workload, held from before an order of it enters the enclave until
+    /// its state change is committed or rolled back: the next order of that workload waits here,
+    /// in a task, rather than on an enclave thread (the enclave's own guard would hold the thread,
+    /// and the enclave slot with it, until the previous order's commit).
+    turns: HashMap<&'static str, Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl LocalWorker {
+    /// Waits for the turn of the stateful workload `request` names, if it names one. The
+    /// request is only peeked at (the enclave parses it for real): a request that cannot be read
+    /// here takes no turn, and the enclave's own guard still keeps its state right.
+    async fn turn(&self, request: &[u8]) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        #[derive(serde::Deserialize)]
+        struct Peek<'a> {
+            #[serde(borrow)]
+            params: PeekParams<'a>,
+        }
+        #[derive(serde::Deserialize)]
+        struct PeekParams<'a> {
+            #[serde(rename = "workloadId", borrow)]
+            workload_id: std::borrow::Cow<'a, str>,
+        }
+        if self.turns.is_empty() {
+            return None;
+        }
+        let peek: Peek<'_> = serde_json::from_slice(request).ok()?;
+        let name = afallon_proto::workload_name_from_id(&peek.params.workload_id)?;
+        let turn = self.turns.get(name.as_str())?;
+        Some(Arc::clone(turn).lock_owned().await)
+    }
 }
 
 impl LocalWorker {
@@ -85,7 +116,13 @@ impl LocalWorker {
         store.put_worker(enclave.worker_id(), &record).await?;
         let files = data_dir.join("workload-files").join(&name);
         crate::private::create_dir(&files)?;
-        Ok(Self { enclave, wake: Notify::new(), io: DirectoryIo::new(&files)?, name })
+        let registry = enclave.registry();
+        let turns = registry
+            .names()
+            .filter(|workload| registry.get(workload).is_some_and(|w| w.stateful()))
+            .map(|workload| (workload, Arc::new(tokio::sync::Mutex::new(()))))
+            .collect();
+        Ok(Self { enclave, wake: Notify::new(), io: DirectoryIo::new(&files)?, name, turns })
     }
 }
 
@@ -207,6 +244,7 @@ async fn process<S: Store>(
 ) {
     let started = Instant::now();
     let held = Held::start(app, claimed.work_order_id, holder);
+    let turn = worker.turn(&claimed.request).await;
     let Ok(slot) = app.enclave_slots.acquire().await else { return };
     let processed = std::panic::catch_unwind(AssertUnwindSafe(|| {
         worker.enclave.process_uncommitted(&claimed.request, &worker.io)
@@ -218,7 +256,12 @@ async fn process<S: Store>(
         return;
     };
     app.metrics.observe_processing(started.elapsed().as_secs_f64());
-    app.io.spawn(store_response(Arc::clone(app), Arc::clone(worker), held, processed, pending));
+    let response = store_response(Arc::clone(app), Arc::clone(worker), held, processed, pending);
+    app.io.spawn(async move {
+        response.await;
+        // The state change is committed or rolled back: the workload's next order may run.
+        drop(turn);
+    });
     // The enclave held this thread for a while: let the requests and responses queued behind
     // it run before the next order.
     tokio::task::yield_now().await;
