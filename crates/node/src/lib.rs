@@ -170,7 +170,12 @@ impl<S> App<S> {
 pub struct RunningNode {
     local_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
-    shutdown: watch::Sender<bool>,
+    /// Stops the listeners: they accept nothing more and close each connection after its
+    /// current request.
+    stop_serving: watch::Sender<bool>,
+    /// Stops the worker tasks, after the listeners, so that a synchronous submission in flight
+    /// is answered with its result.
+    stop_working: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     tasks: Vec<JoinHandle<()>>,
     store_health: watch::Receiver<StoreHealth>,
@@ -219,12 +224,15 @@ impl RunningNode {
         self.admin_addr
     }
 
-    /// Stops accepting requests and stops the workers after the orders they are processing.
+    /// Stops accepting requests, lets the requests in flight finish (the workers go on running
+    /// orders meanwhile, so a synchronous submission gets its result), then stops the workers
+    /// after the orders they are processing.
     pub async fn shutdown(self) {
-        let _ = self.shutdown.send(true);
+        let _ = self.stop_serving.send(true);
         for server in self.servers {
             let _ = server.await;
         }
+        let _ = self.stop_working.send(true);
         for task in self.tasks {
             let _ = task.await;
         }
@@ -340,9 +348,10 @@ impl Node {
             enclave_slots: tokio::sync::Semaphore::new(config_enclave_threads),
             io: tokio::runtime::Handle::current(),
         });
-        let (shutdown, stopped) = watch::channel(false);
+        let (stop_serving, stopped) = watch::channel(false);
+        let (stop_working, workers_stopped) = watch::channel(false);
         let store_health = app.store.health();
-        let tasks = host::spawn(&app, &stopped, enclave_pool.handle());
+        let tasks = host::spawn(&app, &workers_stopped, enclave_pool.handle());
         let http_config = app.config.http.clone();
         let router = http::router(Arc::clone(&app), admin_listener.is_none());
         let mut servers = vec![serve::serve(router, listener, &http_config, tls, stopped.clone())];
@@ -356,7 +365,8 @@ impl Node {
         Ok(RunningNode {
             local_addr,
             admin_addr,
-            shutdown,
+            stop_serving,
+            stop_working,
             servers,
             tasks,
             store_health,

@@ -276,6 +276,60 @@ async fn synchronous_mode_answers_with_the_result() {
     node.node.shutdown().await;
 }
 
+/// A node that stops lets the requests in flight finish before its workers stop: synchronous
+/// submissions in flight are answered with their results, not "pending" after the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synchronous_submissions_in_flight_get_their_results_at_shutdown() {
+    let node = start(|c| {
+        c.sync_mode = true;
+        c.sync_timeout = Duration::from_secs(5);
+    })
+    .await;
+    let addr = node.node.local_addr();
+    let mut bodies = Vec::new();
+    for _ in 0..120 {
+        let (request, _) = work_order(&node, "echo-result", "in flight", None).await;
+        bodies.push(
+            json!({"jsonrpc": "2.0", "method": "WorkOrderSubmit", "id": 11, "params": request})
+                .to_string(),
+        );
+    }
+    let (first, mut answered) = tokio::sync::mpsc::channel::<()>(1);
+    let tasks: Vec<_> = bodies
+        .into_iter()
+        .map(|body| {
+            let first = first.clone();
+            tokio::spawn(async move {
+                let reply =
+                    http(addr, "POST", "/", Some("application/json"), body.as_bytes()).await;
+                let _ = first.try_send(());
+                reply
+            })
+        })
+        .collect();
+    // Once the first answer is in, the rest are in flight: stop the node.
+    answered.recv().await.expect("an answer");
+    let TestNode { node, _dir } = node;
+    node.shutdown().await;
+    let (mut results, mut pending, mut unanswered) = (0, 0, 0);
+    for task in tasks {
+        let reply = task.await.expect("task");
+        if reply.status != 200 {
+            unanswered += 1;
+            continue;
+        }
+        let reply = reply.json();
+        if reply.get("result").is_some() {
+            results += 1;
+        } else if reply["error"]["code"] == json!(5) {
+            pending += 1;
+        }
+    }
+    println!("at shutdown: {results} results, {pending} pending, {unanswered} not accepted");
+    assert_eq!(pending, 0, "no submission in flight is left pending");
+    assert!(results > 1, "submissions were in flight");
+}
+
 /// A synchronous submission that runs out of time is answered "pending", and from then on it is
 /// durable: a node restarted on the same data processes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
