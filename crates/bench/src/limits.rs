@@ -93,12 +93,7 @@ fn worker_crypto(
             iv: Some(String::new()),
         });
     }
-    protection::check_request_hash(
-        &session_key,
-        &iv,
-        &request.encrypted_request_hash,
-        &request_hash(request),
-    )?;
+    protection::check_request_hash(&session_key, &iv, request, &request_hash(request))?;
     let mut result = WorkOrderResult {
         work_order_id: request.work_order_id.clone(),
         workload_id: request.workload_id.clone(),

@@ -163,13 +163,8 @@ fn run(
 
     // 3. The request hash.
     let hash = request_hash(request);
-    protection::check_request_hash(
-        &session_key,
-        &session_iv,
-        &request.encrypted_request_hash,
-        &hash,
-    )
-    .map_err(|_| ProcessError::value(error::REQUEST_HASH))?;
+    protection::check_request_hash(&session_key, &session_iv, request, &hash)
+        .map_err(|_| ProcessError::value(error::REQUEST_HASH))?;
 
     // 4. The requester's signature, if any.
     if let Some(signature) = request.requester_signature.as_deref().filter(|s| !s.is_empty()) {

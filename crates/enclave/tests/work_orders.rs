@@ -161,6 +161,26 @@ fn signed_request() -> WorkOrderRequest {
     b.build(Some(&requester)).expect("build").0
 }
 
+/// A signed request as Avalon's SDK builds it: the request hash alone under the session key
+/// (afallon's SDK seals a digest of the rest with it), one plaintext input.
+fn avalon_signed_request() -> WorkOrderRequest {
+    let requester = EcdsaSigningKey::generate().expect("rng");
+    let mut b = builder("echo-result");
+    b.input(b"plain", InputProtection::Plain).expect("input");
+    let (mut request, _) = b.build(None).expect("build");
+    let session_key = afallon_crypto::AesKey::generate().expect("rng");
+    let iv = afallon_crypto::Iv::generate().expect("rng");
+    request.encrypted_session_key =
+        protection::wrap_session_key(&worker_key(), OaepHash::Sha1, &session_key).expect("wrap");
+    request.session_key_iv = Some(protection::encode_iv(&iv));
+    let hash = afallon_proto::request_hash(&request);
+    request.encrypted_request_hash =
+        protection::encrypt_request_hash(&session_key, &iv, &hash).expect("encrypt");
+    request.requester_signature = Some(protection::sign_digest_base64(&requester, &hash));
+    request.verifying_key = Some(requester.verifying_key().to_pem());
+    request
+}
+
 #[test]
 fn tampering_gets_the_wire_specs_codes_and_messages() {
     let request = signed_request();
@@ -205,20 +225,30 @@ fn tampering_gets_the_wire_specs_codes_and_messages() {
         -8,
         "input data hash verification failed",
     );
-    // requesterSignature: made by another key.
+    // requesterSignature: made by another key. For Avalon's requesters the signature check
+    // says so; afallon's SDK seals the signature fields in its digest, so the request hash check
+    // (which comes first) does.
     let impostor = EcdsaSigningKey::generate().expect("rng");
-    refused(
-        &request,
-        |p| p["verifyingKey"] = json!(impostor.verifying_key().to_pem()),
-        -8,
-        "Signature verification of client request failed. Request is tampered.",
-    );
-    refused(
-        &request,
-        |p| p["requesterSignature"] = json!(protection::encode_base64(b"not DER")),
-        -8,
-        "Signature verification of client request failed. Request is tampered.",
-    );
+    let avalon = avalon_signed_request();
+    // Unaltered, it runs (a result, no error).
+    let _ = result_of(&worker().enclave.process(&body(&avalon), &NoIo));
+    for (request, message) in [
+        (&avalon, "Signature verification of client request failed. Request is tampered."),
+        (&request, "Decryption of client request hash failed. Request is tampered."),
+    ] {
+        refused(
+            request,
+            |p| p["verifyingKey"] = json!(impostor.verifying_key().to_pem()),
+            -8,
+            message,
+        );
+        refused(
+            request,
+            |p| p["requesterSignature"] = json!(protection::encode_base64(b"not DER")),
+            -8,
+            message,
+        );
+    }
     // Missing IV.
     refused(
         &request,
@@ -626,4 +656,28 @@ fn the_session_keystream_leaks_and_sealed_keys_do_not() {
             "{protection:?} output"
         );
     }
+}
+
+/// The host drops an output slot whose strings are empty: Avalon's request hash does not change,
+/// and the secret output would fill the plaintext slot. The digest the requester sealed with the
+/// hash does change, so the worker refuses the request before it runs anything.
+#[test]
+fn requests_altered_under_the_same_hash_are_refused_before_they_run() {
+    let mut b = builder("echo-result");
+    b.input(b"secret", InputProtection::Session).expect("input");
+    b.input(b"public", InputProtection::Session).expect("input");
+    b.output(InputProtection::Session).expect("secret slot");
+    b.output(InputProtection::Plain).expect("public slot");
+    let (request, pending) = b.build(None).expect("build");
+    let mut dropped = request.clone();
+    dropped.out_data.remove(0);
+    assert_eq!(afallon_proto::request_hash(&dropped), afallon_proto::request_hash(&request));
+
+    let processed = worker().enclave.process(&body(&dropped), &NoIo);
+    let response: Value = serde_json::from_str(&processed.response).expect("json");
+    assert_eq!(response["error"]["code"], json!(-8), "{response}");
+    assert!(response.get("result").is_none(), "nothing ran, nothing leaked: {response}");
+
+    // Unaltered, it runs, and a requester of Avalon's (32-byte hash) is still served.
+    assert_eq!(open(&pending, &worker().enclave.process(&body(&request), &NoIo)).len(), 2);
 }

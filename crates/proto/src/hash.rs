@@ -64,6 +64,17 @@ impl RequestHashParts {
 /// into `workerNonce` (`protection::bound_worker_nonce`), so a requester can tell that a result
 /// answers exactly what it sent.
 pub fn request_digest(request: &WorkOrderRequest) -> Sha256Digest {
+    digest(request, Some(&request.encrypted_request_hash))
+}
+
+/// [`request_digest`] without `encryptedRequestHash`: what afallon's SDK seals together with the
+/// request hash (`protection::seal_request_hash`), so that afallon's worker refuses a request
+/// altered in a way Avalon's request hash cannot see, before it runs anything.
+pub fn sealed_request_digest(request: &WorkOrderRequest) -> Sha256Digest {
+    digest(request, None)
+}
+
+fn digest(request: &WorkOrderRequest, encrypted_request_hash: Option<&str>) -> Sha256Digest {
     let mut h = Sha256::new();
     let mut field = |value: Option<&str>| match value {
         None => h.update(&[0]),
@@ -88,7 +99,7 @@ pub fn request_digest(request: &WorkOrderRequest) -> Sha256Digest {
         Some(&request.encrypted_session_key),
         request.session_key_iv.as_deref(),
         Some(&request.requester_nonce),
-        Some(&request.encrypted_request_hash),
+        encrypted_request_hash,
         request.requester_signature.as_deref(),
         request.verifying_key.as_deref(),
     ] {

@@ -51,7 +51,7 @@ pub use codes::{
 };
 pub use hash::{
     RequestHashParts, encryption_key_digest, ext_verification_key_digest, request_digest,
-    request_hash, response_hash,
+    request_hash, response_hash, sealed_request_digest,
 };
 pub use id::{is_schema_hex, worker_id_from_name, workload_id_from_name, workload_name_from_id};
 pub use jsonrpc::{

@@ -15,7 +15,7 @@ use afallon_crypto::{
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
-use crate::work_order::DataItem;
+use crate::work_order::{DataItem, WorkOrderRequest};
 
 /// Why protecting or checking a work order failed. Each variant names the check that failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,6 +45,10 @@ pub enum ProtectionError {
     /// The request hash decrypted but differs from the one computed over the request.
     #[error("request hash mismatch: the request was tampered with")]
     RequestHashMismatch,
+    /// The request hash matches, but the digest sealed with it is another request's: the request
+    /// was altered where Avalon's request hash cannot see.
+    #[error("the request differs from the one its requester sealed: it was tampered with")]
+    RequestAltered,
     /// A verification key PEM could not be read.
     #[error("verification key: {0}")]
     VerificationKey(KeyError),
@@ -158,24 +162,56 @@ pub fn encrypt_request_hash(
         .map_err(ProtectionError::Encryption)
 }
 
-/// Checks `encryptedRequestHash` against the hash computed over the request.
+/// afallon's `encryptedRequestHash`: upper-case hex of AES-GCM(session key, session IV, request
+/// hash || [`crate::sealed_request_digest`]). Avalon's worker compares only the first 32 bytes
+/// (wire spec §3.7); afallon's also checks the digest, so a request altered where Avalon's hash
+/// cannot see (an output slot with empty strings dropped or renumbered, a `dataHash` moved into
+/// `data`) is refused before anything runs.
+///
+/// # Errors
+/// [`ProtectionError::Encryption`] if AES-GCM fails.
+pub fn seal_request_hash(
+    session_key: &AesKey,
+    iv: &Iv,
+    request_hash: &Sha256Digest,
+    sealed_digest: &Sha256Digest,
+) -> Result<String, ProtectionError> {
+    let mut plaintext = [0u8; 64];
+    plaintext[..32].copy_from_slice(request_hash.as_bytes());
+    plaintext[32..].copy_from_slice(sealed_digest.as_bytes());
+    session_key.seal(iv, &plaintext).map(hex::encode_upper).map_err(ProtectionError::Encryption)
+}
+
+/// Checks `request.encryptedRequestHash` against `hash`, the request hash computed over it: the
+/// 32-byte form of Avalon's requesters, or the 64-byte form of [`seal_request_hash`], whose
+/// digest must then be the request's too.
 ///
 /// # Errors
 /// [`ProtectionError::Hex`], [`ProtectionError::RequestHashDecryption`] when it does not decrypt
-/// (wrong key, altered), [`ProtectionError::RequestHashMismatch`] when it decrypts to another hash.
+/// (wrong key, altered), [`ProtectionError::RequestHashMismatch`] when it decrypts to another hash,
+/// [`ProtectionError::RequestAltered`] when the sealed digest is another request's.
 pub fn check_request_hash(
     session_key: &AesKey,
     iv: &Iv,
-    encrypted_request_hash: &str,
-    expected: &Sha256Digest,
+    request: &WorkOrderRequest,
+    hash: &Sha256Digest,
 ) -> Result<(), ProtectionError> {
-    let sealed = decode_hex("encryptedRequestHash", encrypted_request_hash)?;
+    let sealed = decode_hex("encryptedRequestHash", &request.encrypted_request_hash)?;
     let plaintext =
         session_key.open(iv, &sealed).map_err(ProtectionError::RequestHashDecryption)?;
-    if plaintext.as_slice() == expected.as_bytes() {
-        Ok(())
-    } else {
-        Err(ProtectionError::RequestHashMismatch)
+    let (sent_hash, sent_digest) = match plaintext.len() {
+        32 => (&plaintext[..], None),
+        64 => (&plaintext[..32], Some(&plaintext[32..])),
+        _ => return Err(ProtectionError::RequestHashMismatch),
+    };
+    if sent_hash != hash.as_bytes() {
+        return Err(ProtectionError::RequestHashMismatch);
+    }
+    match sent_digest {
+        Some(digest) if digest != crate::sealed_request_digest(request).as_bytes() => {
+            Err(ProtectionError::RequestAltered)
+        }
+        _ => Ok(()),
     }
 }
 

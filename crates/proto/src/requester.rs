@@ -9,7 +9,9 @@ use afallon_crypto::{
     random_array, sha256,
 };
 
-use crate::hash::{ext_verification_key_digest, request_digest, request_hash, response_hash};
+use crate::hash::{
+    ext_verification_key_digest, request_digest, request_hash, response_hash, sealed_request_digest,
+};
 use crate::protection::{self, ItemKey, ProtectionError};
 use crate::work_order::{DataItem, WorkOrderRequest, WorkOrderResult};
 
@@ -194,7 +196,8 @@ impl WorkOrderBuilder {
         Ok(self)
     }
 
-    /// Computes the request hash, encrypts it, and signs it with `signer` if given.
+    /// Computes the request hash, signs it with `signer` if given, and seals it with the digest
+    /// of the rest of the request (`protection::seal_request_hash`).
     ///
     /// # Errors
     /// [`ProtectionError`] if encryption fails.
@@ -203,12 +206,18 @@ impl WorkOrderBuilder {
         signer: Option<&EcdsaSigningKey>,
     ) -> Result<(WorkOrderRequest, PendingResult), ProtectionError> {
         let hash = request_hash(&self.request);
-        self.request.encrypted_request_hash =
-            protection::encrypt_request_hash(&self.session_key, &self.iv, &hash)?;
         if let Some(signer) = signer {
             self.request.requester_signature = Some(protection::sign_digest_base64(signer, &hash));
             self.request.verifying_key = Some(signer.verifying_key().to_pem());
         }
+        // The hash, and the digest of everything else: afallon's worker refuses a request
+        // altered where Avalon's hash cannot see; Avalon's reads the first 32 bytes only.
+        self.request.encrypted_request_hash = protection::seal_request_hash(
+            &self.session_key,
+            &self.iv,
+            &hash,
+            &sealed_request_digest(&self.request),
+        )?;
         let pending = PendingResult {
             work_order_id: self.request.work_order_id.clone(),
             worker_id: self.request.worker_id.clone(),

@@ -109,7 +109,7 @@ fn check(body: &str) -> Result<Vec<(i64, Vec<u8>)>, ProtectionError> {
         inputs.push((item.index, plaintext));
     }
     let hash = request_hash(&request);
-    protection::check_request_hash(&session_key, &iv, &request.encrypted_request_hash, &hash)?;
+    protection::check_request_hash(&session_key, &iv, &request, &hash)?;
     if let Some(signature) = request.requester_signature.as_deref().filter(|s| !s.is_empty()) {
         let key = request.verifying_key.as_deref().unwrap_or("");
         protection::verify_digest_base64("requesterSignature", key, &hash, signature)?;
