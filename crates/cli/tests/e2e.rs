@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use afallon_client::{Attestation, InputProtection, Policy, Submission, WorkerError};
+use afallon_client::{Attestation, InputProtection, Policy, WorkerError};
 use afallon_crypto::EcdsaSigningKey;
 use common::{Service, WORKER};
 
@@ -15,24 +15,7 @@ async fn run(
     inputs: &[(&str, InputProtection)],
     signer: Option<&EcdsaSigningKey>,
 ) -> Vec<String> {
-    let client = service.client();
-    let worker = service.worker().await;
-    let mut builder = worker.work_order(workload).expect("builder");
-    for (input, protection) in inputs {
-        builder.input(input.as_bytes(), *protection).expect("input");
-    }
-    let (request, pending) = builder.build(signer).expect("build");
-    assert_eq!(client.submit(&request).await.expect("submit"), Submission::Pending);
-    let result = client
-        .wait_result(&request.work_order_id, Duration::from_millis(10), Duration::from_secs(60))
-        .await
-        .expect("result");
-    pending
-        .open(&result, &worker.verification_key)
-        .expect("the signature verifies and the outputs decrypt")
-        .into_iter()
-        .map(|(_, data)| String::from_utf8(data).expect("utf-8"))
-        .collect()
+    service.order(workload, inputs, signer).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use afallon_client::{InputProtection, Submission};
+use afallon_client::InputProtection;
 use common::Service;
 
 /// Deposits in the long order, each under a data key of its own (one RSA decryption each) and
@@ -17,24 +17,9 @@ const PADDING: usize = 4500;
 
 /// Runs a wallet order to its result and returns its outputs.
 async fn wallet(service: &Service, inputs: &[String], protection: InputProtection) -> Vec<String> {
-    let client = service.client();
-    let worker = service.worker().await;
-    let mut builder = worker.work_order("simple-wallet").expect("builder");
-    for input in inputs {
-        builder.input(input.as_bytes(), protection).expect("input");
-    }
-    let (request, pending) = builder.build(None).expect("build");
-    assert_eq!(client.submit(&request).await.expect("submit"), Submission::Pending);
-    let result = client
-        .wait_result(&request.work_order_id, Duration::from_millis(20), Duration::from_secs(300))
-        .await
-        .expect("result");
-    pending
-        .open(&result, &worker.verification_key)
-        .expect("opens")
-        .into_iter()
-        .map(|(_, data)| String::from_utf8(data).expect("utf-8"))
-        .collect()
+    let inputs: Vec<(&str, InputProtection)> =
+        inputs.iter().map(|input| (input.as_str(), protection)).collect();
+    service.order("simple-wallet", &inputs, None).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ mod common;
 use std::io::{Read as _, Write as _};
 use std::time::Duration;
 
-use afallon_client::{ClientError, InputProtection, Submission};
+use afallon_client::{ClientError, InputProtection};
 use afallon_crypto::EcdsaSigningKey;
 use common::Service;
 use serde_json::{Value, json};
@@ -32,18 +32,8 @@ fn post(service: &Service, body: &[u8]) -> Value {
 
 /// Runs a wallet or echo order to its result and returns its one output.
 async fn run(service: &Service, workload: &str, input: &str) -> String {
-    let client = service.client();
-    let worker = service.worker().await;
-    let mut builder = worker.work_order(workload).expect("builder");
-    builder.input(input.as_bytes(), InputProtection::Session).expect("input");
-    let (request, pending) = builder.build(None).expect("build");
-    assert_eq!(client.submit(&request).await.expect("submit"), Submission::Pending);
-    let result = client
-        .wait_result(&request.work_order_id, Duration::from_millis(10), Duration::from_secs(60))
-        .await
-        .expect("result");
-    let outputs = pending.open(&result, &worker.verification_key).expect("opens");
-    String::from_utf8(outputs[0].1.clone()).expect("utf-8")
+    let outputs = service.order(workload, &[(input, InputProtection::Session)], None).await;
+    outputs.into_iter().next().expect("an output")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -77,6 +77,42 @@ impl Service {
         }
     }
 
+    /// Submits an order of `workload` with `inputs` (answered "pending": the node runs in
+    /// asynchronous mode), waits for its result, verifies and decrypts it, and returns its
+    /// outputs as text.
+    pub async fn order(
+        &self,
+        workload: &str,
+        inputs: &[(&str, afallon_client::InputProtection)],
+        signer: Option<&afallon_crypto::EcdsaSigningKey>,
+    ) -> Vec<String> {
+        let client = self.client();
+        let worker = self.worker().await;
+        let mut builder = worker.work_order(workload).expect("builder");
+        for (input, protection) in inputs {
+            builder.input(input.as_bytes(), *protection).expect("input");
+        }
+        let (request, pending) = builder.build(signer).expect("build");
+        assert_eq!(
+            client.submit(&request).await.expect("submit"),
+            afallon_client::Submission::Pending
+        );
+        let result = client
+            .wait_result(
+                &request.work_order_id,
+                Duration::from_millis(10),
+                Duration::from_secs(300),
+            )
+            .await
+            .expect("result");
+        pending
+            .open(&result, &worker.verification_key)
+            .expect("the signature verifies and the outputs decrypt")
+            .into_iter()
+            .map(|(_, data)| String::from_utf8(data).expect("utf-8"))
+            .collect()
+    }
+
     /// A metric's value, from `/metrics`.
     pub async fn metric(&self, name: &str) -> f64 {
         let metrics = self.client().metrics().await.expect("metrics");
