@@ -16,6 +16,13 @@ use serde::{Deserialize, Serialize};
 #[error("configuration: {0}")]
 pub(crate) struct ConfigError(String);
 
+impl ConfigError {
+    /// A configuration error saying `message`.
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
 /// The settings of `afallon up`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,6 +48,10 @@ pub(crate) struct Config {
     pub(crate) enclave_threads: Option<usize>,
     /// `afallon up` runs on the simulated TEE unless this is set to false.
     pub(crate) insecure_simulation: bool,
+    /// The shared store's URL (`postgres://...`); none: the embedded store in `data_dir`.
+    pub(crate) store: Option<String>,
+    /// The most ids a look-up answer carries.
+    pub(crate) look_up_page: usize,
     pub(crate) workers: Vec<WorkerSettings>,
 }
 
@@ -78,6 +89,8 @@ impl Default for Config {
             processors_per_worker: None,
             enclave_threads: None,
             insecure_simulation: true,
+            store: None,
+            look_up_page: 1000,
             workers: vec![WorkerSettings {
                 name: "singleton-worker-1".into(),
                 organization_id: None,
@@ -150,6 +163,10 @@ impl Config {
             node.enclave_threads = threads.max(1);
         }
         node.insecure_simulation = self.insecure_simulation;
+        if !(1..=100_000).contains(&self.look_up_page) {
+            return Err(ConfigError("look_up_page must be from 1 to 100000".into()));
+        }
+        node.look_up_page = self.look_up_page;
         if self.workers.is_empty() {
             return Err(ConfigError("at least one worker must be configured".into()));
         }

@@ -1,9 +1,10 @@
 //! The `afallon` binary: thin glue over the node and client crates.
 //!
-//! `afallon up` runs the service; `submit`, `workers`, `result` and `receipt` talk to a running
-//! one as a requester would. Exit codes: 0 success, 1 failure, 64 bad configuration, 75 (`up`)
-//! the store must be reopened (a commit that failed was found in its file after all): a restart
-//! does it.
+//! `afallon up` runs the service in one process; `afallon listener` and `afallon worker` run its
+//! two roles apart, any number of each, sharing a PostgreSQL store. `submit`, `workers`,
+//! `result` and `receipt` talk to a running service as a requester would. Exit codes: 0 success,
+//! 1 failure, 64 bad configuration, 75 (`up`) the store must be reopened (a commit that failed
+//! was found in its file after all): a restart does it.
 
 mod bench;
 mod config;
@@ -13,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use afallon_node::Roles;
 use clap::{Args, Parser, Subcommand};
 
 /// mimalloc: the service allocates and frees many small buffers per work order on several
@@ -31,8 +33,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Runs listener and worker in one process, on the embedded store and the simulated TEE.
+    /// Runs listener and worker in one process, on the embedded store (or `--store`) and the
+    /// simulated TEE.
     Up(UpArgs),
+    /// Runs the JSON-RPC listener alone, on a shared store (`--store postgres://...`).
+    Listener(UpArgs),
+    /// Runs the worker host alone (the workers' enclaves), on a shared store
+    /// (`--store postgres://...`); `--listen` serves only /healthz, /readyz and /metrics.
+    Worker(UpArgs),
     /// Submits a work order, waits for the result, verifies and decrypts it.
     Submit(requester::SubmitArgs),
     /// Lists the registered workers.
@@ -45,7 +53,8 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
-/// Settings of `afallon up`; each overrides the config file and the `AFALLON_*` environment.
+/// Settings of `afallon up`, `listener` and `worker`; each overrides the config file and the
+/// `AFALLON_*` environment.
 #[derive(Debug, Args)]
 struct UpArgs {
     /// A TOML config file.
@@ -63,11 +72,16 @@ struct UpArgs {
     /// The most work orders kept [default: 10000].
     #[arg(long)]
     max_orders: Option<u64>,
+    /// The store: `postgres://USER@HOST:PORT/DATABASE` to share one with other processes
+    /// [default: the embedded store in the data directory].
+    #[arg(long)]
+    store: Option<String>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_log = if matches!(cli.command, Command::Up(_)) { "info" } else { "warn" };
+    let serving = matches!(cli.command, Command::Up(_) | Command::Listener(_) | Command::Worker(_));
+    let default_log = if serving { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("AFALLON_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log));
     tracing_subscriber::fmt()
@@ -85,7 +99,9 @@ fn main() -> ExitCode {
     };
     let outcome = runtime.block_on(async {
         match cli.command {
-            Command::Up(args) => up(args).await,
+            Command::Up(args) => serve(args, Roles::BOTH).await,
+            Command::Listener(args) => serve(args, Roles::LISTENER).await,
+            Command::Worker(args) => serve(args, Roles::WORKER).await,
             Command::Submit(args) => requester::submit(args).await,
             Command::Workers(args) => requester::workers(args).await,
             Command::Result(args) => requester::result(args).await,
@@ -112,7 +128,8 @@ fn main() -> ExitCode {
     }
 }
 
-async fn up(args: UpArgs) -> anyhow::Result<()> {
+/// Runs a node with `roles` until a signal.
+async fn serve(args: UpArgs, roles: Roles) -> anyhow::Result<()> {
     let mut config = config::load(args.config.as_deref())?;
     if let Some(listen) = args.listen {
         config.listen = listen;
@@ -126,30 +143,84 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     if let Some(max_orders) = args.max_orders {
         config.max_orders = max_orders;
     }
-    let node_config = config.into_node_config()?;
-    if node_config.insecure_simulation {
+    if let Some(store) = args.store {
+        config.store = Some(store);
+    }
+    let store = config.store.clone();
+    let mut node_config = config.into_node_config()?;
+    node_config.roles = roles;
+    if roles.worker && node_config.insecure_simulation {
         eprintln!(
             "WARNING: workers run on the SIMULATED TEE (insecure_simulation = true): their keys and the data \
              they process are not protected by hardware, and their attestation proves nothing. For development only."
         );
     }
     raise_open_files_limit(node_config.http.max_connections);
-    let node = afallon_node::Node::start(node_config.clone()).await?;
-    for worker in &node_config.workers {
-        println!(
-            "worker {} ({})",
-            worker.worker_name,
-            afallon_proto::worker_id_from_name(&worker.worker_name)
-        );
+    let node = match store.as_deref() {
+        None if roles != Roles::BOTH => {
+            return Err(config::ConfigError::new(
+                "the listener and worker roles share their store with other processes: give \
+                 --store postgres://USER@HOST:PORT/DATABASE (or `store` in the config)",
+            )
+            .into());
+        }
+        None => afallon_node::Node::start(node_config.clone()).await?,
+        Some(url) => shared_store::start(url, node_config.clone()).await?,
+    };
+    if roles.worker {
+        for worker in &node_config.workers {
+            println!(
+                "worker {} ({})",
+                worker.worker_name,
+                afallon_proto::worker_id_from_name(&worker.worker_name)
+            );
+        }
     }
     let scheme = if node_config.http.tls.is_some() { "https" } else { "http" };
-    println!("listening on {scheme}://{}", node.local_addr());
+    if roles.listener {
+        println!("listening on {scheme}://{}", node.local_addr());
+    } else {
+        println!("health and metrics on http://{}", node.local_addr());
+    }
     if let Some(admin) = node.admin_addr() {
         println!("health and metrics on http://{admin}");
     }
     node.run_until(shutdown_signal()).await?;
     eprintln!("stopped");
     Ok(())
+}
+
+/// Shared stores, chosen by the URL's scheme.
+mod shared_store {
+    use afallon_node::{NodeConfig, RunningNode};
+
+    use crate::config::ConfigError;
+
+    /// Connects to the store at `url` and starts the node on it.
+    pub(crate) async fn start(url: &str, config: NodeConfig) -> anyhow::Result<RunningNode> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return postgres(url, config).await;
+        }
+        Err(ConfigError::new(format!(
+            "unknown store {:?}: give a postgres:// URL, or none for the embedded store",
+            url.split(':').next().unwrap_or_default()
+        ))
+        .into())
+    }
+
+    #[cfg(feature = "postgres")]
+    async fn postgres(url: &str, config: NodeConfig) -> anyhow::Result<RunningNode> {
+        use afallon_store_postgres::{PgStore, PgStoreOptions};
+        let options = PgStoreOptions { max_orders: config.max_orders, ..PgStoreOptions::default() };
+        let store = PgStore::connect(url, options).await?;
+        Ok(afallon_node::Node::start_with_store(config, std::sync::Arc::new(store)).await?)
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    async fn postgres(_url: &str, _config: NodeConfig) -> anyhow::Result<RunningNode> {
+        Err(ConfigError::new("this afallon was built without PostgreSQL (feature `postgres`)")
+            .into())
+    }
 }
 
 /// Raises the soft limit on open files to the hard limit: each connection takes one, and the

@@ -183,7 +183,9 @@ pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
     let outputs =
         pending.open_with_key(&result, &worker.verifying_key).context("verifying the result")?;
     let receipt = if args.receipt {
-        Some(client.receipt(&request.work_order_id).await.context("reading the receipt")?)
+        // The worker adds its signed update just after the result is stored.
+        let receipt = client.wait_receipt_update(&request.work_order_id, RECEIPT_POLL, timeout);
+        Some(receipt.await.context("reading the receipt")?)
     } else {
         None
     };
@@ -276,6 +278,9 @@ pub(crate) async fn result(args: IdArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// How often `submit --receipt` reads the receipt while its worker's update is not in.
+const RECEIPT_POLL: Duration = Duration::from_millis(25);
 
 pub(crate) async fn receipt(args: IdArgs) -> anyhow::Result<()> {
     let client = args.connect.client()?;

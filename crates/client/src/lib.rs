@@ -298,6 +298,36 @@ impl Client {
         serde_json::from_value(result).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
+    /// Polls `WorkOrderReceiptRetrieve` every `poll` until the receipt has left its create
+    /// status (for a finished order: the worker's signed update is in, which it adds shortly
+    /// after the order finishes or the receipt is created), or `timeout` passes; returns the
+    /// receipt as last read.
+    ///
+    /// # Errors
+    /// As [`Client::receipt`], and [`ClientError::Timeout`].
+    pub async fn wait_receipt_update(
+        &self,
+        work_order_id: &str,
+        poll: Duration,
+        timeout: Duration,
+    ) -> Result<ReceiptRetrieveResult, ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let receipt = tokio::time::timeout(left, self.receipt(work_order_id))
+                .await
+                .map_err(|_| ClientError::Timeout(timeout))??;
+            if receipt.receipt_current_status != receipt.receipt.receipt_create_status.unwrap_or(0)
+            {
+                return Ok(receipt);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ClientError::Timeout(timeout));
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
     /// `WorkOrderReceiptUpdateRetrieve`; `None` for the last update.
     ///
     /// # Errors

@@ -7,9 +7,10 @@
 //! machine, than it saved. The response is stored by a task on the listener's runtime, so that
 //! the next order is claimed while the last one waits for its commit.
 //!
-//! A worker's tasks sleep until the listener wakes them (no polling on the hot path); a sweeper
-//! returns orders whose lease ran out to their queues, so an order claimed by a task that died is
-//! processed by another. While an order is processed and its response stored, its lease is
+//! A worker's tasks sleep until the store announces work for it (no polling on the hot path); a
+//! sweeper returns orders whose lease ran out to their queues, so an order claimed by a task (or
+//! a process) that died is processed by another. A receipt task signs the updates that receipts
+//! of the worker's finished orders await, whichever process created the receipt. While an order is processed and its response stored, its lease is
 //! renewed every third of the lease; a run that lost its lease anyway cannot complete the order,
 //! and a stateful workload's change from a run whose completion did not win is rolled back
 //! ([`afallon_enclave::PendingState`]).
@@ -28,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use afallon_attest::Platform;
 use afallon_enclave::{Enclave, EnclaveConfig, PendingState, SealedState};
-use afallon_store::{Claimed, Completion, SealedBlob, Store, StoreHealth};
+use afallon_store::{Claimed, Completion, OrderResult, SealedBlob, Store, StoreHealth};
 use afallon_workloads::{DirectoryIo, Registry};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -40,6 +41,8 @@ pub(crate) struct LocalWorker {
     pub(crate) enclave: Enclave,
     /// Wakes one of the worker's idle tasks.
     pub(crate) wake: Notify,
+    /// Wakes the worker's receipt task.
+    pub(crate) receipts_waiting: Notify,
     io: DirectoryIo,
     name: String,
     /// A turn per stateful workload, held from before an order of it enters the enclave until
@@ -88,7 +91,7 @@ impl LocalWorker {
         let prefix = format!("worker/{name}/");
         let keys_key = format!("{prefix}keys");
         let state_prefix = format!("{prefix}state/");
-        let sealed = store.sealed(&prefix)?;
+        let sealed = store.sealed(&prefix).await?;
         let registry = Registry::with_builtins();
         let enclave = match sealed.iter().find(|blob| blob.key == keys_key) {
             Some(keys) => {
@@ -112,8 +115,7 @@ impl LocalWorker {
                 enclave
             }
         };
-        let record = serde_json::to_string(enclave.worker_record()).unwrap_or_default();
-        store.put_worker(enclave.worker_id(), &record).await?;
+        store.put_worker(enclave.worker_id(), enclave.worker_record()).await?;
         let files = data_dir.join("workload-files").join(&name);
         crate::private::create_dir(&files)?;
         let registry = enclave.registry();
@@ -122,12 +124,19 @@ impl LocalWorker {
             .filter(|workload| registry.get(workload).is_some_and(|w| w.stateful()))
             .map(|workload| (workload, Arc::new(tokio::sync::Mutex::new(()))))
             .collect();
-        Ok(Self { enclave, wake: Notify::new(), io: DirectoryIo::new(&files)?, name, turns })
+        Ok(Self {
+            enclave,
+            wake: Notify::new(),
+            receipts_waiting: Notify::new(),
+            io: DirectoryIo::new(&files)?,
+            name,
+            turns,
+        })
     }
 }
 
 /// Starts every worker's processing tasks on the enclave pool (none without one: a listener-only
-/// node), and the lease sweeper.
+/// node), its receipt task, and the lease sweeper.
 pub(crate) fn spawn<S: Store>(
     app: &Arc<App<S>>,
     stopped: &watch::Receiver<bool>,
@@ -145,6 +154,13 @@ pub(crate) fn spawn<S: Store>(
                 stopped.clone(),
             )));
         }
+    }
+    for worker in &app.workers {
+        tasks.push(tokio::spawn(receipt_loop(
+            Arc::clone(app),
+            Arc::clone(worker),
+            stopped.clone(),
+        )));
     }
     tasks.push(tokio::spawn(sweep_loop(Arc::clone(app), stopped.clone())));
     tasks
@@ -179,7 +195,7 @@ async fn process_loop<S: Store>(
                 tokio::select! {
                     () = worker.wake.notified() => {}
                     _ = stopped.changed() => {}
-                    // A safety net only: submissions and requeues wake the worker.
+                    // A safety net only: the store announces submissions and requeues.
                     () = tokio::time::sleep(Duration::from_secs(5)) => {}
                 }
             }
@@ -267,9 +283,10 @@ async fn process<S: Store>(
     tokio::task::yield_now().await;
 }
 
-/// Stores a response with the workload state and receipt update it brings, commits the
-/// workload's state change if the completion won (and rolls it back otherwise), then wakes
-/// whoever waits for it.
+/// Stores a response with the workload state it brings, then commits the workload's state
+/// change if the completion won (and rolls it back otherwise). The store announces the order's
+/// end to whoever waits for it, and a receipt that now awaits the worker's update to the
+/// worker's receipt task.
 async fn store_response<S: Store>(
     app: Arc<App<S>>,
     worker: Arc<LocalWorker>,
@@ -288,25 +305,15 @@ async fn store_response<S: Store>(
         version: state.version,
         blob: state.blob,
     });
-    // If the order has a receipt, its update is signed now and appended in the completion's
-    // transaction. (A receipt created meanwhile is reported back and updated just after.)
-    let receipt_update = match app.store.receipt(work_order_id) {
-        Ok(Some(_)) => {
-            let update = worker.enclave.receipt_update(work_order_id, &processed.response, failed);
-            serde_json::to_string(&update).ok()
-        }
-        _ => None,
-    };
-    let response = processed.response;
-    let completion =
-        app.store.complete(work_order_id, &held.holder, response.clone(), sealed, receipt_update);
+    let result = OrderResult { response: processed.response, failed };
+    let completion = app.store.complete(work_order_id, &held.holder, result, sealed);
     // This task is cancelled only when the runtime shuts down, and the in-memory state with it:
     // between a completion that won and the commit below there is no await.
     let completion = completion.await;
     // The lease has ended, one way or another.
     held.renewal.abort();
     match completion {
-        Ok(outcome @ (Completion::Stored | Completion::StoredReceiptPending)) => {
+        Ok(Completion::Stored) => {
             // This run's result is the order's: so is its state change, in memory too.
             if let Some(pending) = pending {
                 pending.commit();
@@ -314,36 +321,60 @@ async fn store_response<S: Store>(
             let counter =
                 if failed { &app.metrics.completed_error } else { &app.metrics.completed_ok };
             counter.fetch_add(1, Ordering::Relaxed);
-            if outcome == Completion::StoredReceiptPending {
-                append_late_receipt_update(app, &worker, work_order_id, &response).await;
-            }
-            app.waiters.completed(work_order_id);
         }
         // Not this run's result: its state change is rolled back (dropping `pending`).
         Ok(outcome) => tracing::debug!(%work_order_id, ?outcome, "response not stored"),
         Err(error) => {
-            // Nothing was stored: the store has queued the order again, and it runs once the
-            // store can write. A synchronous requester waiting for it is answered now.
+            // Nothing was stored: the store has queued the order again (and woken a synchronous
+            // requester waiting for it), and it runs once the store can write.
             tracing::warn!(%error, %work_order_id, "the response was not stored; the order runs again once the store can write");
-            app.waiters.completed(work_order_id);
         }
     }
 }
 
-/// For a receipt created after its order finished: the worker's signed "processed" (or "failed",
-/// for an error response) update, appended unless the receipt has an update already.
-pub(crate) async fn append_late_receipt_update<S: Store>(
-    app: &App<S>,
-    worker: &LocalWorker,
-    work_order_id: &str,
-    response: &str,
+/// How many awaiting receipts the receipt task takes from the store at once.
+const RECEIPT_BATCH: usize = 64;
+
+/// Signs the worker's update for every receipt that awaits one (its order finished), whenever
+/// the store announces one, and once at start for those left by a process that died.
+async fn receipt_loop<S: Store>(
+    app: Arc<App<S>>,
+    worker: Arc<LocalWorker>,
+    mut stopped: watch::Receiver<bool>,
 ) {
-    let failed = serde_json::from_str::<serde_json::Value>(response)
-        .map_or(true, |r| r.get("error").is_some());
-    let update = worker.enclave.receipt_update(work_order_id, response, failed);
-    let update = serde_json::to_string(&update).unwrap_or_default();
-    if let Err(error) = app.store.add_receipt_update_if_finished(work_order_id, update).await {
-        tracing::error!(%error, %work_order_id, "appending the receipt update failed");
+    let worker_id = worker.enclave.worker_id().to_owned();
+    while !*stopped.borrow() {
+        let notified = worker.receipts_waiting.notified();
+        match app.store.receipts_awaiting_update(&worker_id, RECEIPT_BATCH).await {
+            Ok(awaiting) if !awaiting.is_empty() => {
+                for (work_order_id, result) in awaiting {
+                    let update = worker.enclave.receipt_update(
+                        &work_order_id,
+                        &result.response,
+                        result.failed,
+                    );
+                    if let Err(error) =
+                        app.store.add_worker_receipt_update(&work_order_id, &update).await
+                    {
+                        tracing::error!(%error, %work_order_id, "adding the worker's receipt update failed");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+                continue;
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::error!(%error, "reading the receipts awaiting an update failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        }
+        tokio::select! {
+            () = notified => {}
+            _ = stopped.changed() => {}
+            // A safety net only: the store announces receipts that await an update.
+            () = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
     }
 }
 
@@ -357,12 +388,9 @@ async fn sweep_loop<S: Store>(app: Arc<App<S>>, mut stopped: watch::Receiver<boo
         match app.store.requeue_expired(now_ms()).await {
             Ok(0) => {}
             Ok(requeued) => {
+                // The store announces them to every worker process.
                 tracing::warn!(requeued, "work orders whose lease ran out were queued again");
                 app.metrics.requeued.fetch_add(requeued, Ordering::Relaxed);
-                for worker in &app.workers {
-                    worker.wake.notify_waiters();
-                    worker.wake.notify_one();
-                }
             }
             Err(error) => tracing::error!(%error, "requeueing expired leases failed"),
         }

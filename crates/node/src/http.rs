@@ -150,7 +150,7 @@ async fn ready<S: Store>(State(app): State<Arc<App<S>>>) -> axum::response::Resp
     // write (after a failed commit it cannot, until a trial commit succeeds).
     let health = *app.store.health().borrow();
     match health {
-        StoreHealth::Writable if app.store.counts().is_ok() => {
+        StoreHealth::Writable if app.store.counts().await.is_ok() => {
             (StatusCode::OK, "ready\n").into_response()
         }
         StoreHealth::Writable => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response(),
@@ -166,11 +166,12 @@ async fn ready<S: Store>(State(app): State<Arc<App<S>>>) -> axum::response::Resp
 }
 
 async fn metrics<S: Store>(State(app): State<Arc<App<S>>>) -> axum::response::Response {
+    let stats = app.store.stats();
     let body = app.metrics.render(
-        app.store.counts().ok(),
+        app.store.counts().await.ok(),
         crate::metrics::StoreFigures {
-            commits: app.store.commits(),
-            failures: app.store.write_failures(),
+            commits: stats.commits,
+            failures: stats.write_failures,
             writable: *app.store.health().borrow() == StoreHealth::Writable,
         },
         app.config.insecure_simulation,

@@ -35,6 +35,8 @@ use afallon_attest::{PlatformError, SimPlatform};
 use afallon_enclave::{EnclaveConfig, EnclaveError};
 use afallon_proto::RequestLimits;
 use afallon_store::{RedbStore, RedbStoreOptions, Store, StoreError, StoreHealth};
+
+pub use afallon_store;
 use afallon_workloads::Registry;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -80,6 +82,33 @@ pub struct NodeConfig {
     /// Run workers on the simulated TEE, which protects nothing. Without it, a node without TEE
     /// hardware refuses to start.
     pub insecure_simulation: bool,
+    /// The most ids one look-up answer carries (`WorkerLookUp`, `WorkOrderReceiptLookUp` and
+    /// their `Next`): a requester asks for the next page with the answer's `lookupTag`.
+    pub look_up_page: usize,
+    /// Which roles this node plays.
+    pub roles: Roles,
+}
+
+/// The roles a node plays. They share nothing but the store, so each may run in a process of
+/// its own, any number of times, on any machine that reaches the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// Serve the JSON-RPC API on [`NodeConfig::listen`]: store submissions and receipts, answer
+    /// look-ups and results. Holds no worker keys.
+    pub listener: bool,
+    /// Host the configured workers' enclaves: claim their orders, run them, store the results,
+    /// sign receipt updates. Without the listener, [`NodeConfig::listen`] serves only
+    /// `/healthz`, `/readyz` and `/metrics`.
+    pub worker: bool,
+}
+
+impl Roles {
+    /// Both roles in one process (`afallon up`).
+    pub const BOTH: Self = Self { listener: true, worker: true };
+    /// The listener alone (`afallon listener`).
+    pub const LISTENER: Self = Self { listener: true, worker: false };
+    /// The worker host alone (`afallon worker`).
+    pub const WORKER: Self = Self { listener: false, worker: true };
 }
 
 impl NodeConfig {
@@ -100,6 +129,8 @@ impl NodeConfig {
             processors_per_worker: 4 * cores,
             enclave_threads: cores,
             insecure_simulation: false,
+            look_up_page: 1000,
+            roles: Roles::BOTH,
         }
     }
 }
@@ -277,50 +308,65 @@ impl Node {
     /// # Errors
     /// [`NodeError`] if the store, the TEE platform, an enclave or the listener cannot be set up.
     pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
-        // Private whatever the umask: 0700 directories, 0600 files.
-        private::create_dir(&config.data_dir)?;
-        private::tighten(&config.data_dir)?;
         let store = RedbStore::open(
-            &config.data_dir.join("store.redb"),
+            &Self::private_data_dir(&config)?.join("store.redb"),
             RedbStoreOptions { max_orders: config.max_orders, ..RedbStoreOptions::default() },
         )?;
         Self::start_with_store(config, Arc::new(store)).await
     }
 
-    async fn start_with_store<S: Store>(
+    /// Makes `config.data_dir` private (0700 directories, 0600 files, whatever the umask) and
+    /// returns it.
+    fn private_data_dir(config: &NodeConfig) -> Result<&std::path::Path, NodeError> {
+        private::create_dir(&config.data_dir)?;
+        private::tighten(&config.data_dir)?;
+        Ok(&config.data_dir)
+    }
+
+    /// Starts a node on `store`, which other nodes may share (each in a process of its own,
+    /// playing any [`Roles`]). With the worker role, `config.data_dir` holds the simulated TEE's
+    /// secrets and the workloads' files, and is made private first.
+    ///
+    /// # Errors
+    /// [`NodeError`] if the TEE platform, an enclave or the listener cannot be set up, or the
+    /// store fails.
+    pub async fn start_with_store<S: Store>(
         config: NodeConfig,
         store: Arc<S>,
     ) -> Result<RunningNode, NodeError> {
-        if !config.insecure_simulation {
-            return Err(NodeError::NoTeePlatform);
-        }
-        // This process is the only one using the embedded store: leases held by an earlier
-        // process that died are void.
-        let requeued = store.requeue_expired(u64::MAX).await?;
-        if requeued > 0 {
-            tracing::info!(requeued, "work orders of an earlier run returned to their queues");
-        }
-        let registry = Registry::with_builtins();
-        let platform = SimPlatform::open(
-            &config.data_dir.join("sim"),
-            afallon_enclave::sim_measurement(&registry),
-        )?;
-        tracing::warn!(
-            "workers run on the SIMULATED TEE: their keys and data are not protected by hardware"
-        );
-
+        // Subscribed first: nothing committed from here on is missed.
+        let wakeups = store.wakeups();
         let mut workers = Vec::new();
-        for worker_config in &config.workers {
-            let mut worker_config = worker_config.clone();
-            worker_config.limits.request = config.limits;
-            let name = worker_config.worker_name.clone();
-            let worker =
-                LocalWorker::start(&*store, &platform, worker_config, &config.data_dir).await?;
-            tracing::info!(worker = %name, worker_id = %worker.enclave.worker_id(), "worker registered");
-            workers.push(Arc::new(worker));
+        if config.roles.worker {
+            if !config.insecure_simulation {
+                return Err(NodeError::NoTeePlatform);
+            }
+            let data_dir = Self::private_data_dir(&config)?;
+            // Leases of a process that died run out, and the sweeper queues their orders again:
+            // nothing here assumes this process is the store's only user.
+            let registry = Registry::with_builtins();
+            let platform = SimPlatform::open(
+                &data_dir.join("sim"),
+                afallon_enclave::sim_measurement(&registry),
+            )?;
+            tracing::warn!(
+                "workers run on the SIMULATED TEE: their keys and data are not protected by hardware"
+            );
+            for worker_config in &config.workers {
+                let mut worker_config = worker_config.clone();
+                worker_config.limits.request = config.limits;
+                let name = worker_config.worker_name.clone();
+                let worker =
+                    LocalWorker::start(&*store, &platform, worker_config, data_dir).await?;
+                tracing::info!(worker = %name, worker_id = %worker.enclave.worker_id(), "worker registered");
+                workers.push(Arc::new(worker));
+            }
         }
 
-        let tls = config.http.tls.as_ref().map(serve::tls_acceptor).transpose()?;
+        let tls = match config.roles.listener {
+            true => config.http.tls.as_ref().map(serve::tls_acceptor).transpose()?,
+            false => None,
+        };
         let listener = bind(config.listen)?;
         let admin_listener = match config.http.admin_listen {
             Some(addr) => Some(bind(addr)?),
@@ -328,7 +374,7 @@ impl Node {
         };
         let config_enclave_threads = config.enclave_threads.max(1);
         let local_addr = listener.local_addr()?;
-        let enclave_pool = if config.processors_per_worker == 0 {
+        let enclave_pool = if config.processors_per_worker == 0 || workers.is_empty() {
             // A listener-only node runs no enclave work.
             EnclavePool(None)
         } else {
@@ -351,9 +397,18 @@ impl Node {
         let (stop_serving, stopped) = watch::channel(false);
         let (stop_working, workers_stopped) = watch::channel(false);
         let store_health = app.store.health();
-        let tasks = host::spawn(&app, &workers_stopped, enclave_pool.handle());
+        let mut tasks = if app.config.roles.worker {
+            host::spawn(&app, &workers_stopped, enclave_pool.handle())
+        } else {
+            Vec::new()
+        };
+        tasks.push(tokio::spawn(waiters::dispatch(Arc::clone(&app), wakeups, workers_stopped)));
         let http_config = app.config.http.clone();
-        let router = http::router(Arc::clone(&app), admin_listener.is_none());
+        let router = if app.config.roles.listener {
+            http::router(Arc::clone(&app), admin_listener.is_none())
+        } else {
+            http::admin_router(Arc::clone(&app))
+        };
         let mut servers = vec![serve::serve(router, listener, &http_config, tls, stopped.clone())];
         let mut admin_addr = None;
         if let Some(admin_listener) = admin_listener {
@@ -361,7 +416,7 @@ impl Node {
             let router = http::admin_router(Arc::clone(&app));
             servers.push(serve::serve(router, admin_listener, &http_config, None, stopped));
         }
-        tracing::info!(%local_addr, "listening");
+        tracing::info!(%local_addr, listener = app.config.roles.listener, worker = app.config.roles.worker, "listening");
         Ok(RunningNode {
             local_addr,
             admin_addr,

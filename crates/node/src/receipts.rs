@@ -8,7 +8,7 @@ use afallon_proto::{
     WorkOrderStatus, receipt_create_digest, receipt_update_digest, request_hash,
     result_update_data, updater_id,
 };
-use afallon_store::{OrderStatus, ReceiptCreation, Store, StoreError};
+use afallon_store::{LookUp, OrderStatus, ReceiptCreation, ReceiptFilter, Store, StoreError};
 use serde_json::{Number, Value};
 
 use crate::App;
@@ -22,15 +22,6 @@ fn success(id: Number, message: &str) -> Answer {
     Response::error(id, WorkOrderStatus::Success.code(), message).into()
 }
 
-/// The receipt's status now: the type of its last update, else its create status.
-fn current_status(create: &ReceiptCreate, updates: &[ReceiptUpdate]) -> i64 {
-    updates.last().and_then(|u| u.update_type).or(create.receipt_create_status).unwrap_or(0)
-}
-
-fn parse_updates(stored: &[String]) -> Vec<ReceiptUpdate> {
-    stored.iter().filter_map(|u| serde_json::from_str(u).ok()).collect()
-}
-
 /// `WorkOrderReceiptCreate`.
 pub(crate) async fn create<S: Store>(
     app: &App<S>,
@@ -38,10 +29,10 @@ pub(crate) async fn create<S: Store>(
     receipt: ReceiptCreate,
 ) -> Result<Answer, StoreError> {
     let work_order_id = receipt.work_order_id.clone().unwrap_or_default();
-    let Some(raw_request) = app.store.request(&work_order_id)? else {
+    let Some((_, raw_request)) = app.store.request(&work_order_id).await? else {
         return Ok(invalid(id, "Work order id does not exist, hence invalid request"));
     };
-    if app.store.receipt(&work_order_id)?.is_some() {
+    if app.store.receipt(&work_order_id).await?.is_some() {
         return Ok(invalid(id, "Work order receipt already exists. Hence invalid parameter"));
     }
     if receipt.receipt_create_status.is_none_or(|s| ReceiptStatus::from_code(s).is_none()) {
@@ -76,19 +67,10 @@ pub(crate) async fn create<S: Store>(
     if !signature_ok {
         return Ok(invalid(id, "Receipt create requester signature does not match"));
     }
-    let stored = serde_json::to_string(&receipt).unwrap_or_default();
-    Ok(match app.store.create_receipt(&work_order_id, stored).await? {
-        ReceiptCreation::Created => {
-            // The order may have finished before its receipt existed; its worker, if hosted
-            // here, adds the update it would have added then.
-            if let OrderStatus::Done(response) = app.store.status(&work_order_id)?
-                && let Some(worker) = app.local_worker(&request.worker_id)
-            {
-                crate::host::append_late_receipt_update(app, worker, &work_order_id, &response)
-                    .await;
-            }
-            success(id, "Receipt created successfully")
-        }
+    // If the order finished already, the store has its worker add the update it owes (the
+    // worker may run anywhere: the listener holds no worker keys).
+    Ok(match app.store.create_receipt(&work_order_id, &receipt).await? {
+        ReceiptCreation::Created => success(id, "Receipt created successfully"),
         ReceiptCreation::Exists => {
             invalid(id, "Work order receipt already exists. Hence invalid parameter")
         }
@@ -110,16 +92,13 @@ pub(crate) async fn update<S: Store>(
             "Work order receipt with id {work_order_id} is not created yet, hence invalid parameter"
         )
     };
-    let Some(stored) = app.store.receipt(&work_order_id)? else {
-        return Ok(invalid(id, not_created()));
-    };
-    let Ok(create) = serde_json::from_str::<ReceiptCreate>(&stored.create) else {
+    let Some(stored) = app.store.receipt(&work_order_id).await? else {
         return Ok(invalid(id, not_created()));
     };
     let Some(update_type) = update.update_type else {
         return Ok(invalid(id, "Missing parameter updateType in the request"));
     };
-    let current = current_status(&create, &parse_updates(&stored.updates));
+    let current = stored.current_status();
     if current == ReceiptStatus::Completed.code() {
         return Ok(invalid(
             id,
@@ -141,8 +120,8 @@ pub(crate) async fn update<S: Store>(
     if update_type == ReceiptStatus::Completed.code()
         || update_type == ReceiptStatus::Processed.code()
     {
-        let expected = match app.store.status(&work_order_id)? {
-            OrderStatus::Done(response) => Some(result_update_data(&response)),
+        let expected = match app.store.status(&work_order_id).await? {
+            OrderStatus::Done(result) => Some(result_update_data(&result.response)),
             _ => None,
         };
         if expected.is_none() || update.update_data != expected {
@@ -166,15 +145,14 @@ pub(crate) async fn update<S: Store>(
     {
         return Ok(invalid(id, "Receipt update signature does not match"));
     }
-    let stored_update = serde_json::to_string(&update).unwrap_or_default();
-    Ok(match app.store.add_receipt_update(&work_order_id, stored_update).await? {
+    Ok(match app.store.add_receipt_update(&work_order_id, &update).await? {
         Some(_) => success(id, "Receipt updated successfully"),
         None => invalid(id, not_created()),
     })
 }
 
 /// `WorkOrderReceiptRetrieve`.
-pub(crate) fn retrieve<S: Store>(
+pub(crate) async fn retrieve<S: Store>(
     app: &App<S>,
     id: Number,
     work_order_id: &str,
@@ -184,25 +162,22 @@ pub(crate) fn retrieve<S: Store>(
             "Work order receipt for work order id {work_order_id} not found in the database. Hence invalid parameter"
         )
     };
-    let Some(stored) = app.store.receipt(work_order_id)? else {
+    let Some(stored) = app.store.receipt(work_order_id).await? else {
         return Ok(invalid(id, not_found()));
     };
-    let Ok(receipt) = serde_json::from_str::<ReceiptCreate>(&stored.create) else {
-        return Ok(invalid(id, not_found()));
-    };
-    let receipt_current_status = current_status(&receipt, &parse_updates(&stored.updates));
-    let result = ReceiptRetrieveResult { receipt, receipt_current_status };
+    let receipt_current_status = stored.current_status();
+    let result = ReceiptRetrieveResult { receipt: stored.create, receipt_current_status };
     Ok(Response::Result { id, result: serde_json::to_value(result).unwrap_or(Value::Null) }.into())
 }
 
 /// `WorkOrderReceiptUpdateRetrieve`.
-pub(crate) fn update_retrieve<S: Store>(
+pub(crate) async fn update_retrieve<S: Store>(
     app: &App<S>,
     id: Number,
     params: &ReceiptUpdateRetrieveParams,
 ) -> Result<Answer, StoreError> {
     let work_order_id = params.work_order_id.as_deref().unwrap_or("");
-    let Some(stored) = app.store.receipt(work_order_id)? else {
+    let Some(stored) = app.store.receipt(work_order_id).await? else {
         return Ok(invalid(
             id,
             format!(
@@ -210,7 +185,7 @@ pub(crate) fn update_retrieve<S: Store>(
             ),
         ));
     };
-    let updates = parse_updates(&stored.updates);
+    let updates = stored.updates;
     let index = params.update_index.unwrap_or(ReceiptUpdateRetrieveParams::LAST_UPDATE);
     if index <= 0 {
         return Ok(invalid(
@@ -248,35 +223,27 @@ pub(crate) fn update_retrieve<S: Store>(
     Ok(Response::Result { id, result: serde_json::to_value(result).unwrap_or(Value::Null) }.into())
 }
 
-/// `WorkOrderReceiptLookUp(Next)`: receipts matching every filter given, in work-order id order.
-/// `receiptStatus` (hex) filters on the current status, which Avalon ignored.
-pub(crate) fn look_up<S: Store>(
+/// `WorkOrderReceiptLookUp(Next)`: receipts matching every filter given, in work-order id order,
+/// one page of at most [`crate::NodeConfig::look_up_page`] ids, found through the store's index.
+/// `receiptStatus` (hex) filters on the current status, which Avalon ignored; one that is not
+/// hex matches nothing.
+pub(crate) async fn look_up<S: Store>(
     app: &App<S>,
     id: Number,
     params: &ReceiptLookUpParams,
     next: bool,
 ) -> Result<Answer, StoreError> {
-    let status_filter = params.receipt_status.as_deref().map(|s| {
+    let status = params.receipt_status.as_deref().map(|s| {
         i64::from_str_radix(s.trim_start_matches("0x").trim_start_matches("0X"), 16).unwrap_or(-1)
     });
-    let mut ids = Vec::new();
-    for work_order_id in app.store.receipt_ids()? {
-        if next && params.last_look_up_tag.as_ref().is_some_and(|tag| work_order_id <= *tag) {
-            continue;
-        }
-        let Some(stored) = app.store.receipt(&work_order_id)? else { continue };
-        let Ok(create) = serde_json::from_str::<ReceiptCreate>(&stored.create) else { continue };
-        let matches = params
-            .worker_service_id
-            .as_ref()
-            .is_none_or(|v| Some(v) == create.worker_service_id.as_ref())
-            && params.worker_id.as_ref().is_none_or(|v| Some(v) == create.worker_id.as_ref())
-            && params.requester_id.as_ref().is_none_or(|v| Some(v) == create.requester_id.as_ref())
-            && status_filter
-                .is_none_or(|s| s == current_status(&create, &parse_updates(&stored.updates)));
-        if matches {
-            ids.push(work_order_id);
-        }
-    }
+    let filter = ReceiptFilter {
+        worker_service_id: params.worker_service_id.clone(),
+        worker_id: params.worker_id.clone(),
+        requester_id: params.requester_id.clone(),
+        status,
+    };
+    let after = if next { params.last_look_up_tag.clone() } else { None };
+    let page = LookUp { after, limit: app.config.look_up_page };
+    let ids = app.store.look_up_receipts(&filter, &page).await?;
     Ok(crate::rpc::look_up_result(id, ids))
 }

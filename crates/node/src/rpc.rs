@@ -6,9 +6,11 @@ use std::sync::atomic::Ordering;
 
 use afallon_proto::{
     LookUpResult, Params, Request, Response, ResultPath, SchemaError, WorkOrderRequest,
-    WorkOrderStatus, WorkerLookUpParams, WorkerRecord, listener_code, parse_request_within,
+    WorkOrderStatus, WorkerLookUpParams, listener_code, parse_request_within,
 };
-use afallon_store::{NewOrder, OrderStatus, Store, StoreError, StoreHealth, SubmitOutcome};
+use afallon_store::{
+    LookUp, NewOrder, OrderStatus, Store, StoreError, StoreHealth, SubmitOutcome, WorkerFilter,
+};
 use axum::body::Bytes;
 use base64::Engine as _;
 use serde::Deserialize;
@@ -87,12 +89,15 @@ async fn dispatch<S: Store>(
 ) -> Result<Answer, StoreError> {
     let id = request.id;
     Ok(match request.params {
-        Params::WorkerLookUp(filter) => look_up(app, id, &filter, None)?,
+        Params::WorkerLookUp(filter) => look_up(app, id, &filter, None).await?,
         Params::WorkerLookUpNext(params) => {
-            look_up(app, id, &params.filter, params.look_up_tag.as_deref())?
+            look_up(app, id, &params.filter, params.look_up_tag.clone()).await?
         }
-        Params::WorkerRetrieve(params) => match app.store.worker(&params.worker_id)? {
-            Some(record) => Answer::Raw(raw_result(&id, &record)),
+        Params::WorkerRetrieve(params) => match app.store.worker(&params.worker_id).await? {
+            Some(record) => {
+                Response::Result { id, result: serde_json::to_value(record).unwrap_or(Value::Null) }
+                    .into()
+            }
             None => Response::error(
                 id,
                 WorkOrderStatus::InvalidParameter.code(),
@@ -104,20 +109,20 @@ async fn dispatch<S: Store>(
             Err(error) if error.not_stored() => not_stored(app, id, &params.work_order_id, &error),
             answer => answer?,
         },
-        Params::WorkOrderGetResult(params) => get_result(app, id, &params.work_order_id)?,
+        Params::WorkOrderGetResult(params) => get_result(app, id, &params.work_order_id).await?,
         Params::WorkOrderReceiptCreate(params) => crate::receipts::create(app, id, params).await?,
         Params::WorkOrderReceiptUpdate(params) => crate::receipts::update(app, id, params).await?,
         Params::WorkOrderReceiptRetrieve(params) => {
-            crate::receipts::retrieve(app, id, &params.work_order_id)?
+            crate::receipts::retrieve(app, id, &params.work_order_id).await?
         }
         Params::WorkOrderReceiptUpdateRetrieve(params) => {
-            crate::receipts::update_retrieve(app, id, &params)?
+            crate::receipts::update_retrieve(app, id, &params).await?
         }
         Params::WorkOrderReceiptLookUp(params) => {
-            crate::receipts::look_up(app, id, &params, false)?
+            crate::receipts::look_up(app, id, &params, false).await?
         }
         Params::WorkOrderReceiptLookUpNext(params) => {
-            crate::receipts::look_up(app, id, &params, true)?
+            crate::receipts::look_up(app, id, &params, true).await?
         }
         _ => Response::error(
             id,
@@ -143,28 +148,22 @@ pub(crate) fn raw_result(id: &Number, raw: &str) -> String {
     format!("{{\"jsonrpc\": \"2.0\", \"id\": {id}, \"result\": {raw}}}")
 }
 
-/// `WorkerLookUp(Next)`: every worker matching all the filters given, in id order; with a tag,
-/// only those after it.
-fn look_up<S: Store>(
+/// `WorkerLookUp(Next)`: the workers matching every filter given, in id order, one page of at
+/// most [`crate::NodeConfig::look_up_page`] ids; with a tag, only those after it. The store
+/// finds them through its index.
+async fn look_up<S: Store>(
     app: &App<S>,
     id: Number,
     filter: &WorkerLookUpParams,
-    after: Option<&str>,
+    after: Option<String>,
 ) -> Result<Answer, StoreError> {
-    let mut ids = Vec::new();
-    for worker_id in app.store.worker_ids()? {
-        if after.is_some_and(|tag| worker_id.as_str() <= tag) {
-            continue;
-        }
-        let Some(record) = app.store.worker(&worker_id)? else { continue };
-        let Ok(record) = serde_json::from_str::<WorkerRecord>(&record) else { continue };
-        let matches = filter.worker_type.is_none_or(|t| t == record.worker_type)
-            && filter.organization_id.as_ref().is_none_or(|o| *o == record.organization_id)
-            && filter.application_type_id.as_ref().is_none_or(|a| *a == record.application_type_id);
-        if matches {
-            ids.push(worker_id);
-        }
-    }
+    let filter = WorkerFilter {
+        worker_type: filter.worker_type,
+        organization_id: filter.organization_id.clone(),
+        application_type_id: filter.application_type_id.clone(),
+    };
+    let page = LookUp { after, limit: app.config.look_up_page };
+    let ids = app.store.look_up_workers(&filter, &page).await?;
     Ok(look_up_result(id, ids))
 }
 
@@ -193,12 +192,6 @@ async fn submit<S: Store>(
         app.metrics.rejected.fetch_add(1, Ordering::Relaxed);
         Ok(Response::work_order_error(id.clone(), code.code(), message, work_order_id).into())
     };
-    if app.store.worker(&params.worker_id)?.is_none() {
-        return refuse(
-            WorkOrderStatus::InvalidParameter,
-            format!("worker {} doesn't exists", params.worker_id),
-        );
-    }
     if let Some(signature) = &params.requester_signature
         && base64::engine::general_purpose::STANDARD.decode(signature).is_err()
     {
@@ -230,6 +223,13 @@ async fn submit<S: Store>(
                 "Work order handler is busy updating the result".into(),
             );
         }
+        SubmitOutcome::NoSuchWorker => {
+            app.waiters.forget(work_order_id);
+            return refuse(
+                WorkOrderStatus::InvalidParameter,
+                format!("worker {} doesn't exists", params.worker_id),
+            );
+        }
         SubmitOutcome::Duplicate => {
             app.waiters.forget(work_order_id);
             return refuse(
@@ -239,9 +239,6 @@ async fn submit<S: Store>(
         }
     }
     app.metrics.submitted.fetch_add(1, Ordering::Relaxed);
-    if let Some(worker) = app.local_worker(&params.worker_id) {
-        worker.wake.notify_one();
-    }
     if let Some(completion) = completion {
         // The wait ends early if the store stops writing: the order could not be kept, and its
         // requester hears so now rather than when the wait runs out.
@@ -249,20 +246,45 @@ async fn submit<S: Store>(
         let failing = async move {
             let _ = health.wait_for(|health| *health != StoreHealth::Writable).await;
         };
-        tokio::select! {
-            _ = tokio::time::timeout(app.config.sync_timeout, completion) => {}
-            () = failing => {}
-        }
+        let done = async {
+            let mut notice = completion;
+            loop {
+                // A notice means the order finished, or that notices may have been missed:
+                // either way, the store says. The next notice is asked for before the store is
+                // read, so that none falls in between.
+                let _ = notice.await;
+                notice = app.waiters.wait(work_order_id);
+                match app.store.status(work_order_id).await {
+                    Ok(OrderStatus::Done(result)) => return Some(result),
+                    Ok(OrderStatus::Pending) => {}
+                    _ => return None,
+                }
+            }
+        };
+        let result = tokio::select! {
+            result = tokio::time::timeout(app.config.sync_timeout, done) => result.ok().flatten(),
+            () = failing => None,
+        };
         app.waiters.forget(work_order_id);
-        if let Ok(OrderStatus::Done(response)) = app.store.status(work_order_id) {
-            return Ok(stored_response(&id, work_order_id, &response, ResultPath::SyncSubmit));
+        if let Some(result) = result {
+            return Ok(stored_response(
+                &id,
+                work_order_id,
+                &result.response,
+                ResultPath::SyncSubmit,
+            ));
         }
         // "Pending" is an acknowledgement: the order must survive a crash from now on. If it
         // cannot be written, the store forgets it, and the requester hears it was not stored.
         app.store.persist(work_order_id).await?;
         // Written now (or finished): whatever a read says, the answer is at worst "pending".
-        if let Ok(OrderStatus::Done(response)) = app.store.status(work_order_id) {
-            return Ok(stored_response(&id, work_order_id, &response, ResultPath::SyncSubmit));
+        if let Ok(OrderStatus::Done(result)) = app.store.status(work_order_id).await {
+            return Ok(stored_response(
+                &id,
+                work_order_id,
+                &result.response,
+                ResultPath::SyncSubmit,
+            ));
         }
     }
     Ok(Response::work_order_error(
@@ -280,14 +302,14 @@ pub(crate) const PURGED: &str =
     "Work order was purged from storage after it finished; its id cannot be used again";
 
 /// `WorkOrderGetResult` (wire spec §1.7.3).
-fn get_result<S: Store>(
+async fn get_result<S: Store>(
     app: &App<S>,
     id: Number,
     work_order_id: &str,
 ) -> Result<Answer, StoreError> {
-    Ok(match app.store.status(work_order_id)? {
-        OrderStatus::Done(response) => {
-            stored_response(&id, work_order_id, &response, ResultPath::GetResult)
+    Ok(match app.store.status(work_order_id).await? {
+        OrderStatus::Done(result) => {
+            stored_response(&id, work_order_id, &result.response, ResultPath::GetResult)
         }
         OrderStatus::Pending => Response::work_order_error(
             id,

@@ -590,10 +590,19 @@ async fn receipts_create_update_retrieve_and_look_up() {
         rpc(&node, "WorkOrderReceiptCreate", serde_json::to_value(&create).expect("json")).await;
     assert_error(&reply, 2, "Work order receipt already exists. Hence invalid parameter");
 
-    // The worker added its signed "processed" update.
-    let reply =
-        rpc(&node, "WorkOrderReceiptRetrieve", json!({"workOrderId": request.work_order_id})).await;
-    assert_eq!(reply["result"]["receiptCurrentStatus"], json!(2));
+    // The worker adds its signed "processed" update, announced to it by the store once the
+    // receipt exists (the listener holds no worker keys).
+    let mut reply = json!(null);
+    for _ in 0..200 {
+        reply =
+            rpc(&node, "WorkOrderReceiptRetrieve", json!({"workOrderId": request.work_order_id}))
+                .await;
+        if reply["result"]["receiptCurrentStatus"] == json!(2) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(reply["result"]["receiptCurrentStatus"], json!(2), "{reply}");
     assert_eq!(reply["result"]["requesterGeneratedNonce"], json!("1234567"));
     let reply = rpc(
         &node,

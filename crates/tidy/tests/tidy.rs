@@ -62,7 +62,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("workloads", &[]),
     ("attest", &["crypto"]),
     ("enclave", &["attest", "crypto", "proto", "workloads"]),
-    ("store", &[]),
+    ("store", &["proto"]),
     ("node", &["attest", "crypto", "enclave", "proto", "store", "workloads"]),
     ("client", &["attest", "crypto", "proto"]),
     ("bench", &["attest", "client", "crypto", "enclave", "proto", "workloads"]),
