@@ -5,4 +5,3 @@
 /// The number of work orders without a response yet (queued or being processed): the queue depth
 /// that worker replicas are scaled on. One line; the text of `sql/queue_depth.sql`.
 pub const QUEUE_DEPTH_SQL: &str = include_str!("../sql/queue_depth.sql");
-
