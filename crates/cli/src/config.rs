@@ -110,7 +110,16 @@ pub(crate) fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         }
         figment = figment.merge(Toml::file(file));
     }
-    figment = figment.merge(Env::prefixed("AFALLON_").ignore(&["CONFIG", "LOG", "URL"]));
+    // Not settings: the CLI's own variables, and the test harness's (scripts/services).
+    figment = figment.merge(Env::prefixed("AFALLON_").ignore(&[
+        "CONFIG",
+        "LOG",
+        "URL",
+        "TOOLS",
+        "NGINX",
+        "TEST_POSTGRES",
+        "REQUIRE_SERVICES",
+    ]));
     figment.extract().map_err(|e| ConfigError(e.to_string()))
 }
 

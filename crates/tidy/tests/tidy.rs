@@ -63,6 +63,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("attest", &["crypto"]),
     ("enclave", &["attest", "crypto", "proto", "workloads"]),
     ("store", &["proto"]),
+    ("store-postgres", &["proto", "store"]),
     ("node", &["attest", "crypto", "enclave", "proto", "store", "workloads"]),
     ("client", &["attest", "crypto", "proto"]),
     ("bench", &["attest", "client", "crypto", "enclave", "proto", "workloads"]),
