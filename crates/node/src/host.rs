@@ -110,9 +110,31 @@ impl LocalWorker {
             }
             None => {
                 let (enclave, keys) =
-                    Enclave::create(platform, registry, config).map_err(enclave_error)?;
-                store.put_sealed(SealedBlob { key: keys_key, version: 0, blob: keys }).await?;
-                enclave
+                    Enclave::create(platform, registry, config.clone()).map_err(enclave_error)?;
+                store
+                    .put_sealed(SealedBlob {
+                        key: keys_key.clone(),
+                        version: 0,
+                        blob: keys.clone(),
+                    })
+                    .await?;
+                // Another process serving this worker may have stored its keys first: the
+                // store kept those, and this process uses them too.
+                let stored = store.sealed(&keys_key).await?;
+                match stored.into_iter().find(|blob| blob.key == keys_key) {
+                    Some(first) if first.blob != keys => {
+                        tracing::info!(worker = %name, "another process created this worker's keys first; using them");
+                        Enclave::restore(
+                            platform,
+                            Registry::with_builtins(),
+                            config,
+                            &first.blob,
+                            &[],
+                        )
+                        .map_err(enclave_error)?
+                    }
+                    _ => enclave,
+                }
             }
         };
         store.put_worker(enclave.worker_id(), enclave.worker_record()).await?;

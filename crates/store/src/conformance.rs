@@ -438,6 +438,11 @@ pub async fn sealed_state_commits_with_the_result_and_never_goes_back<B: Backend
         Ok(vec![blob("worker/a/keys", 0, b"keys"), blob("worker/a/state/wallet", 2, b"v2")])
     );
     assert_eq!(store.sealed("worker/b/").await, Ok(vec![]));
+    // The first to store a version keeps it: two processes creating a worker's keys at once
+    // both end up with the first one's.
+    store.put_sealed(blob("worker/a/keys", 0, b"other keys")).await.expect("put");
+    let keys = store.sealed("worker/a/keys").await.expect("read");
+    assert_eq!(keys, vec![blob("worker/a/keys", 0, b"keys")]);
 }
 
 /// A volatile order that was persisted (its requester told "pending") survives a restart, and

@@ -254,7 +254,7 @@ pub trait Store: Send + Sync + 'static {
     /// How many orders are queued, processing and finished.
     fn counts(&self) -> impl Future<Output = Result<OrderCounts, StoreError>> + Send;
 
-    /// Stores a sealed blob unless a newer version is stored under its key.
+    /// Stores a sealed blob unless the same or a newer version is stored under its key.
     fn put_sealed(&self, sealed: SealedBlob)
     -> impl Future<Output = Result<(), StoreError>> + Send;
 

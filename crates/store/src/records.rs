@@ -73,7 +73,8 @@ pub struct Claimed {
 }
 
 /// A sealed blob the store keeps for an enclave (its keys, a workload's state). `version` orders
-/// blobs under one key: an older version never replaces a newer one.
+/// blobs under one key: only a newer version replaces a stored one, so the first of several
+/// processes to store version 0 of a worker's keys is the one every process then uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealedBlob {
     /// What it is, e.g. `worker/<name>/keys`.

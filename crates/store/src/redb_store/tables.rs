@@ -390,7 +390,7 @@ pub(super) fn receipt_without_updates(
 pub(super) fn put_sealed(txn: &WriteTransaction, sealed: &SealedBlob) -> Result<(), redb::Error> {
     let mut table = txn.open_table(SEALED)?;
     let current = table.get(sealed.key.as_str())?.map(|v| sealed_version(v.value()));
-    if current.is_some_and(|version| version > sealed.version) {
+    if current.is_some_and(|version| version >= sealed.version) {
         return Ok(());
     }
     let mut value = Vec::with_capacity(8 + sealed.blob.len());
