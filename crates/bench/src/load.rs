@@ -147,6 +147,19 @@ pub struct Latency {
     pub max: f64,
 }
 
+impl Latency {
+    /// The percentiles of `samples` (sorted here).
+    pub fn of(samples: &mut [Duration]) -> Self {
+        samples.sort_unstable();
+        let at = |q: f64| {
+            samples
+                .get(((samples.len() as f64 * q).ceil() as usize).saturating_sub(1))
+                .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+        };
+        Self { p50: at(0.50), p95: at(0.95), p99: at(0.99), max: at(1.0) }
+    }
+}
+
 /// What a run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -278,18 +291,12 @@ pub async fn run(
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    latencies.sort_unstable();
-    let at = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1))
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
     let completed = latencies.len() as u64;
     Report {
         completed,
         errors,
         seconds,
         orders_per_second: completed as f64 / seconds,
-        latency_ms: Latency { p50: at(0.50), p95: at(0.95), p99: at(0.99), max: at(1.0) },
+        latency_ms: Latency::of(&mut latencies),
     }
 }

@@ -70,6 +70,11 @@ pub(crate) struct BenchArgs {
     /// expensive requests that fit within the listener's default limits, and compare.
     #[arg(long, value_name = "SENDERS")]
     hostile: Option<usize>,
+    /// Instead of the order load alone: fill the embedded store with up to this many finished
+    /// orders with receipts, time look-ups as it grows, and compare order throughput with and
+    /// without 50 look-up callers.
+    #[arg(long, value_name = "RECORDS", conflicts_with_all = ["url", "hostile"])]
+    look_ups: Option<u64>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -81,6 +86,9 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         ModeArg::Async => Mode::Async,
         ModeArg::Sync => Mode::Sync,
     };
+    if let Some(records) = args.look_ups {
+        return crate::bench_look_ups::bench(records, mode, args.duration).await;
+    }
     let embedded_dir = std::env::temp_dir().join(format!("afallon-bench-{}", std::process::id()));
     let (url, node, sim_dir) = match &args.url {
         Some(url) if !args.embedded => (url.clone(), None, args.data_dir.join("sim")),
@@ -244,14 +252,14 @@ fn print_hostile(alone: &Report, load: &Report, kinds: &BTreeMap<&'static str, H
 
 /// A node started by the bench, on a runtime of its own (as `afallon up` has), so that the
 /// requesters and the node share the cores as two processes would, not one runtime's threads.
-struct EmbeddedNode {
-    addr: SocketAddr,
+pub(crate) struct EmbeddedNode {
+    pub(crate) addr: SocketAddr,
     stop: tokio::sync::oneshot::Sender<()>,
     thread: std::thread::JoinHandle<()>,
 }
 
 impl EmbeddedNode {
-    async fn start(config: afallon_node::NodeConfig) -> anyhow::Result<Self> {
+    pub(crate) async fn start(config: afallon_node::NodeConfig) -> anyhow::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_name("embedded-node")
@@ -280,7 +288,7 @@ impl EmbeddedNode {
         Ok(Self { addr, stop, thread })
     }
 
-    async fn shutdown(self) {
+    pub(crate) async fn shutdown(self) {
         let _ = self.stop.send(());
         let thread = self.thread;
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;

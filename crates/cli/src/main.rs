@@ -7,6 +7,7 @@
 //! was found in its file after all): a restart does it.
 
 mod bench;
+mod bench_look_ups;
 mod config;
 mod requester;
 

@@ -186,6 +186,8 @@ pub(crate) struct App<S> {
     pub(crate) large_parses: Arc<tokio::sync::Semaphore>,
     /// Permits for enclave work: one per enclave thread.
     pub(crate) enclave_slots: tokio::sync::Semaphore,
+    /// Look-ups at once: half the cores, at least one (see `rpc::paced`).
+    pub(crate) look_up_slots: Arc<tokio::sync::Semaphore>,
     /// The runtime of the listener, where responses are stored and requesters answered.
     pub(crate) io: tokio::runtime::Handle,
 }
@@ -392,6 +394,7 @@ impl Node {
             body_budget: Arc::new(tokio::sync::Semaphore::new(body_budget_kib)),
             large_parses: Arc::new(tokio::sync::Semaphore::new((cores / 2).max(1))),
             enclave_slots: tokio::sync::Semaphore::new(config_enclave_threads),
+            look_up_slots: Arc::new(tokio::sync::Semaphore::new((cores / 2).max(1))),
             io: tokio::runtime::Handle::current(),
         });
         let (stop_serving, stopped) = watch::channel(false);

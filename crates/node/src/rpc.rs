@@ -89,9 +89,9 @@ async fn dispatch<S: Store>(
 ) -> Result<Answer, StoreError> {
     let id = request.id;
     Ok(match request.params {
-        Params::WorkerLookUp(filter) => look_up(app, id, &filter, None).await?,
+        Params::WorkerLookUp(filter) => paced(app, look_up(app, id, &filter, None)).await?,
         Params::WorkerLookUpNext(params) => {
-            look_up(app, id, &params.filter, params.look_up_tag.clone()).await?
+            paced(app, look_up(app, id, &params.filter, params.look_up_tag.clone())).await?
         }
         Params::WorkerRetrieve(params) => match app.store.worker(&params.worker_id).await? {
             Some(record) => {
@@ -119,10 +119,10 @@ async fn dispatch<S: Store>(
             crate::receipts::update_retrieve(app, id, &params).await?
         }
         Params::WorkOrderReceiptLookUp(params) => {
-            crate::receipts::look_up(app, id, &params, false).await?
+            paced(app, crate::receipts::look_up(app, id, &params, false)).await?
         }
         Params::WorkOrderReceiptLookUpNext(params) => {
-            crate::receipts::look_up(app, id, &params, true).await?
+            paced(app, crate::receipts::look_up(app, id, &params, true)).await?
         }
         _ => Response::error(
             id,
@@ -131,6 +131,29 @@ async fn dispatch<S: Store>(
         )
         .into(),
     })
+}
+
+/// How much longer than its own run a look-up keeps its slot while this node's enclaves are all
+/// busy: look-ups then take at most 1/(1 + this) of a core per slot.
+const LOOK_UP_PAUSE: u32 = 4;
+
+/// Runs a look-up in one of the node's look-up slots. Each is cheap (an index walk and one page
+/// of ids), but callers looping on them could still take the cores from the orders: while every
+/// enclave slot is busy, a look-up's slot stays taken for [`LOOK_UP_PAUSE`] times its run after
+/// it answers, so that look-ups wait for each other rather than for the orders. An idle node
+/// answers them at full speed.
+async fn paced<T>(app: &App<impl Store>, look_up: impl std::future::Future<Output = T>) -> T {
+    let slot = Arc::clone(&app.look_up_slots).acquire_owned().await.ok();
+    let started = std::time::Instant::now();
+    let answer = look_up.await;
+    if app.enclave_slots.available_permits() == 0 {
+        let pause = started.elapsed() * LOOK_UP_PAUSE;
+        tokio::spawn(async move {
+            tokio::time::sleep(pause).await;
+            drop(slot);
+        });
+    }
+    answer
 }
 
 /// The answer of the look-up methods (workers and receipts): the ids found, the last as the tag.
