@@ -119,6 +119,8 @@ pub(crate) fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         "NGINX",
         "TEST_POSTGRES",
         "REQUIRE_SERVICES",
+        "PG_BIN",
+        "SERVICES_NO_INSTALL",
     ]));
     figment.extract().map_err(|e| ConfigError(e.to_string()))
 }

@@ -73,6 +73,10 @@ struct UpArgs {
     /// The most work orders kept [default: 10000].
     #[arg(long)]
     max_orders: Option<u64>,
+    /// Serve /healthz, /readyz and /metrics here instead of on --listen (for `afallon worker`:
+    /// here only, and --listen is not used).
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
     /// The store: `postgres://USER@HOST:PORT/DATABASE` to share one with other processes
     /// [default: the embedded store in the data directory].
     #[arg(long)]
@@ -146,6 +150,9 @@ async fn serve(args: UpArgs, roles: Roles) -> anyhow::Result<()> {
     }
     if let Some(store) = args.store {
         config.store = Some(store);
+    }
+    if let Some(admin) = args.admin_listen {
+        config.admin_listen = Some(admin);
     }
     let store = config.store.clone();
     let mut node_config = config.into_node_config()?;

@@ -246,7 +246,8 @@ impl Drop for EnclavePool {
 }
 
 impl RunningNode {
-    /// The address the listener is bound to.
+    /// The address the listener is bound to (for a node without the listener role: where it
+    /// serves `/healthz`, `/readyz` and `/metrics`).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
@@ -369,10 +370,14 @@ impl Node {
             true => config.http.tls.as_ref().map(serve::tls_acceptor).transpose()?,
             false => None,
         };
-        let listener = bind(config.listen)?;
+        // A worker-only node with an admin address serves that alone.
+        let listener = match (config.roles.listener, config.http.admin_listen) {
+            (false, Some(admin)) => bind(admin)?,
+            _ => bind(config.listen)?,
+        };
         let admin_listener = match config.http.admin_listen {
-            Some(addr) => Some(bind(addr)?),
-            None => None,
+            Some(addr) if config.roles.listener => Some(bind(addr)?),
+            _ => None,
         };
         let config_enclave_threads = config.enclave_threads.max(1);
         let local_addr = listener.local_addr()?;

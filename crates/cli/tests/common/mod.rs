@@ -41,7 +41,24 @@ impl Service {
         Self::spawn(command, data_dir)
     }
 
-    fn spawn(mut command: Command, data_dir: &Path) -> Self {
+    /// `afallon ROLE --data-dir DIR ARGS...` (`listener` or `worker`, with `--store` and
+    /// `--listen` among `args`), once it prints the line starting with `ready` (its URL follows).
+    pub fn start_role(role: &str, data_dir: &Path, args: &[&str], ready: &str) -> Self {
+        let mut command = Command::new(BIN);
+        command.args([role, "--data-dir"]).arg(data_dir).args(args);
+        Self::spawn_until(command, data_dir, ready)
+    }
+
+    /// The process id, for signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn spawn(command: Command, data_dir: &Path) -> Self {
+        Self::spawn_until(command, data_dir, "listening on ")
+    }
+
+    fn spawn_until(mut command: Command, data_dir: &Path, ready: &str) -> Self {
         let mut child = command
             .env("AFALLON_LOG", "warn")
             .stdout(Stdio::piped())
@@ -58,8 +75,8 @@ impl Service {
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
         let url = loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let line = rx.recv_timeout(left).expect("afallon up reports its address");
-            if let Some(url) = line.strip_prefix("listening on ") {
+            let line = rx.recv_timeout(left).expect("afallon reports its address");
+            if let Some(url) = line.strip_prefix(ready) {
                 break url.to_owned();
             }
         };
