@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
+use afallon_store::conformance::worker;
 use afallon_store::{
-    Completion, NewOrder, OrderStatus, RedbStore, RedbStoreOptions, SealedBlob, Store, StoreError,
-    StoreHealth, SubmitOutcome,
+    Completion, NewOrder, OrderResult, OrderStatus, RedbStore, RedbStoreOptions, SealedBlob, Store,
+    StoreError, StoreHealth, SubmitOutcome,
 };
 use redb::backends::FileBackend;
 use redb::{BackendError, StorageBackend};
@@ -133,13 +134,16 @@ fn options() -> RedbStoreOptions {
     RedbStoreOptions { max_orders: 1000, ..Default::default() }
 }
 
-fn open_faulty(path: &Path, fault: &Arc<Fault>) -> RedbStore {
+/// The store on failing storage, with the worker `w` registered.
+async fn open_faulty(path: &Path, fault: &Arc<Fault>) -> RedbStore {
     let fault = Arc::clone(fault);
-    RedbStore::open_with_backend(path, options(), move |file| Faulty {
+    let store = RedbStore::open_with_backend(path, options(), move |file| Faulty {
         file: FileBackend::new(file).expect("redb's file backend"),
         fault: Arc::clone(&fault),
     })
-    .expect("open")
+    .expect("open");
+    store.put_worker("w", &worker(1, "0a", "0b")).await.expect("worker");
+    store
 }
 
 fn order(id: &str) -> NewOrder {
@@ -178,8 +182,12 @@ async fn drain(store: &RedbStore) -> Vec<String> {
 }
 
 /// Where each of `ids` stands, as the store answers.
-fn statuses(store: &RedbStore, ids: &[&str]) -> BTreeMap<String, OrderStatus> {
-    ids.iter().map(|id| ((*id).to_owned(), store.status(id).expect("status"))).collect()
+async fn statuses(store: &RedbStore, ids: &[&str]) -> BTreeMap<String, OrderStatus> {
+    let mut statuses = BTreeMap::new();
+    for id in ids {
+        statuses.insert((*id).to_owned(), store.status(id).await.expect("status"));
+    }
+    statuses
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,7 +195,7 @@ async fn a_failed_commit_stores_nothing_and_the_store_recovers_by_itself() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("store.redb");
     let fault = Fault::new();
-    let store = open_faulty(&path, &fault);
+    let store = open_faulty(&path, &fault).await;
     for id in ["a", "b"] {
         assert_eq!(store.submit(order(id)).await, Ok(SubmitOutcome::Accepted));
     }
@@ -199,7 +207,7 @@ async fn a_failed_commit_stores_nothing_and_the_store_recovers_by_itself() {
     fault.fill_after(0);
     let (submitted, completed) = tokio::join!(
         store.submit(order("c")),
-        store.complete("a", "holder-a", "response a".into(), Some(blob(2)), None),
+        store.complete("a", "holder-a", OrderResult::ok("response a"), Some(blob(2))),
     );
     eprintln!("while the disk is full: submit {submitted:?}, complete {completed:?}");
     for outcome in [submitted.map(|_| ()), completed.map(|_| ())] {
@@ -216,7 +224,7 @@ async fn a_failed_commit_stores_nothing_and_the_store_recovers_by_itself() {
     );
     // It keeps trying by itself, and keeps failing while the disk is full.
     let started = Instant::now();
-    while store.write_failures() < 4 {
+    while store.stats().write_failures < 4 {
         assert!(started.elapsed() < Duration::from_secs(60), "the store tries again by itself");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -230,17 +238,17 @@ async fn a_failed_commit_stores_nothing_and_the_store_recovers_by_itself() {
 
     // Nothing of the failed commit is visible, and memory agrees.
     let ids = ["a", "b", "c", "d", "e"];
-    let seen = statuses(&store, &ids);
+    let seen = statuses(&store, &ids).await;
     assert_eq!(seen["a"], OrderStatus::Pending, "a's completion was not stored");
     assert_eq!(seen["c"], OrderStatus::Unknown, "c was not stored");
     assert_eq!(seen["d"], OrderStatus::Unknown);
     assert_eq!(seen["e"], OrderStatus::Unknown);
-    let sealed = store.sealed("worker/w/").expect("sealed");
+    let sealed = store.sealed("worker/w/").await.expect("sealed");
     assert_eq!(sealed, [blob(1)], "the state of the failed completion was not stored");
-    let counts = store.counts().expect("counts");
+    let counts = store.counts().await.expect("counts");
     assert_eq!((counts.queued, counts.processing, counts.finished), (2, 0, 0));
     assert_eq!(
-        store.complete("a", "holder-a", "late".into(), None, None).await,
+        store.complete("a", "holder-a", OrderResult::ok("late"), None).await,
         Ok(Completion::LeaseLost),
         "the failed completion ended its run: the order is queued again"
     );
@@ -250,17 +258,17 @@ async fn a_failed_commit_stores_nothing_and_the_store_recovers_by_itself() {
     let next = store.claim("w", "holder-a2", 2000, 60_000).await.expect("claim").expect("a");
     assert_eq!(next.work_order_id, "a", "a kept its place");
     assert_eq!(
-        store.complete("a", "holder-a2", "response a".into(), Some(blob(2)), None).await,
+        store.complete("a", "holder-a2", OrderResult::ok("response a"), Some(blob(2))).await,
         Ok(Completion::Stored)
     );
-    assert_eq!(store.sealed("worker/w/").expect("sealed"), [blob(2)]);
+    assert_eq!(store.sealed("worker/w/").await.expect("sealed"), [blob(2)]);
 
     // What memory says is what the file says.
-    let before = statuses(&store, &ids);
+    let before = statuses(&store, &ids).await;
     let in_memory = drain(&store).await;
     drop(store);
     let reopened = RedbStore::open(&path, options()).expect("reopen");
-    assert_eq!(statuses(&reopened, &ids), before, "statuses after a reopen");
+    assert_eq!(statuses(&reopened, &ids).await, before, "statuses after a reopen");
     assert_eq!(drain(&reopened).await, in_memory, "queues after a reopen");
     assert_eq!(in_memory, ["b", "c"]);
 }
@@ -274,7 +282,7 @@ async fn a_commit_cut_short_at_any_write_is_all_or_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("store.redb");
     let fault = Fault::new();
-    let mut store = open_faulty(&path, &fault);
+    let mut store = open_faulty(&path, &fault).await;
     let (mut stored, mut failed, mut done) = (Vec::new(), Vec::new(), Vec::new());
     let mut writes = 0;
     let mut failures = 0;
@@ -292,7 +300,11 @@ async fn a_commit_cut_short_at_any_write_is_all_or_nothing() {
             match &claimed {
                 Some(claimed) => {
                     let id = &claimed.work_order_id;
-                    Some(store.complete(id, &holder, format!("done {id}"), None, None).await)
+                    Some(
+                        store
+                            .complete(id, &holder, OrderResult::ok(format!("done {id}")), None)
+                            .await,
+                    )
                 }
                 None => None,
             }
@@ -334,9 +346,9 @@ async fn a_commit_cut_short_at_any_write_is_all_or_nothing() {
         // Every few rounds, memory against a fresh open of the file.
         if writes % 8 == 0 {
             let in_memory = drain(&store).await;
-            failures += store.write_failures();
+            failures += store.stats().write_failures;
             drop(store);
-            store = open_faulty(&path, &fault);
+            store = open_faulty(&path, &fault).await;
             assert_eq!(drain(&store).await, in_memory, "queues after a reopen, round {writes}");
         }
     }
@@ -344,19 +356,19 @@ async fn a_commit_cut_short_at_any_write_is_all_or_nothing() {
         "commits cut at {writes} points: {} orders stored, {} refused, {} failures counted",
         stored.len(),
         failed.len(),
-        failures + store.write_failures()
+        failures + store.stats().write_failures
     );
     assert!(!failed.is_empty(), "some commits must have failed to show anything");
     for id in &stored {
         let expected = if done.contains(id) {
-            OrderStatus::Done(format!("done {id}"))
+            OrderStatus::Done(OrderResult::ok(format!("done {id}")))
         } else {
             OrderStatus::Pending
         };
-        assert_eq!(store.status(id), Ok(expected), "{id} was acknowledged");
+        assert_eq!(store.status(id).await, Ok(expected), "{id} was acknowledged");
     }
     for id in &failed {
-        assert_eq!(store.status(id), Ok(OrderStatus::Unknown), "{id} was refused");
+        assert_eq!(store.status(id).await, Ok(OrderStatus::Unknown), "{id} was refused");
     }
     let in_memory = drain(&store).await;
     drop(store);
@@ -379,7 +391,7 @@ async fn a_failed_commit_found_in_the_file_stops_the_store() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("store.redb");
     let fault = Fault::new();
-    let store = open_faulty(&path, &fault);
+    let store = open_faulty(&path, &fault).await;
     assert_eq!(store.submit(order("a")).await, Ok(SubmitOutcome::Accepted));
     fault.fail_syncs();
     let error = store.submit(order("b")).await.expect_err("the sync failed");
@@ -390,6 +402,10 @@ async fn a_failed_commit_found_in_the_file_stops_the_store() {
     assert_eq!(store.submit(order("c")).await, Err(StoreError::Uncertain));
     drop(store);
     let reopened = RedbStore::open(&path, options()).expect("reopen");
-    assert_eq!(reopened.status("b"), Ok(OrderStatus::Pending), "b reached the file after all");
+    assert_eq!(
+        reopened.status("b").await,
+        Ok(OrderStatus::Pending),
+        "b reached the file after all"
+    );
     assert_eq!(*reopened.health().borrow(), StoreHealth::Writable, "a reopened store writes");
 }
