@@ -1,0 +1,1 @@
+SELECT count(*) FROM work_orders WHERE response IS NULL
