@@ -56,6 +56,7 @@ macro_rules! conformance_suite {
             worker_look_ups_filter_and_page,
             receipt_look_ups_filter_on_current_status_and_page,
             wakeups_announce_queued_and_finished_orders,
+            a_receipt_created_for_a_finished_order_is_announced,
         );
     };
     (@cases $backend:expr; $($case:ident,)*) => {
@@ -584,4 +585,23 @@ pub async fn wakeups_announce_queued_and_finished_orders<B: Backend>(backend: &B
             Wakeup::ReceiptAwaiting { worker_id: "w".into() },
         ]
     );
+}
+
+/// A receipt created after its order finished awaits the worker's update at once, and says so.
+pub async fn a_receipt_created_for_a_finished_order_is_announced<B: Backend>(backend: &B) {
+    let store = with_workers(backend, 100).await;
+    store.submit(order("1", "w")).await.expect("submit");
+    store.claim("w", "h", 0, 1000).await.expect("claim");
+    done(&store, "1", "h", "r").await;
+    let mut wakeups = store.wakeups();
+    store.create_receipt("1", &receipt_create("w", "0c", 0)).await.expect("receipt");
+    let announced = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match wakeups.next().await.expect("the store is open") {
+                Wakeup::ReceiptAwaiting { worker_id } => return worker_id,
+                _ => continue,
+            }
+        }
+    });
+    assert_eq!(announced.await.expect("announced within 10 s"), "w");
 }

@@ -289,7 +289,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Receipts of `worker_id`'s finished orders that await the worker's update, with the
-    /// orders' results, oldest first, at most `limit`.
+    /// orders' results, at most `limit`, in an order of the backend's (redb: work-order id;
+    /// PostgreSQL: the order in which they began to await).
     fn receipts_awaiting_update(
         &self,
         worker_id: &str,

@@ -63,11 +63,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("attest", &["crypto"]),
     ("enclave", &["attest", "crypto", "proto", "workloads"]),
     ("store", &["proto"]),
-    ("store-postgres", &["proto", "store"]),
+    ("store-postgres", &["store"]),
     ("node", &["attest", "crypto", "enclave", "proto", "store", "workloads"]),
     ("client", &["attest", "crypto", "proto"]),
     ("bench", &["attest", "client", "crypto", "enclave", "proto", "workloads"]),
-    ("cli", &["attest", "bench", "client", "crypto", "enclave", "node", "proto"]),
+    ("cli", &["attest", "bench", "client", "crypto", "enclave", "node", "proto", "store-postgres"]),
     ("tidy", &[]),
 ];
 
