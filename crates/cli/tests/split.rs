@@ -340,3 +340,62 @@ impl Deployment {
         log.lines().any(|line| line.contains(&dead))
     }
 }
+
+/// One wallet order through `client`: its only output, verified and decrypted.
+async fn wallet(client: &Client, worker: &Worker, command: &str) -> Result<String, String> {
+    let mut builder = worker.work_order("simple-wallet").map_err(|e| e.to_string())?;
+    builder.input(command.as_bytes(), InputProtection::Session).map_err(|e| e.to_string())?;
+    let (request, pending) = builder.build(None).map_err(|e| e.to_string())?;
+    let result = match client.submit(&request).await.map_err(|e| format!("submit: {e}"))? {
+        Submission::Done(result) => *result,
+        Submission::Pending => client
+            .wait_result(
+                &request.work_order_id,
+                Duration::from_millis(20),
+                Duration::from_secs(120),
+            )
+            .await
+            .map_err(|e| format!("result: {e}"))?,
+    };
+    let outputs = pending.open(&result, &worker.verification_key).map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&outputs[0].1).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_worker_processes_keep_one_wallet_right() {
+    let test = "two_worker_processes_keep_one_wallet_right";
+    let Some(deployment) = Deployment::start(test, 2, "") else { return };
+    let client = deployment.client();
+    let worker = deployment.worker().await;
+    // Deposits from many requesters at once, spread over both worker processes: each runs on
+    // the state the last committed deposit left, whichever process committed it.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (client, worker) = (Arc::clone(&client), worker.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut answers = Vec::new();
+            for _ in 0..10 {
+                answers.push(wallet(&client, &worker, "deposit bob 1").await);
+            }
+            answers
+        }));
+    }
+    let mut balances = Vec::new();
+    for task in tasks {
+        for answer in task.await.expect("task") {
+            let answer = answer.expect("every deposit completes");
+            let balance = answer.strip_prefix("WALLET RESULT: bob::").expect("a balance");
+            balances.push(balance.parse::<u32>().expect("a number"));
+        }
+    }
+    balances.sort_unstable();
+    let expected: Vec<u32> = (1..=80).collect();
+    assert_eq!(balances, expected, "each deposit saw every one before it, once");
+    assert_eq!(
+        wallet(&client, &worker, "deposit bob 1").await.as_deref(),
+        Ok("WALLET RESULT: bob::81")
+    );
+    let completed = deployment.completed_by_each().await;
+    eprintln!("wallet orders stored by each worker process: {completed:?}");
+    assert_eq!(completed.iter().sum::<f64>(), 81.0);
+}

@@ -27,7 +27,6 @@ mod state;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use afallon_attest::{Measurement, Platform, PlatformError, ReportData};
 use afallon_crypto::{AesKey, RandomError, RsaError, Sha256};
@@ -123,8 +122,14 @@ pub enum EnclaveError {
 pub struct SealedState {
     /// The workload's name.
     pub workload: String,
-    /// Increases with every snapshot of this enclave's workloads: keep the highest.
+    /// One more than the version it was computed from (`based_on`): each committed change of a
+    /// workload's state has the next version, in whichever process serving the worker it ran.
     pub version: u64,
+    /// The version of the state the order ran on (0: the workload's initial state). A host
+    /// sharing the worker with other processes stores this state only if that is still the
+    /// stored version; otherwise another process's change came first, and the order must run
+    /// again on it ([`Enclave::load_state`]).
+    pub based_on: u64,
     /// The sealed blob.
     pub blob: Vec<u8>,
 }
@@ -150,8 +155,6 @@ pub struct Enclave {
     config: EnclaveConfig,
     record: WorkerRecord,
     worker_id: String,
-    /// The last version handed out in a [`SealedState`].
-    state_version: AtomicU64,
     /// Each workload's turn, held by a stateful workload's order until its state change is
     /// committed or rolled back.
     state_slots: BTreeMap<&'static str, Arc<state::StateSlot>>,
@@ -190,7 +193,6 @@ impl Enclave {
     ) -> Result<Self, EnclaveError> {
         let sealing_key = platform.sealing_key();
         let keys = WorkerKeys::unseal(&sealing_key, sealed_keys)?;
-        let version = states.iter().map(|s| s.version).max().unwrap_or(0);
         for state in states {
             let workload = registry
                 .get(&state.workload)
@@ -203,7 +205,11 @@ impl Enclave {
             })?;
         }
         let enclave = Self::assemble(platform, keys, sealing_key, registry, config)?;
-        enclave.state_version.store(version, Ordering::SeqCst);
+        for state in states {
+            if let Some(slot) = enclave.state_slots.get(state.workload.as_str()) {
+                slot.set_version(state.version);
+            }
+        }
         Ok(enclave)
     }
 
@@ -253,16 +259,7 @@ impl Enclave {
         };
         let worker_id = afallon_proto::worker_id_from_name(&config.worker_name);
         let state_slots = registry.names().map(|name| (name, Arc::default())).collect();
-        Ok(Self {
-            keys,
-            sealing_key,
-            registry,
-            config,
-            record,
-            worker_id,
-            state_version: AtomicU64::new(0),
-            state_slots,
-        })
+        Ok(Self { keys, sealing_key, registry, config, record, worker_id, state_slots })
     }
 
     /// The worker's id: SHA-256 of its name, lower-case hex.
@@ -338,11 +335,48 @@ impl Enclave {
         self.state_slots.get(workload.name()).map(|slot| slot.hold(workload))
     }
 
-    fn seal_workload_state(&self, workload: &str, snapshot: &[u8]) -> Option<SealedState> {
-        let version = self.state_version.fetch_add(1, Ordering::SeqCst) + 1;
-        sealing::seal(&self.sealing_key, &state_label(workload), snapshot)
-            .ok()
-            .map(|blob| SealedState { workload: workload.to_owned(), version, blob })
+    /// Seals `workload`'s state after an order, as the next version of the state `pending` was
+    /// taken on.
+    fn seal_workload_state(
+        &self,
+        workload: &str,
+        snapshot: &[u8],
+        pending: &mut PendingState,
+    ) -> Option<SealedState> {
+        let based_on = pending.based_on();
+        let version = based_on + 1;
+        let blob = sealing::seal(&self.sealing_key, &state_label(workload), snapshot).ok()?;
+        pending.will_be(version);
+        Some(SealedState { workload: workload.to_owned(), version, based_on, blob })
+    }
+
+    /// Loads a workload's sealed state if it is newer than the one this enclave runs on: the
+    /// change another process serving the same worker committed. Waits for the workload's turn
+    /// (no order of it runs meanwhile). Returns whether it loaded anything.
+    ///
+    /// # Errors
+    /// [`EnclaveError::UnknownWorkload`], [`EnclaveError::Seal`] for a blob not sealed by this
+    /// worker's platform, or [`EnclaveError::WorkloadState`]; the state is then unchanged.
+    pub fn load_state(&self, state: &SealedState) -> Result<bool, EnclaveError> {
+        let workload = self
+            .registry
+            .get(&state.workload)
+            .ok_or_else(|| EnclaveError::UnknownWorkload(state.workload.clone()))?;
+        let Some(mut pending) = self.hold_state(workload) else {
+            return Err(EnclaveError::UnknownWorkload(state.workload.clone()));
+        };
+        if state.version <= pending.based_on() {
+            return Ok(false);
+        }
+        let snapshot =
+            sealing::unseal(&self.sealing_key, &state_label(&state.workload), &state.blob)?;
+        workload.restore(&snapshot).map_err(|error| EnclaveError::WorkloadState {
+            workload: state.workload.clone(),
+            error,
+        })?;
+        pending.will_be(state.version);
+        pending.commit();
+        Ok(true)
     }
 }
 

@@ -191,8 +191,8 @@ fn run(
         // its change is pending until the host commits it.
         *pending = workload.stateful().then(|| enclave.hold_state(&workload)).flatten();
         let outputs = workload.process(&context, &inputs);
-        if let Some(snapshot) = workload.snapshot() {
-            *state = enclave.seal_workload_state(workload.name(), &snapshot);
+        if let (Some(snapshot), Some(pending)) = (workload.snapshot(), pending.as_mut()) {
+            *state = enclave.seal_workload_state(workload.name(), &snapshot, pending);
         }
         outputs
     };

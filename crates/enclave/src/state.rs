@@ -8,6 +8,7 @@
 //! back to the state before the order. Until then no other order of that workload runs, so every
 //! order runs on the state the last committed order left, and a run that lost changes nothing.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use afallon_workloads::Workload;
@@ -18,6 +19,8 @@ use afallon_workloads::Workload;
 pub(crate) struct StateSlot {
     busy: Mutex<bool>,
     freed: Condvar,
+    /// The version of the state in effect (0: the initial state).
+    version: AtomicU64,
 }
 
 impl StateSlot {
@@ -36,7 +39,13 @@ impl StateSlot {
         PendingState {
             slot: Arc::clone(self),
             rollback: workload.snapshot().map(|before| (Arc::clone(workload), before)),
+            version: None,
         }
+    }
+
+    /// The state in effect is version `version` (a restart restored it).
+    pub(crate) fn set_version(&self, version: u64) {
+        self.version.store(version, Ordering::SeqCst);
     }
 
     fn release(&self) {
@@ -54,6 +63,8 @@ pub struct PendingState {
     slot: Arc<StateSlot>,
     /// The workload and its state before the order.
     rollback: Option<(Arc<dyn Workload>, Vec<u8>)>,
+    /// The version the state has once committed.
+    version: Option<u64>,
 }
 
 impl PendingState {
@@ -61,6 +72,19 @@ impl PendingState {
     /// lets the workload's next order run.
     pub fn commit(mut self) {
         self.rollback = None;
+        if let Some(version) = self.version {
+            self.slot.set_version(version);
+        }
+    }
+
+    /// The version of the state this turn started on.
+    pub(crate) fn based_on(&self) -> u64 {
+        self.slot.version.load(Ordering::SeqCst)
+    }
+
+    /// Once committed, the state is version `version`.
+    pub(crate) fn will_be(&mut self, version: u64) {
+        self.version = Some(version);
     }
 }
 

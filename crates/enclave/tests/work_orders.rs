@@ -427,6 +427,55 @@ fn wallet_state_survives_a_restart() {
     );
 }
 
+#[test]
+fn two_processes_serving_one_worker_run_each_order_on_the_last_committed_state() {
+    let registry = Registry::with_builtins();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let platform = SimPlatform::open(dir.path(), sim_measurement(&registry)).expect("platform");
+    let config = || EnclaveConfig::new("wallet-worker");
+    let (first, sealed_keys) = Enclave::create(&platform, registry, config()).expect("sign-up");
+    let second =
+        Enclave::restore(&platform, Registry::with_builtins(), config(), &sealed_keys, &[])
+            .expect("the second process unseals the same keys");
+    let key =
+        RsaPublicKey::from_pem(&first.worker_record().details.worker_type_data.encryption_key)
+            .expect("key");
+    let verification = first.worker_record().details.worker_type_data.verification_key.clone();
+    let order = |enclave: &Enclave, text: &str| {
+        let mut b =
+            WorkOrderBuilder::new(enclave.worker_id(), &key, OaepHash::Sha1, "simple-wallet")
+                .expect("builder");
+        b.input(text.as_bytes(), InputProtection::Session).expect("input");
+        let (request, pending) = b.build(None).expect("build");
+        let processed = enclave.process(&body(&request), &NoIo);
+        let outputs = pending.open(&result_of(&processed), &verification).expect("open");
+        let state = processed.state.expect("the wallet hands out its state");
+        (String::from_utf8(outputs[0].1.clone()).expect("utf-8"), state)
+    };
+    let (text, v1) = order(&first, "deposit alice 100");
+    assert_eq!((text.as_str(), v1.version, v1.based_on), ("WALLET RESULT: alice::100", 1, 0));
+    // Run on the second process before it loads the first's change: based on version 0, which
+    // a store holding version 1 refuses; the host then loads version 1 and runs the order again.
+    let (text, stale) = order(&second, "deposit alice 5");
+    assert_eq!((text.as_str(), stale.based_on), ("WALLET RESULT: alice::5", 0));
+    let second =
+        Enclave::restore(&platform, Registry::with_builtins(), config(), &sealed_keys, &[])
+            .expect("the second process, as it was before that order");
+    assert!(second.load_state(&v1).expect("load"));
+    assert!(!second.load_state(&v1).expect("load"), "not newer: nothing to load");
+    let (text, v2) = order(&second, "deposit alice 5");
+    assert_eq!((text.as_str(), v2.version, v2.based_on), ("WALLET RESULT: alice::105", 2, 1));
+    assert!(first.load_state(&v2).expect("load"));
+    assert!(!first.load_state(&v1).expect("load"), "an older state is never loaded");
+    assert_eq!(order(&first, "withdraw alice 5").0, "WALLET RESULT: alice::100");
+    // A blob sealed for another workload is refused, and the state stays.
+    let mut misfiled = v2;
+    misfiled.workload = "heart-disease-eval".into();
+    misfiled.version = 9;
+    assert!(first.load_state(&misfiled).is_err());
+    assert_eq!(order(&first, "deposit alice 1").0, "WALLET RESULT: alice::101");
+}
+
 /// A wallet worker of its own, and a function that builds a wallet order for it.
 fn wallet_worker() -> (Enclave, impl Fn(&str) -> (Vec<u8>, PendingResult)) {
     let registry = Registry::with_builtins();

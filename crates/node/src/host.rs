@@ -53,10 +53,14 @@ pub(crate) struct LocalWorker {
 }
 
 impl LocalWorker {
-    /// Waits for the turn of the stateful workload `request` names, if it names one. The
-    /// request is only peeked at (the enclave parses it for real): a request that cannot be read
-    /// here takes no turn, and the enclave's own guard still keeps its state right.
-    async fn turn(&self, request: &[u8]) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+    /// Waits for the turn of the stateful workload `request` names, if it names one, and returns
+    /// the workload's name with it. The request is only peeked at (the enclave parses it for
+    /// real): a request that cannot be read here takes no turn, and the enclave's own guard still
+    /// keeps its state right.
+    async fn turn(
+        &self,
+        request: &[u8],
+    ) -> Option<(&'static str, tokio::sync::OwnedMutexGuard<()>)> {
         #[derive(serde::Deserialize)]
         struct Peek<'a> {
             #[serde(borrow)]
@@ -72,8 +76,42 @@ impl LocalWorker {
         }
         let peek: Peek<'_> = serde_json::from_slice(request).ok()?;
         let name = afallon_proto::workload_name_from_id(&peek.params.workload_id)?;
-        let turn = self.turns.get(name.as_str())?;
-        Some(Arc::clone(turn).lock_owned().await)
+        let (&name, turn) = self.turns.get_key_value(name.as_str())?;
+        Some((name, Arc::clone(turn).lock_owned().await))
+    }
+
+    /// The store key of a workload's sealed state.
+    fn state_key(&self, workload: &str) -> String {
+        format!("worker/{}/state/{workload}", self.name)
+    }
+
+    /// Loads the workload's stored state into the enclave if another process serving this
+    /// worker stored a newer one. Run in the workload's turn.
+    async fn refresh_state<S: Store>(&self, store: &S, workload: &str) {
+        let key = self.state_key(workload);
+        let stored = match store.sealed(&key).await {
+            Ok(stored) => stored.into_iter().find(|blob| blob.key == key),
+            Err(error) => {
+                // The order runs on the state this process has; if that is stale, the store
+                // refuses its completion and the order runs again.
+                tracing::warn!(%error, workload, "reading the stored workload state failed");
+                return;
+            }
+        };
+        let Some(stored) = stored else { return };
+        let state = SealedState {
+            workload: workload.to_owned(),
+            version: stored.version,
+            based_on: 0,
+            blob: stored.blob,
+        };
+        match self.enclave.load_state(&state) {
+            Ok(true) => tracing::debug!(workload, version = state.version, "loaded a newer state"),
+            Ok(false) => {}
+            Err(error) => {
+                tracing::error!(%error, workload, "the stored workload state does not load")
+            }
+        }
     }
 }
 
@@ -101,6 +139,7 @@ impl LocalWorker {
                         blob.key.strip_prefix(&state_prefix).map(|workload| SealedState {
                             workload: workload.to_owned(),
                             version: blob.version,
+                            based_on: 0,
                             blob: blob.blob.clone(),
                         })
                     })
@@ -113,6 +152,7 @@ impl LocalWorker {
                     Enclave::create(platform, registry, config.clone()).map_err(enclave_error)?;
                 store
                     .put_sealed(SealedBlob {
+                        based_on: None,
                         key: keys_key.clone(),
                         version: 0,
                         blob: keys.clone(),
@@ -283,6 +323,11 @@ async fn process<S: Store>(
     let started = Instant::now();
     let held = Held::start(app, claimed.work_order_id, holder);
     let turn = worker.turn(&claimed.request).await;
+    if let Some((workload, _)) = &turn {
+        // Another process serving this worker may have changed the state since this one last
+        // ran an order of the workload.
+        worker.refresh_state(&*app.store, workload).await;
+    }
     let Ok(slot) = app.enclave_slots.acquire().await else { return };
     let processed = std::panic::catch_unwind(AssertUnwindSafe(|| {
         worker.enclave.process_uncommitted(&claimed.request, &worker.io)
@@ -323,8 +368,9 @@ async fn store_response<S: Store>(
         tracing::info!(%work_order_id, code = error.code.code(), message = %error.message, "work order failed");
     }
     let sealed = processed.state.map(|state| SealedBlob {
-        key: format!("worker/{}/state/{}", worker.name, state.workload),
+        key: worker.state_key(&state.workload),
         version: state.version,
+        based_on: Some(state.based_on),
         blob: state.blob,
     });
     let result = OrderResult { response: processed.response, failed };
@@ -344,7 +390,8 @@ async fn store_response<S: Store>(
                 if failed { &app.metrics.completed_error } else { &app.metrics.completed_ok };
             counter.fetch_add(1, Ordering::Relaxed);
         }
-        // Not this run's result: its state change is rolled back (dropping `pending`).
+        // Not this run's result: its state change is rolled back (dropping `pending`). After a
+        // state conflict, the store has queued the order again, to run on the newer state.
         Ok(outcome) => tracing::debug!(%work_order_id, ?outcome, "response not stored"),
         Err(error) => {
             // Nothing was stored: the store has queued the order again (and woken a synchronous

@@ -22,6 +22,15 @@ use crate::db::{
 /// while its order finishes awaits the worker's update either way.
 const RECEIPT_LOCK: i32 = 0x4146_4c01;
 
+/// The advisory lock class under which completions that store a workload's state lock its key
+/// (by its hash): they take turns, so that the version check and the write are one step.
+const STATE_LOCK: i32 = 0x4146_4c02;
+
+/// The version a sealed state was computed from, if the completion must check it.
+fn sealed_based_on(sealed: Option<&SealedBlob>) -> Option<u64> {
+    sealed.and_then(|sealed| sealed.based_on)
+}
+
 /// The most finished orders one submission purges: more than one only when concurrent
 /// submissions made the store overshoot `max_orders`, which each later one then repairs a bit.
 const MAX_PURGE: u64 = 16;
@@ -280,14 +289,29 @@ impl Inner {
         id: &str,
         holder: &str,
         result: &OrderResult,
-        sealed: Option<&SealedBlob>,
+        sealed_blob: Option<&SealedBlob>,
     ) -> Result<Completion, StoreError> {
+        let sealed = sealed_blob;
         let sealed = sealed
             .map(|s| {
                 Ok::<_, StoreError>((&s.key, to_bigint(s.version, "sealed version")?, &s.blob))
             })
             .transpose()?;
+        let based_on = match sealed.as_ref().zip(sealed_based_on(sealed_blob)) {
+            Some(((key, _, _), based_on)) => Some((*key, to_bigint(based_on, "sealed version")?)),
+            None => None,
+        };
         let finished = payload('f', self.schema, id);
+        // A state computed from a version older than the stored one lost to another process's
+        // change: the order goes back to its queue, to run again on the newer state. Completions
+        // with state for one key take turns (an advisory lock on the key), so that two first
+        // versions cannot both be stored.
+        // Two statements: a statement reads the snapshot taken as it starts, so the version is
+        // read by one that starts once the lock is held.
+        let lock_state = "SELECT pg_advisory_xact_lock($2, hashtext($1))";
+        let stored_version = "SELECT version FROM sealed WHERE key = $1";
+        let requeue = "UPDATE work_orders SET holder = NULL, lease_expires = NULL \
+             WHERE id = $1 AND holder = $2 AND response IS NULL RETURNING worker_id";
         // The lock (see RECEIPT_LOCK) is taken by the statement that finishes the order, before
         // the receipt is looked at.
         let finish = "UPDATE work_orders SET response = $3, failed = $4, \
@@ -300,6 +324,20 @@ impl Inner {
              ) SELECT pg_notify($2, $3) FROM awaiting";
         let state = "SELECT response IS NOT NULL FROM work_orders WHERE id = $1";
         transact!(self, |tx| {
+            if let Some((key, based_on)) = &based_on {
+                query(tx, lock_state, &[key, &STATE_LOCK]).await?;
+                let stored: Option<i64> = match query(tx, stored_version, &[key]).await?.first() {
+                    Some(row) => row.try_get(0)?,
+                    None => None,
+                };
+                if stored.unwrap_or(0) > *based_on {
+                    if let Some(row) = query(tx, requeue, &[&id, &holder]).await?.first() {
+                        let worker: &str = row.try_get(0)?;
+                        notify(tx, &payload('q', self.schema, worker)).await?;
+                        return Ok(End::Commit(Completion::StateConflict));
+                    }
+                }
+            }
             let params: [&(dyn ToSql + Sync); 5] =
                 [&id, &holder, &result.response, &result.failed, &RECEIPT_LOCK];
             let rows = query(tx, finish, &params).await?;
@@ -400,7 +438,7 @@ impl Inner {
                 }
                 let version: i64 = row.try_get(1)?;
                 let version = u64::try_from(version).map_err(|_| corrupt("sealed version"))?;
-                blobs.push(SealedBlob { key, version, blob: row.try_get(2)? });
+                blobs.push(SealedBlob { key, version, based_on: None, blob: row.try_get(2)? });
             }
             Ok(blobs)
         })

@@ -57,6 +57,7 @@ macro_rules! conformance_suite {
             receipt_look_ups_filter_on_current_status_and_page,
             wakeups_announce_queued_and_finished_orders,
             a_receipt_created_for_a_finished_order_is_announced,
+            a_state_based_on_an_old_version_is_refused_and_the_order_queued_again,
         );
     };
     (@cases $backend:expr; $($case:ident,)*) => {
@@ -116,7 +117,7 @@ fn order(id: &str, worker: &str) -> NewOrder {
 }
 
 fn blob(key: &str, version: u64, bytes: &[u8]) -> SealedBlob {
-    SealedBlob { key: key.into(), version, blob: bytes.to_vec() }
+    SealedBlob { key: key.into(), version, based_on: None, blob: bytes.to_vec() }
 }
 
 fn receipt_create(worker_id: &str, requester: &str, status: i64) -> ReceiptCreate {
@@ -604,4 +605,48 @@ pub async fn a_receipt_created_for_a_finished_order_is_announced<B: Backend>(bac
         }
     });
     assert_eq!(announced.await.expect("announced within 10 s"), "w");
+}
+
+/// Two processes serving one worker: a completion whose state was computed from a version older
+/// than the stored one stores nothing, and its order runs again.
+pub async fn a_state_based_on_an_old_version_is_refused_and_the_order_queued_again<B: Backend>(
+    backend: &B,
+) {
+    let store = with_workers(backend, 100).await;
+    let key = "worker/a/state/wallet";
+    let state = |version, based_on| SealedBlob {
+        key: key.into(),
+        version,
+        based_on: Some(based_on),
+        blob: format!("v{version}").into_bytes(),
+    };
+    for id in ["1", "2"] {
+        store.submit(order(id, "w")).await.expect("submit");
+    }
+    store.claim("w", "process-a", 0, 1000).await.expect("claim");
+    store.claim("w", "process-b", 0, 1000).await.expect("claim");
+    // Both ran on the initial state; the first to complete wins.
+    let first = store.complete("1", "process-a", OrderResult::ok("r1"), Some(state(1, 0)));
+    assert_eq!(first.await, Ok(Completion::Stored));
+    let mut wakeups = store.wakeups();
+    let second = store.complete("2", "process-b", OrderResult::ok("r2"), Some(state(1, 0)));
+    assert_eq!(second.await, Ok(Completion::StateConflict));
+    assert_eq!(status(&store, "2").await, OrderStatus::Pending, "nothing of it was stored");
+    assert_eq!(store.sealed(key).await.expect("read"), vec![blob(key, 1, b"v1")]);
+    let queued = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(Wakeup::Queued { worker_id }) = wakeups.next().await {
+                return worker_id;
+            }
+        }
+    });
+    assert_eq!(queued.await.expect("announced within 10 s"), "w", "queued again, and said so");
+    // It runs again, on version 1.
+    let again = store.claim("w", "process-b2", 0, 1000).await.expect("claim");
+    assert_eq!(again.map(|c| c.work_order_id), Some("2".into()));
+    let stale = store.complete("2", "process-b", OrderResult::ok("r2"), Some(state(2, 1)));
+    assert_eq!(stale.await, Ok(Completion::LeaseLost), "the conflicting run's lease is over");
+    let rerun = store.complete("2", "process-b2", OrderResult::ok("r2"), Some(state(2, 1)));
+    assert_eq!(rerun.await, Ok(Completion::Stored));
+    assert_eq!(store.sealed(key).await.expect("read"), vec![blob(key, 2, b"v2")]);
 }

@@ -236,9 +236,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores the result of a work order if `holder` holds its lease and no result is stored
     /// already, ends the lease, and in the same transaction stores `sealed` (the workload's new
-    /// state): a result and the state it produced are durable together or not at all. If the
-    /// order has a receipt, the receipt now awaits its worker's update
-    /// ([`Store::receipts_awaiting_update`]).
+    /// state): a result and the state it produced are durable together or not at all. A state
+    /// computed from an older version than the stored one is refused with the whole completion
+    /// ([`Completion::StateConflict`]), and the order queued again. If the order has a receipt,
+    /// the receipt now awaits its worker's update ([`Store::receipts_awaiting_update`]).
     fn complete(
         &self,
         work_order_id: &str,

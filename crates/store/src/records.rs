@@ -81,6 +81,10 @@ pub struct SealedBlob {
     pub key: String,
     /// Its version.
     pub version: u64,
+    /// For a workload's state stored with a result: the version it was computed from. The
+    /// completion is stored only if no newer version than that is stored (another process
+    /// serving the worker changed the state first: [`Completion::StateConflict`]).
+    pub based_on: Option<u64>,
     /// The sealed bytes.
     pub blob: Vec<u8>,
 }
@@ -97,6 +101,10 @@ pub enum Completion {
     LeaseLost,
     /// The order no longer exists (purged); nothing was stored.
     Unknown,
+    /// The state the run computed is based on a version older than the one stored (another
+    /// process serving the worker changed it first): nothing was stored, the lease ended, and
+    /// the order is queued again, to run on the newer state.
+    StateConflict,
 }
 
 /// The outcome of [`Store::create_receipt`](crate::Store::create_receipt).

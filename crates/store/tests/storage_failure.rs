@@ -155,7 +155,12 @@ fn order(id: &str) -> NewOrder {
 }
 
 fn blob(version: u64) -> SealedBlob {
-    SealedBlob { key: "worker/w/state/wallet".into(), version, blob: vec![version as u8; 16] }
+    SealedBlob {
+        key: "worker/w/state/wallet".into(),
+        version,
+        based_on: None,
+        blob: vec![version as u8; 16],
+    }
 }
 
 /// Waits until the store's health is `wanted`, and says how long that took. The bound is only

@@ -546,6 +546,7 @@ impl Store for RedbStore {
                 let value = value.value();
                 out.push(SealedBlob {
                     key: key.value().to_owned(),
+                    based_on: None,
                     version: tables::sealed_version(value),
                     blob: value.get(8..).unwrap_or_default().to_vec(),
                 });

@@ -10,7 +10,7 @@ use afallon_proto::{ReceiptCreate, ReceiptUpdate, WorkerRecord};
 
 use super::lock;
 use super::queues::{Queued, Queues};
-use super::tables::{self, AWAITING, Finished, ORDERS, PURGED, RECEIPTS, WORKERS};
+use super::tables::{self, AWAITING, Finished, ORDERS, PURGED, RECEIPTS, SEALED, WORKERS};
 use super::writer::{Batch, Effect, WriteOp};
 use crate::retention::{Admission, admit};
 use crate::wakeups::WakeupSender;
@@ -113,6 +113,21 @@ impl WriteOp for Complete {
         let held = lock(batch.queues).leases.get(id).is_some_and(|l| l.holder == self.holder);
         if !held {
             return unheld_completion(batch, id);
+        }
+        if let Some(sealed) = &self.sealed
+            && let Some(based_on) = sealed.based_on
+        {
+            let stored = batch
+                .txn
+                .open_table(SEALED)?
+                .get(sealed.key.as_str())?
+                .map(|v| tables::sealed_version(v.value()));
+            if stored.unwrap_or(0) > based_on {
+                batch
+                    .effects
+                    .push(Effect::Release { id: self.id.clone(), holder: self.holder.clone() });
+                return Ok(Completion::StateConflict);
+            }
         }
         let volatile = batch.take_volatile(id)?;
         let mut orders = batch.txn.open_table(ORDERS)?;

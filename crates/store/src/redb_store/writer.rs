@@ -101,6 +101,11 @@ pub(super) enum Effect {
     },
     /// A volatile order is now in the file.
     Written(String),
+    /// `holder`'s run of the order is over without a result: the order is queued again.
+    Release {
+        id: String,
+        holder: String,
+    },
     Announce(Wakeup),
 }
 
@@ -248,6 +253,11 @@ impl Writer {
                 }
                 Effect::Written(id) => {
                     queues.volatile.remove(&id);
+                }
+                Effect::Release { id, holder } => {
+                    if let Some(worker_id) = queues.release(&id, &holder) {
+                        announce.push(Wakeup::Queued { worker_id });
+                    }
                 }
                 Effect::Announce(wakeup) => announce.push(wakeup),
             }
