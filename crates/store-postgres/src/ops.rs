@@ -330,12 +330,12 @@ impl Inner {
                     Some(row) => row.try_get(0)?,
                     None => None,
                 };
-                if stored.unwrap_or(0) > *based_on {
-                    if let Some(row) = query(tx, requeue, &[&id, &holder]).await?.first() {
-                        let worker: &str = row.try_get(0)?;
-                        notify(tx, &payload('q', self.schema, worker)).await?;
-                        return Ok(End::Commit(Completion::StateConflict));
-                    }
+                if stored.unwrap_or(0) > *based_on
+                    && let Some(row) = query(tx, requeue, &[&id, &holder]).await?.first()
+                {
+                    let worker: &str = row.try_get(0)?;
+                    notify(tx, &payload('q', self.schema, worker)).await?;
+                    return Ok(End::Commit(Completion::StateConflict));
                 }
             }
             let params: [&(dyn ToSql + Sync); 5] =
