@@ -197,8 +197,16 @@ impl Enclave {
             let workload = registry
                 .get(&state.workload)
                 .ok_or_else(|| EnclaveError::UnknownWorkload(state.workload.clone()))?;
-            let snapshot =
-                sealing::unseal(&sealing_key, &state_label(&state.workload), &state.blob)?;
+            let snapshot = sealing::unseal(
+                &sealing_key,
+                &state_label(&state.workload, state.version),
+                &state.blob,
+            )
+            .or_else(|_| {
+                // Sealed before the version was sealed with the state: accepted at a
+                // restart only (docs/security.md).
+                sealing::unseal(&sealing_key, &legacy_state_label(&state.workload), &state.blob)
+            })?;
             workload.restore(&snapshot).map_err(|error| EnclaveError::WorkloadState {
                 workload: state.workload.clone(),
                 error,
@@ -345,7 +353,8 @@ impl Enclave {
     ) -> Option<SealedState> {
         let based_on = pending.based_on();
         let version = based_on + 1;
-        let blob = sealing::seal(&self.sealing_key, &state_label(workload), snapshot).ok()?;
+        let blob =
+            sealing::seal(&self.sealing_key, &state_label(workload, version), snapshot).ok()?;
         pending.will_be(version);
         Some(SealedState { workload: workload.to_owned(), version, based_on, blob })
     }
@@ -368,8 +377,11 @@ impl Enclave {
         if state.version <= pending.based_on() {
             return Ok(false);
         }
-        let snapshot =
-            sealing::unseal(&self.sealing_key, &state_label(&state.workload), &state.blob)?;
+        let snapshot = sealing::unseal(
+            &self.sealing_key,
+            &state_label(&state.workload, state.version),
+            &state.blob,
+        )?;
         workload.restore(&snapshot).map_err(|error| EnclaveError::WorkloadState {
             workload: state.workload.clone(),
             error,
@@ -389,7 +401,15 @@ impl std::fmt::Debug for Enclave {
     }
 }
 
-fn state_label(workload: &str) -> String {
+/// What a workload's state is sealed under: its name and its version, so that a blob cannot be
+/// passed off as another workload's state, nor an old state as a newer version (a host that
+/// relabels an old blob with a higher version gets a blob that does not unseal).
+fn state_label(workload: &str, version: u64) -> String {
+    format!("workload-state:{workload}:v{version}")
+}
+
+/// The label of states sealed before their version was.
+fn legacy_state_label(workload: &str) -> String {
     format!("workload-state:{workload}")
 }
 

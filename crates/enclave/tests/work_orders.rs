@@ -468,12 +468,17 @@ fn two_processes_serving_one_worker_run_each_order_on_the_last_committed_state()
     assert!(first.load_state(&v2).expect("load"));
     assert!(!first.load_state(&v1).expect("load"), "an older state is never loaded");
     assert_eq!(order(&first, "withdraw alice 5").0, "WALLET RESULT: alice::100");
+    // An old state passed off as a newer version does not unseal (the version is sealed with it).
+    let mut relabelled = v1.clone();
+    relabelled.version = 7;
+    assert!(first.load_state(&relabelled).is_err(), "a rolled-back state relabelled as newer");
+    assert_eq!(order(&first, "deposit alice 1").0, "WALLET RESULT: alice::101");
     // A blob sealed for another workload is refused, and the state stays.
     let mut misfiled = v2;
     misfiled.workload = "heart-disease-eval".into();
     misfiled.version = 9;
     assert!(first.load_state(&misfiled).is_err());
-    assert_eq!(order(&first, "deposit alice 1").0, "WALLET RESULT: alice::101");
+    assert_eq!(order(&first, "deposit alice 1").0, "WALLET RESULT: alice::102");
 }
 
 /// A wallet worker of its own, and a function that builds a wallet order for it.
