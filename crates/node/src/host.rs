@@ -205,10 +205,16 @@ pub(crate) fn spawn<S: Store>(
     enclaves: Option<&tokio::runtime::Handle>,
 ) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
+    // Holders must differ across every process on the store: process ids repeat across
+    // containers (each worker pod's process is often 1), so a random tag names this process.
+    let process = afallon_crypto::random_array::<8>().map_or_else(
+        |_| format!("{:x}", crate::now_ms()),
+        |tag| tag.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+    );
     let processing = enclaves.map(|pool| app.workers.iter().map(move |worker| (pool, worker)));
     for (enclaves, worker) in processing.into_iter().flatten() {
         for task in 0..app.config.processors_per_worker {
-            let holder = format!("{}/{}/{task}", std::process::id(), worker.name);
+            let holder = format!("{process}/{}/{}/{task}", std::process::id(), worker.name);
             tasks.push(enclaves.spawn(process_loop(
                 Arc::clone(app),
                 Arc::clone(worker),
@@ -394,8 +400,9 @@ async fn store_response<S: Store>(
         // state conflict, the store has queued the order again, to run on the newer state.
         Ok(outcome) => tracing::debug!(%work_order_id, ?outcome, "response not stored"),
         Err(error) => {
-            // Nothing was stored: the store has queued the order again (and woken a synchronous
-            // requester waiting for it), and it runs once the store can write.
+            // Nothing was stored. The embedded store has queued the order again (and woken a
+            // synchronous requester waiting for it); on PostgreSQL it is queued again when its
+            // lease runs out. It runs once the store can write.
             tracing::warn!(%error, %work_order_id, "the response was not stored; the order runs again once the store can write");
         }
     }

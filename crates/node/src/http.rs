@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use afallon_proto::{ErrorObject, Response, SchemaError};
-use afallon_store::{Store, StoreHealth};
+use afallon_store::{LookUp, Store, StoreHealth, WorkerFilter};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -150,7 +150,14 @@ async fn ready<S: Store>(State(app): State<Arc<App<S>>>) -> axum::response::Resp
     // write (after a failed commit it cannot, until a trial commit succeeds).
     let health = *app.store.health().borrow();
     match health {
-        StoreHealth::Writable if app.store.counts().await.is_ok() => {
+        // One cheap read through an index shows the store answers (counting orders would scan).
+        StoreHealth::Writable
+            if app
+                .store
+                .look_up_workers(&WorkerFilter::default(), &LookUp::first(1))
+                .await
+                .is_ok() =>
+        {
             (StatusCode::OK, "ready\n").into_response()
         }
         StoreHealth::Writable => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response(),

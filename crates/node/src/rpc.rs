@@ -133,20 +133,22 @@ async fn dispatch<S: Store>(
     })
 }
 
-/// How much longer than its own run a look-up keeps its slot while this node's enclaves are all
-/// busy: look-ups then take at most 1/(1 + this) of a core per slot.
+/// How much longer than its own run a look-up keeps its slot when it is paced: look-ups then
+/// take at most 1/(1 + this) of a core (or of the store's time) per slot.
 const LOOK_UP_PAUSE: u32 = 4;
 
 /// Runs a look-up in one of the node's look-up slots. Each is cheap (an index walk and one page
-/// of ids), but callers looping on them could still take the cores from the orders: while every
-/// enclave slot is busy, a look-up's slot stays taken for [`LOOK_UP_PAUSE`] times its run after
-/// it answers, so that look-ups wait for each other rather than for the orders. An idle node
-/// answers them at full speed.
+/// of ids), but callers looping on them could still take the cores from the orders, or the
+/// shared store's time from every process: a look-up's slot stays taken for [`LOOK_UP_PAUSE`]
+/// times its run after it answers, so that look-ups wait for each other rather than the orders
+/// for them. That is always so in a listener-only process (the store it loads is everyone's);
+/// a node with workers paces look-ups while every enclave slot is busy, and answers them at full
+/// speed when idle.
 async fn paced<T>(app: &App<impl Store>, look_up: impl std::future::Future<Output = T>) -> T {
     let slot = Arc::clone(&app.look_up_slots).acquire_owned().await.ok();
     let started = std::time::Instant::now();
     let answer = look_up.await;
-    if app.enclave_slots.available_permits() == 0 {
+    if app.workers.is_empty() || app.enclave_slots.available_permits() == 0 {
         let pause = started.elapsed() * LOOK_UP_PAUSE;
         tokio::spawn(async move {
             tokio::time::sleep(pause).await;

@@ -68,6 +68,6 @@ pub use receipt::{
     ReceiptCreate, ReceiptUpdate, receipt_create_digest, receipt_update_digest, result_update_data,
     updater_id,
 };
-pub use schema::SchemaError;
+pub use schema::{MAX_ID_CHARS, SchemaError};
 pub use work_order::{DataItem, WorkOrderErrorData, WorkOrderRequest, WorkOrderResult};
 pub use worker::{KeyEncryption, WorkerDetails, WorkerRecord, WorkerTypeData};

@@ -47,6 +47,9 @@ pub(crate) enum Kind {
     String,
     /// `"type": "string"` with the hex pattern `^(0[x|X])?[0-9a-fA-F]+$`.
     Hex,
+    /// As [`Kind::Hex`], at most [`MAX_ID_CHARS`] long: an id or a look-up filter, which the store
+    /// indexes and announces.
+    Id,
     /// `"type": "string"` with another pattern, given as a predicate.
     Pattern(fn(&str) -> bool),
     /// `"type": "string"` with an `enum`.
@@ -155,6 +158,7 @@ fn check_value(property: &Property, value: &Value, depth: usize, failures: &mut 
     let ok = match property.kind {
         Kind::String => value.is_string(),
         Kind::Hex => value.as_str().is_some_and(is_schema_hex),
+        Kind::Id => value.as_str().is_some_and(|s| s.len() <= MAX_ID_CHARS && is_schema_hex(s)),
         Kind::Pattern(matches) => value.as_str().is_some_and(matches),
         Kind::StringEnum(allowed) => value.as_str().is_some_and(|s| allowed.contains(&s)),
         Kind::Integer => is_integer(value),
@@ -325,6 +329,22 @@ const fn hex(name: &'static str, message: &'static str) -> Property {
     Property { name, kind: Kind::Hex, message }
 }
 
+const fn id(name: &'static str, message: &'static str) -> Property {
+    Property { name, kind: Kind::Id, message }
+}
+
+/// The longest id or look-up filter (hex) a request may carry. Avalon's ids are 64 hex
+/// characters; anything far longer only costs the store (an index entry, a wake-up naming it),
+/// and PostgreSQL's indexes refuse entries over about 2.7 kB. Refused with the field's own
+/// "Invalid data format" message, as Avalon answers a value its pattern refuses.
+pub const MAX_ID_CHARS: usize = 1024;
+
+/// A `lookUpTag`: a string (Avalon's schema), here at most [`MAX_ID_CHARS`] long and without NUL
+/// (it is compared with stored ids).
+fn is_look_up_tag(tag: &str) -> bool {
+    tag.len() <= MAX_ID_CHARS && !tag.contains('\0')
+}
+
 const fn string(name: &'static str, message: &'static str) -> Property {
     Property { name, kind: Kind::String, message }
 }
@@ -338,9 +358,9 @@ const WORKER_TYPE: Property = Property {
     kind: Kind::IntegerEnum(&[1, 2, 3]),
     message: "WorkType should be an Integer of range 1-3",
 };
-const ORGANIZATION_ID: Property = hex("organizationId", "Invalid data format for organizationId");
+const ORGANIZATION_ID: Property = id("organizationId", "Invalid data format for organizationId");
 const APPLICATION_TYPE_ID: Property =
-    hex("applicationTypeId", "Invalid data format for applicationTypeId");
+    id("applicationTypeId", "Invalid data format for applicationTypeId");
 
 pub(crate) static WORKER_LOOK_UP: Schema =
     Schema { properties: &[WORKER_TYPE, ORGANIZATION_ID, APPLICATION_TYPE_ID], required: &[] };
@@ -350,18 +370,22 @@ pub(crate) static WORKER_LOOK_UP_NEXT: Schema = Schema {
         WORKER_TYPE,
         ORGANIZATION_ID,
         APPLICATION_TYPE_ID,
-        string("lookUpTag", "Invalid data format for lookUpTag"),
+        Property {
+            name: "lookUpTag",
+            kind: Kind::Pattern(is_look_up_tag),
+            message: "Invalid data format for lookUpTag",
+        },
     ],
     required: &[],
 };
 
 pub(crate) static WORKER_RETRIEVE: Schema = Schema {
-    properties: &[hex("workerId", "Invalid data format for Worker id")],
+    properties: &[id("workerId", "Invalid data format for Worker id")],
     required: &["workerId"],
 };
 
 pub(crate) static WORK_ORDER_GET_RESULT: Schema = Schema {
-    properties: &[hex("workOrderId", "Invalid work order Id")],
+    properties: &[id("workOrderId", "Invalid work order Id")],
     required: &["workOrderId"],
 };
 
@@ -435,10 +459,10 @@ pub(crate) static WORK_ORDER_SUBMIT: Schema = Schema {
         },
         string("resultUri", "Invalid data format for resultUri"),
         string("notifyUri", "Invalid data format for notifyUri"),
-        hex("workOrderId", "Invalid data format for work order id"),
-        hex("workerId", "Invalid data format for Worker id"),
-        hex("workloadId", "Invalid data format for work load id"),
-        hex("requesterId", "Invalid data format for requester id"),
+        id("workOrderId", "Invalid data format for work order id"),
+        id("workerId", "Invalid data format for Worker id"),
+        id("workloadId", "Invalid data format for work load id"),
+        id("requesterId", "Invalid data format for requester id"),
         hex("workerEncryptionKey", "Empty or Invalid dataformat for workerEncryptionKey"),
         Property {
             name: "dataEncryptionAlgorithm",
@@ -477,10 +501,10 @@ pub(crate) static WORK_ORDER_SUBMIT: Schema = Schema {
 
 pub(crate) static RECEIPT_CREATE: Schema = Schema {
     properties: &[
-        hex("workerId", "Invalid data format for Worker id"),
-        hex("workOrderId", "Invalid data format for workOrderId"),
-        hex("workerServiceId", "Invalid data format for workerServiceId"),
-        hex("requesterId", "Invalid data format for requesterId"),
+        id("workerId", "Invalid data format for Worker id"),
+        id("workOrderId", "Invalid data format for workOrderId"),
+        id("workerServiceId", "Invalid data format for workerServiceId"),
+        id("requesterId", "Invalid data format for requesterId"),
         integer("receiptCreateStatus", "Invalid data format for receiptCreateStatus"),
         // Avalon's schema gives these two the messages of other fields; kept as served.
         string("workOrderRequestHash", "Invalid data format for Worker id"),
@@ -494,8 +518,8 @@ pub(crate) static RECEIPT_CREATE: Schema = Schema {
 
 pub(crate) static RECEIPT_UPDATE: Schema = Schema {
     properties: &[
-        hex("workOrderId", "Invalid data format for workOrderId"),
-        hex("updaterId", "Invalid data format for updaterId"),
+        id("workOrderId", "Invalid data format for workOrderId"),
+        id("updaterId", "Invalid data format for updaterId"),
         string("updateData", "Invalid data format for updateData"),
         string("updateSignature", "Invalid data format for updateSignature"),
         string("signatureRules", "Invalid data format for signatureRules"),
@@ -507,23 +531,23 @@ pub(crate) static RECEIPT_UPDATE: Schema = Schema {
 };
 
 pub(crate) static RECEIPT_RETRIEVE: Schema = Schema {
-    properties: &[hex("workOrderId", "Invalid data format for workOrderId")],
+    properties: &[id("workOrderId", "Invalid data format for workOrderId")],
     required: &["workOrderId"],
 };
 
 pub(crate) static RECEIPT_UPDATE_RETRIEVE: Schema = Schema {
     properties: &[
-        hex("workOrderId", "Invalid data format for workOrderId"),
-        hex("updaterId", "Invalid data format for updaterId"),
+        id("workOrderId", "Invalid data format for workOrderId"),
+        id("updaterId", "Invalid data format for updaterId"),
         integer("updateIndex", "Invalid data format for updateIndex"),
     ],
     required: &[],
 };
 
 const RECEIPT_LOOK_UP_PROPERTIES: [Property; 4] = [
-    hex("workerServiceId", "Invalid data format for workerServiceId"),
-    hex("workerId", "Invalid data format for workerId"),
-    hex("requesterId", "Invalid data format for requesterId"),
+    id("workerServiceId", "Invalid data format for workerServiceId"),
+    id("workerId", "Invalid data format for workerId"),
+    id("requesterId", "Invalid data format for requesterId"),
     hex("receiptStatus", "Invalid data format for receiptStatus"),
 ];
 
@@ -536,7 +560,7 @@ pub(crate) static RECEIPT_LOOK_UP_NEXT: Schema = Schema {
         RECEIPT_LOOK_UP_PROPERTIES[1],
         RECEIPT_LOOK_UP_PROPERTIES[2],
         RECEIPT_LOOK_UP_PROPERTIES[3],
-        hex("lastLookUpTag", "Invalid data format for lastLookUpTag"),
+        id("lastLookUpTag", "Invalid data format for lastLookUpTag"),
     ],
     required: &[],
 };
@@ -561,6 +585,25 @@ pub(crate) mod tests {
         assert_eq!(
             check(&WORKER_RETRIEVE, json!({"workerId": "zz", "b": 1, "a": 2})),
             Err("Additional properties are not allowed ('b', 'a' were unexpected)".into())
+        );
+    }
+
+    #[test]
+    fn ids_longer_than_the_cap_and_tags_with_nul_are_invalid_data() {
+        let long = "a".repeat(MAX_ID_CHARS);
+        assert_eq!(check(&WORK_ORDER_GET_RESULT, json!({"workOrderId": long})), Ok(()));
+        let longer = "a".repeat(MAX_ID_CHARS + 1);
+        assert_eq!(
+            check(&WORK_ORDER_GET_RESULT, json!({"workOrderId": longer})),
+            Err("Invalid work order Id".into())
+        );
+        assert_eq!(
+            check(&WORKER_LOOK_UP_NEXT, json!({"workerType": 1, "lookUpTag": "ab\u{0}cd"})),
+            Err("Invalid data format for lookUpTag".into())
+        );
+        assert_eq!(
+            check(&WORKER_LOOK_UP_NEXT, json!({"workerType": 1, "lookUpTag": "ab"})),
+            Ok(())
         );
     }
 

@@ -339,7 +339,14 @@ impl Inner {
                 self.unreachable(write);
                 StoreError::Unavailable
             }
-            Fail::Pg(error) => StoreError::backend(error),
+            Fail::Pg(error) => match error.as_db_error() {
+                // tokio-postgres shows a database's error as "db error": keep what it said.
+                Some(db) => StoreError::backend(crate::PgStoreError::Database {
+                    code: db.code().code().to_owned(),
+                    message: db.message().to_owned(),
+                }),
+                None => StoreError::backend(error),
+            },
             Fail::Commit(error) => {
                 tracing::warn!(%error, "commit failed");
                 if is_connection_error(&error) {

@@ -130,6 +130,15 @@ pub struct PgStoreOptions {
     pub connect_timeout: Duration,
     /// How often the wake-up connection is pinged, to find out that it broke.
     pub listen_ping: Duration,
+    /// The longest a statement may run, and a query may wait for a pooled connection: a database
+    /// that stops answering (without closing connections) is then reported failing instead of
+    /// holding every request. Connections also probe the peer with TCP keepalives and give up on
+    /// unacknowledged data after this long.
+    pub statement_timeout: Duration,
+    /// The most this machine's clock may differ from the database's: leases are stamped by one
+    /// process's clock and expired by another's, so processes whose clocks disagree by more than
+    /// a fraction of a lease would take each other's orders. Connecting fails beyond it.
+    pub max_clock_skew: Duration,
 }
 
 impl Default for PgStoreOptions {
@@ -139,6 +148,8 @@ impl Default for PgStoreOptions {
             pool_size: 16,
             connect_timeout: Duration::from_secs(10),
             listen_ping: Duration::from_secs(10),
+            statement_timeout: Duration::from_secs(30),
+            max_clock_skew: Duration::from_secs(5),
         }
     }
 }
@@ -161,9 +172,29 @@ pub enum PgStoreError {
     /// No connection for wake-ups could be made.
     #[error("cannot listen for wake-ups: {0}")]
     Listen(String),
+    /// PostgreSQL refused a statement.
+    #[error("PostgreSQL error {code}: {message}")]
+    Database {
+        /// The SQLSTATE code.
+        code: String,
+        /// What the database said.
+        message: String,
+    },
     /// The task running a write ended without an answer (it panicked).
     #[error("a write's task ended without an answer")]
     WriteTask,
+    /// This machine's clock and the database's differ by more than
+    /// [`PgStoreOptions::max_clock_skew`].
+    #[error(
+        "this machine's clock is {skew_ms} ms off the database's (at most {max_ms} ms allowed): \
+         leases would expire early or late; synchronize the clocks (NTP)"
+    )]
+    ClockSkew {
+        /// The difference, in milliseconds (positive: this machine is ahead).
+        skew_ms: i64,
+        /// The most allowed.
+        max_ms: u128,
+    },
 }
 
 /// The PostgreSQL store. Dropping it stops its wake-up and health tasks; writes already handed
@@ -180,6 +211,35 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
+/// Refuses a machine whose clock is more than `max` off the database's.
+async fn check_clock(inner: &Inner, max: Duration) -> Result<(), StoreError> {
+    let client = inner.pool.get().await.map_err(|e| inner.failed(Fail::Pool(e), false))?;
+    let before = now_ms();
+    let row = client
+        .query_one("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint", &[])
+        .await
+        .map_err(|e| inner.failed(Fail::Pg(e), false))?;
+    let after = now_ms();
+    let database: i64 = row.try_get(0).map_err(|e| inner.failed(Fail::Pg(e), false))?;
+    // The database read its clock somewhere between the two readings of ours.
+    let ours = i64::try_from((before + after) / 2).unwrap_or(i64::MAX);
+    let skew_ms = ours.saturating_sub(database);
+    if u128::from(skew_ms.unsigned_abs()) > max.as_millis() {
+        return Err(StoreError::backend(PgStoreError::ClockSkew {
+            skew_ms,
+            max_ms: max.as_millis(),
+        }));
+    }
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch, by this machine's clock.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 impl PgStore {
     /// Connects to the database at `url`, brings its schema up to date, and starts listening
     /// for wake-ups. Must run inside a Tokio runtime.
@@ -194,6 +254,16 @@ impl PgStore {
             config.connect_timeout(options.connect_timeout);
         }
         let timeout = config.get_connect_timeout().copied();
+        config.keepalives(true);
+        config.keepalives_idle(Duration::from_secs(10));
+        config.tcp_user_timeout(options.statement_timeout);
+        let statement_timeout =
+            format!("-c statement_timeout={}", options.statement_timeout.as_millis());
+        let session = match config.get_options() {
+            Some(given) => format!("{given} {statement_timeout}"),
+            None => statement_timeout,
+        };
+        config.options(session);
         let manager = Manager::from_config(
             config.clone(),
             NoTls,
@@ -204,6 +274,7 @@ impl PgStore {
             .runtime(Runtime::Tokio1)
             .create_timeout(timeout)
             .recycle_timeout(timeout)
+            .wait_timeout(Some(options.statement_timeout))
             .build()
             .map_err(|e| StoreError::backend(PgStoreError::Pool(e.to_string())))?;
         let health = watch::Sender::new(StoreHealth::Writable);
@@ -221,6 +292,7 @@ impl PgStore {
             migrate::migrate(&mut client).await
         };
         inner.schema = migrated.await.map_err(|fail| inner.failed(fail, false))?;
+        check_clock(&inner, options.max_clock_skew).await?;
         let listening = listen::listen(&config, timeout.unwrap_or(options.connect_timeout))
             .await
             .map_err(|e| StoreError::backend(PgStoreError::Listen(e)))?;

@@ -410,6 +410,7 @@ async fn a_lost_database_makes_the_store_failing_until_it_answers_again() {
             pool_size: 2,
             connect_timeout: Duration::from_secs(2),
             listen_ping: Duration::from_millis(200),
+            ..PgStoreOptions::default()
         };
         let store = PgStore::connect(&pg.url_to(&url), options).await.expect("connect");
         store.put_worker("w", &worker(1, "0a", "0b")).await.expect("worker");
