@@ -2,7 +2,8 @@
 //! (the documented `deploy/nginx/afallon.conf`), two `afallon worker` processes serving
 //! `singleton-worker-1` from one data directory (their shared volume). Orders go through the SDK
 //! to nginx, and every result is verified and decrypted. Then processes die: a worker in the
-//! middle of an order, a listener under load.
+//! middle of an order, a listener under load; and PostgreSQL itself is restarted under load (on
+//! a cluster of that test's own, made with the binaries in `AFALLON_PG_BIN`).
 //!
 //! Needs PostgreSQL and nginx from `scripts/services`; without them each test says loudly that it
 //! was skipped (and fails under `AFALLON_REQUIRE_SERVICES=1`).
@@ -11,13 +12,17 @@ mod common;
 #[path = "../../tidy/tests/support/services.rs"]
 mod services;
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use afallon_client::{Client, InputProtection, Policy, Submission, Worker};
+use afallon_client::{
+    Client, ClientError, InputProtection, PendingResult, Policy, Submission, Worker,
+};
+use afallon_proto::{WorkOrderResult, WorkOrderStatus};
 use common::{Service, WORKER};
 
 /// A database of its own on the test PostgreSQL, or `None` (said loudly) without one.
@@ -58,11 +63,16 @@ impl Deployment {
     fn start(test: &str, workers: usize, config: &str) -> Option<Self> {
         let nginx = services::tool(test, "nginx", services::nginx())?;
         let store = fresh_database(test)?;
+        Some(Self::start_on(&nginx, store, workers, config))
+    }
+
+    /// As [`Deployment::start`], on the database at `store`, with the nginx binary `nginx`.
+    fn start_on(nginx: &Path, store: String, workers: usize, config: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("afallon.toml"), config).expect("config");
         let listener_ports = vec![services::free_port(), services::free_port()];
         let mut deployment = Self {
-            nginx: services::Nginx::start(&nginx, &listener_ports),
+            nginx: services::Nginx::start(nginx, &listener_ports),
             store,
             dir,
             listener_ports,
@@ -77,7 +87,7 @@ impl Deployment {
             let listener = deployment.start_listener(index, &[]);
             deployment.listeners.push(Some(listener));
         }
-        Some(deployment)
+        deployment
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -399,3 +409,477 @@ async fn two_worker_processes_keep_one_wallet_right() {
     eprintln!("wallet orders stored by each worker process: {completed:?}");
     assert_eq!(completed.iter().sum::<f64>(), 81.0);
 }
+
+/// A PostgreSQL cluster of a test's own, for a test that stops and starts it (the shared one of
+/// `scripts/services` serves the other tests): `initdb` in a temp dir with the binaries in
+/// `AFALLON_PG_BIN`, run as `postgres` when the test runs as root (PostgreSQL refuses root), on
+/// a loopback port, fsync on. Stopped and removed when dropped, after a panic too.
+struct OwnPostgres {
+    bin: PathBuf,
+    as_postgres: bool,
+    port: u16,
+    /// Last, so that it is removed after the server stopped.
+    dir: services::TempDir,
+}
+
+impl OwnPostgres {
+    /// A running cluster with a database `afallon`, or `None` (said loudly) without PostgreSQL.
+    fn start(test: &str) -> Option<Self> {
+        let bin = services::tool(
+            test,
+            "PostgreSQL's binaries (AFALLON_PG_BIN)",
+            std::env::var_os("AFALLON_PG_BIN").map(PathBuf::from),
+        )?;
+        let as_postgres = running_as_root();
+        if as_postgres {
+            let user = Command::new("id")
+                .arg("postgres")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|status| status.success());
+            let what = "a postgres user to run PostgreSQL as (the test runs as root)";
+            services::tool(test, what, user.then(|| PathBuf::from("postgres")))?;
+        }
+        let dir = services::TempDir::new("pg");
+        if as_postgres {
+            run(Command::new("chown").arg("postgres:").arg(&dir.0), "chown");
+        }
+        let mut cluster = Self { bin, as_postgres, port: 0, dir };
+        let mut initdb = cluster.command("initdb");
+        initdb.arg("-D").arg(cluster.data()).args(["-A", "trust", "-U", "postgres", "-E", "UTF8"]);
+        run(&mut initdb, "initdb");
+        for attempt in 1..=3 {
+            cluster.port = port_outside_ephemeral_range();
+            if cluster.pg_ctl_start() {
+                break;
+            }
+            assert!(attempt < 3, "PostgreSQL did not start:\n{}", cluster.log());
+        }
+        let mut createdb = cluster.command("createdb");
+        createdb.arg("-h").arg(&cluster.dir.0).args([
+            "-p",
+            &cluster.port.to_string(),
+            "-U",
+            "postgres",
+            "afallon",
+        ]);
+        run(&mut createdb, "createdb");
+        Some(cluster)
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/afallon", self.port)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.0.join("data")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("postgres.log")).unwrap_or_default()
+    }
+
+    /// One of PostgreSQL's programs, as `postgres` when the test runs as root.
+    fn command(&self, program: &str) -> Command {
+        let program = self.bin.join(program);
+        let mut command = if self.as_postgres {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(program);
+            command
+        } else {
+            Command::new(program)
+        };
+        // Somewhere the postgres user may be.
+        command.current_dir(&self.dir.0).stdout(Stdio::null());
+        command
+    }
+
+    /// `pg_ctl start` on the cluster's port and data directory, waiting until it answers.
+    fn start_command(&self) -> Command {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=on \
+             -c synchronous_commit=on",
+            self.port,
+            self.dir.0.display()
+        );
+        let mut command = self.command("pg_ctl");
+        command
+            .arg("-D")
+            .arg(self.data())
+            .arg("-l")
+            .arg(self.dir.0.join("postgres.log"))
+            .args(["-w", "-t", "60", "-o", &options, "start"]);
+        command
+    }
+
+    /// `pg_ctl stop -m MODE`, waiting until the server is gone.
+    fn stop_command(&self, mode: &str) -> Command {
+        let mut command = self.command("pg_ctl");
+        command.arg("-D").arg(self.data()).args(["-m", mode, "-w", "-t", "30", "stop"]);
+        command
+    }
+
+    fn pg_ctl_start(&self) -> bool {
+        succeeds(&mut self.start_command())
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let pid_file = self.data().join("postmaster.pid");
+        if pid_file.exists() && !succeeds(&mut self.stop_command("immediate")) {
+            let pid = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|text| text.lines().next()?.trim().parse::<u32>().ok());
+            if let Some(pid) = pid {
+                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            }
+        }
+    }
+}
+
+fn succeeds(command: &mut Command) -> bool {
+    command.stderr(Stdio::null()).status().is_ok_and(|status| status.success())
+}
+
+fn run(command: &mut Command, what: &str) {
+    let output = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(output.status.success(), "{what}: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+fn running_as_root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|uids| uids.split_whitespace().next())
+        .is_some_and(|uid| uid == "0")
+}
+
+/// A free loopback port below the kernel's range for outgoing connections: a server that goes
+/// away and comes back must find its port free again, and while it is away, the processes
+/// trying to reach it open connections from ports of that range.
+fn port_outside_ephemeral_range() -> u16 {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    if low <= 12_000 {
+        return services::free_port();
+    }
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default()
+        ^ std::process::id();
+    (0..1000)
+        .map(|n| 10_000 + (seed.wrapping_add(n * 7919)) % (low - 10_000))
+        .filter_map(|port| u16::try_from(port).ok())
+        .find(|&port| TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok())
+        .unwrap_or_else(services::free_port)
+}
+
+/// One order of a load, as its requester saw it.
+struct Sent {
+    text: String,
+    work_order_id: String,
+    pending: PendingResult,
+    submitted: Instant,
+    /// When the submission was answered.
+    answered: Instant,
+    /// Why the submission was not acknowledged (acknowledged: code 5, or the result in
+    /// synchronous mode), as the client said.
+    refused: Option<String>,
+    /// Every result returned for it, first to last.
+    results: Vec<WorkOrderResult>,
+}
+
+/// One requester: echo orders through `client` until `stop`, each with a second to get its
+/// result (every result returned is kept); a submission is never retried.
+async fn requester(
+    client: Arc<Client>,
+    worker: Worker,
+    label: String,
+    stop: Arc<AtomicBool>,
+) -> Vec<Sent> {
+    let mut sent = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let text = format!("{label} {}", sent.len());
+        let mut builder = worker.work_order("echo-result").expect("builder");
+        builder.input(text.as_bytes(), InputProtection::Session).expect("input");
+        let (request, pending) = builder.build(None).expect("build");
+        let submitted = Instant::now();
+        let answer = client.submit(&request).await;
+        let mut order = Sent {
+            text,
+            work_order_id: request.work_order_id.clone(),
+            pending,
+            submitted,
+            answered: Instant::now(),
+            refused: None,
+            results: Vec::new(),
+        };
+        match answer {
+            Ok(Submission::Done(result)) => order.results.push(*result),
+            Ok(Submission::Pending) => {
+                let until = Instant::now() + Duration::from_secs(1);
+                while Instant::now() < until {
+                    if let Fetched::Result(result) = fetch(&client, &order.work_order_id).await {
+                        order.results.push(result);
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            Err(error) => {
+                order.refused = Some(error.to_string());
+                // No storm of refused submissions while the database is away.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        sent.push(order);
+    }
+    sent
+}
+
+/// What `WorkOrderGetResult` answered.
+enum Fetched {
+    Result(WorkOrderResult),
+    Pending,
+    /// "Work order Id not found": the store never had it.
+    Unknown,
+    Failed(String),
+}
+
+async fn fetch(client: &Client, work_order_id: &str) -> Fetched {
+    match client.result(work_order_id).await {
+        Ok(Some(result)) => Fetched::Result(result),
+        Ok(None) => Fetched::Pending,
+        Err(ClientError::Rpc(error))
+            if error.code == WorkOrderStatus::InvalidParameter.code()
+                && error.message.contains("not found") =>
+        {
+            Fetched::Unknown
+        }
+        Err(error) => Fetched::Failed(error.to_string()),
+    }
+}
+
+/// Asks for `order`'s result until there is one (kept with the others) or the store says it
+/// never had the order (only allowed for a refused submission), until `deadline`. Returns
+/// whether the order has a result.
+async fn settle(client: &Client, order: &mut Sent, deadline: Instant) -> bool {
+    let id = order.work_order_id.clone();
+    loop {
+        let last = match fetch(client, &id).await {
+            Fetched::Result(result) => {
+                order.results.push(result);
+                return true;
+            }
+            Fetched::Unknown => {
+                assert!(
+                    order.refused.is_some(),
+                    "acknowledged order {id} ({:?}) is unknown to the store: lost",
+                    order.text
+                );
+                return false;
+            }
+            Fetched::Pending => "pending".to_owned(),
+            Fetched::Failed(error) => error,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "order {id} ({:?}, submission refused: {:?}) has no result; last answer: {last}",
+            order.text,
+            order.refused
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The first `width` characters of an error, to count errors by kind.
+fn kind_of(error: &str, width: usize) -> String {
+    error.chars().take(width).collect::<String>().replace("\r\n", " ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_under_load_loses_no_acknowledged_order_and_answers_none_twice() {
+    let test = "postgres_restarted_under_load_loses_no_acknowledged_order_and_answers_none_twice";
+    let Some(nginx) = services::tool(test, "nginx", services::nginx()) else { return };
+    let Some(postgres) = OwnPostgres::start(test) else { return };
+    // Leases of a few seconds: orders whose worker could not renew them during the outage run
+    // again afterwards, and only one result may ever be stored for each.
+    let mut deployment = Deployment::start_on(&nginx, postgres.url(), 2, "lease_seconds = 3\n");
+    // One listener of each mode behind nginx: acknowledgements are "pending" and results.
+    deployment.listeners[1].take().expect("listener").kill();
+    let listener = deployment.start_listener(1, &["--sync"]);
+    deployment.listeners[1] = Some(listener);
+    let client = deployment.client();
+    let worker = deployment.worker().await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let requesters: Vec<_> = (0..16)
+        .map(|n| {
+            let (client, worker, stop) = (Arc::clone(&client), worker.clone(), Arc::clone(&stop));
+            tokio::spawn(requester(client, worker, format!("requester {n}"), stop))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let stopping = Instant::now();
+    let mut stop_command = postgres.stop_command("fast");
+    let stopped_cleanly = tokio::task::spawn_blocking(move || succeeds(&mut stop_command));
+    assert!(stopped_cleanly.await.expect("pg_ctl"), "pg_ctl stop -m fast");
+    let stopped = Instant::now();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let restarting = Instant::now();
+    // pg_ctl start blocks until the server answers; the requesters go on meanwhile.
+    let mut start_command = postgres.start_command();
+    let started = tokio::task::spawn_blocking(move || succeeds(&mut start_command));
+    assert!(started.await.expect("pg_ctl"), "PostgreSQL started again:\n{}", postgres.log());
+    let restarted = Instant::now();
+    let mut completed_before = Vec::new();
+    for worker in deployment.workers.iter().flatten() {
+        completed_before.push(worker.metric(COMPLETED).await);
+    }
+    let mut submitted_before = Vec::new();
+    for listener in deployment.listeners.iter().flatten() {
+        submitted_before.push(listener.metric(SUBMITTED).await);
+    }
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut orders = Vec::new();
+    for task in requesters {
+        orders.extend(task.await.expect("requester"));
+    }
+
+    for service in deployment.listeners.iter_mut().chain(deployment.workers.iter_mut()).flatten() {
+        assert_eq!(service.exited(), None, "a process at {} exited", service.url);
+    }
+
+    // Every order's result, as the store has it now; for an acknowledged order there must be one.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut absent = Vec::new();
+    for order in &mut orders {
+        if !settle(&client, order, deadline).await {
+            absent.push(order.work_order_id.clone());
+        }
+    }
+    // Still unknown at the end: nothing of theirs committed late.
+    for id in &absent {
+        assert!(
+            matches!(fetch(&client, id).await, Fetched::Unknown),
+            "order {id}, unknown a moment ago, now is known"
+        );
+    }
+    for order in &orders {
+        let Some(first) = order.results.first() else { continue };
+        for other in &order.results[1..] {
+            assert_eq!(other, first, "order {} answered twice differently", order.work_order_id);
+        }
+        let outputs = order
+            .pending
+            .open(first, &worker.verification_key)
+            .unwrap_or_else(|e| panic!("order {}'s result: {e}", order.work_order_id));
+        let answer = String::from_utf8_lossy(&outputs[0].1);
+        assert_eq!(answer, format!("RESULT: {}", order.text));
+    }
+
+    // What happened, in figures.
+    let since = |at: Instant, from: Instant| at.saturating_duration_since(from).as_secs_f64();
+    let acknowledged = orders.iter().filter(|o| o.refused.is_none()).count();
+    let refused: Vec<&Sent> = orders.iter().filter(|o| o.refused.is_some()).collect();
+    let completed_anyway = refused.iter().filter(|o| !o.results.is_empty()).count();
+    let with_result_at_once =
+        orders.iter().filter(|o| o.refused.is_none() && o.results.len() > 1).count();
+    let mut kinds = std::collections::BTreeMap::<String, usize>::new();
+    for order in &refused {
+        *kinds.entry(kind_of(order.refused.as_deref().unwrap_or_default(), 100)).or_default() += 1;
+    }
+    // Submissions made once the server was gone: the first acknowledged one, and the last
+    // refused one.
+    let first_ack_after = orders
+        .iter()
+        .filter(|o| o.refused.is_none() && o.submitted >= stopped)
+        .map(|o| o.answered)
+        .min();
+    let first_refusal = refused.iter().map(|o| o.answered).min();
+    let last_refusal = refused.iter().map(|o| o.answered).max();
+    eprintln!(
+        "{} orders submitted through nginx: {acknowledged} acknowledged ({with_result_at_once} \
+         with a result during the load), {} refused or failed",
+        orders.len(),
+        refused.len()
+    );
+    eprintln!(
+        "refused: {} absent from the store, {completed_anyway} stored and completed anyway",
+        absent.len()
+    );
+    eprintln!("refusals by answer: {kinds:#?}");
+    eprintln!(
+        "PostgreSQL: stopping took {:.2} s, down {:.2} s, starting took {:.2} s",
+        since(stopped, stopping),
+        since(restarting, stopped),
+        since(restarted, restarting),
+    );
+    eprintln!(
+        "submissions refused from {:.2} s after the stop began to {:.2} s after PostgreSQL was \
+         started again; the first acknowledged one submitted after the stop was answered {:.2} s \
+         after the start",
+        first_refusal.map_or(f64::NAN, |at| since(at, stopping)),
+        last_refusal.map_or(f64::NAN, |at| since(at, restarted)),
+        first_ack_after.map_or(f64::NAN, |at| since(at, restarted)),
+    );
+    // Before the outage, nothing was refused; after it, submissions succeed again.
+    let early: Vec<_> =
+        refused.iter().filter(|o| o.answered < stopping).map(|o| &o.refused).collect();
+    assert!(early.is_empty(), "refused before PostgreSQL stopped: {early:?}");
+    let acknowledged_after =
+        orders.iter().filter(|o| o.refused.is_none() && o.submitted >= restarted).count();
+    eprintln!("acknowledged orders submitted after PostgreSQL started again: {acknowledged_after}");
+    assert!(acknowledged_after > 0, "no submission succeeded after PostgreSQL came back");
+    let refused_late: Vec<_> = refused
+        .iter()
+        .filter(|o| o.submitted > restarted + Duration::from_secs(7))
+        .map(|o| &o.refused)
+        .collect();
+    assert!(refused_late.is_empty(), "still refused 7 s after the restart: {refused_late:?}");
+
+    // Every process is back on the database: the workers store results, the listeners take
+    // orders, and all say the store is writable.
+    let completed = deployment.completed_by_each().await;
+    eprintln!(
+        "results stored by each worker: {completed_before:?} at the restart, {completed:?} now"
+    );
+    for (before, now) in completed_before.iter().zip(&completed) {
+        assert!(now > before, "a worker stored no result after the restart: {completed:?}");
+    }
+    let mut requeued = Vec::new();
+    for worker in deployment.workers.iter().flatten() {
+        requeued.push(worker.metric("afallon_workorders_requeued_total").await);
+    }
+    eprintln!("orders requeued after their lease ran out, by each worker: {requeued:?}");
+    let with_results = orders.iter().filter(|o| !o.results.is_empty()).count();
+    assert!(
+        completed.iter().sum::<f64>() <= with_results as f64,
+        "more results stored ({completed:?}) than orders completed ({with_results})"
+    );
+    let mut submitted = Vec::new();
+    for listener in deployment.listeners.iter().flatten() {
+        submitted.push(listener.metric(SUBMITTED).await);
+    }
+    eprintln!(
+        "orders taken by each listener: {submitted_before:?} at the restart, {submitted:?} now"
+    );
+    for (before, now) in submitted_before.iter().zip(&submitted) {
+        assert!(now > before, "a listener took no order after the restart: {submitted:?}");
+    }
+    for service in deployment.listeners.iter().chain(deployment.workers.iter()).flatten() {
+        assert_eq!(service.metric("afallon_store_writable").await, 1.0, "{}", service.url);
+    }
+    let failures = echoes(&client, &worker, "after", 200).await;
+    assert_eq!(failures, Vec::<String>::new());
+}
+
+const SUBMITTED: &str = "afallon_workorders_submitted_total";

@@ -54,6 +54,11 @@ impl Service {
         self.child.id()
     }
 
+    /// How the process ended, if it has.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("the process's status")
+    }
+
     fn spawn(command: Command, data_dir: &Path) -> Self {
         Self::spawn_until(command, data_dir, "listening on ")
     }

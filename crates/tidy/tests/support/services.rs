@@ -92,6 +92,9 @@ impl Drop for TempDir {
 /// deploy/nginx/afallon.conf with its listen line on `listen`, its upstream servers on `servers`
 /// (loopback ports) and its access log in `dir`, inside a main config that keeps pid, logs and
 /// temp files in `dir` and runs one process in the foreground. Returns the main config's path.
+///
+/// `scripts/bench-split` renders the file the same way (`render_nginx` there, in awk): the two
+/// must agree, so change both together.
 pub fn render_nginx(dir: &Path, listen: u16, servers: &[u16], extra: &str) -> PathBuf {
     let documented = read("deploy/nginx/afallon.conf");
     let (mut listens, mut upstream_servers, mut logs) = (0, 0, 0);
