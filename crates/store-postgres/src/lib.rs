@@ -38,10 +38,8 @@
 //! processes may run at once.
 //!
 //! Retention ([`afallon_store::retention`]) needs the number of stored and finished orders
-//! inside each submission's transaction. They are kept in 1,024 counter rows (`order_counts`),
-//! each transaction adding its changes to the row of its own connection (its backend's pid
-//! modulo 1,024: with 16 rows, the pools of a few processes shared rows, and a counter update
-//! waited for another transaction's commit three times out of four), last, so that
+//! inside each submission's transaction. They are kept in 16 counter rows (`order_counts`),
+//! each transaction adding its changes to the row of its own connection, last, so that
 //! submissions and completions on different connections never queue behind one row lock (and
 //! its commit's fsync), and no transaction waits for a counter while holding one. A full store
 //! purges the oldest finished order (by finish order) with `FOR UPDATE SKIP LOCKED`, so two
@@ -51,9 +49,7 @@
 //! Submissions committing at the same moment read the counts before each other's commits, so
 //! the store can hold a few more orders than `max_orders` (at most one per submission in
 //! flight); every later submission then purges up to 16 orders instead of one until the store
-//! is back under its limit. No lock serializes submissions, full store or not, but PostgreSQL
-//! serializes the commits of transactions that notify (`pg_notify`), which every submission and
-//! completion does: the ceiling of one database, at several thousand orders a second.
+//! is back under its limit. No lock serializes submissions, full store or not.
 //!
 //! PostgreSQL has no in-memory fast path: [`Store::submit_volatile`] writes the order at once,
 //! like [`Store::submit`], and [`Store::persist`] has nothing left to write (`Ok(false)`).

@@ -5,13 +5,10 @@ use afallon_store::StoreError;
 use crate::db::Fail;
 
 /// Every migration, in order: its version and its SQL.
-const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../migrations/0001_initial.sql")),
-    (2, include_str!("../migrations/0002_counter_row_per_connection.sql")),
-];
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_initial.sql"))];
 
 /// The newest schema version this program knows.
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 1;
 
 /// The advisory lock class under which migrations run, per schema (by the hash of its name).
 const MIGRATION_LOCK: i32 = 0x4146_4c00;

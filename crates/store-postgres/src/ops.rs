@@ -39,7 +39,7 @@ const MAX_PURGE: u64 = 16;
 /// migration). Every transaction runs it last, so that no transaction waits for a counter row
 /// while holding one.
 const ADD_COUNTS: &str = "UPDATE order_counts SET stored = stored + $1, finished = finished + $2 \
-     WHERE shard = pg_backend_pid() % 1024";
+     WHERE shard = pg_backend_pid() % 16";
 
 fn corrupt(what: &'static str) -> Fail {
     Fail::Store(StoreError::Corrupt { what })
