@@ -153,12 +153,17 @@ impl Deployment {
 
 const COMPLETED: &str = "afallon_workorders_completed_total{outcome=\"success\"}";
 
-/// One echo order through `client`: submitted, its result awaited (or answered at once in
-/// synchronous mode), verified and decrypted. Returns an error message rather than panicking, so
-/// that callers can count failures under faults.
-async fn echo(client: &Client, worker: &Worker, text: &str) -> Result<(), String> {
-    let mut builder = worker.work_order("echo-result").map_err(|e| e.to_string())?;
-    builder.input(text.as_bytes(), InputProtection::Session).map_err(|e| e.to_string())?;
+/// One order of `workload` with one input through `client`: submitted, its result awaited (or
+/// answered at once in synchronous mode), verified and decrypted; its first output. Returns an
+/// error message rather than panicking, so that callers can count failures under faults.
+async fn one_order(
+    client: &Client,
+    worker: &Worker,
+    workload: &str,
+    input: &str,
+) -> Result<String, String> {
+    let mut builder = worker.work_order(workload).map_err(|e| e.to_string())?;
+    builder.input(input.as_bytes(), InputProtection::Session).map_err(|e| e.to_string())?;
     let (request, pending) = builder.build(None).map_err(|e| e.to_string())?;
     let result = match client.submit(&request).await.map_err(|e| format!("submit: {e}"))? {
         Submission::Done(result) => *result,
@@ -172,7 +177,12 @@ async fn echo(client: &Client, worker: &Worker, text: &str) -> Result<(), String
             .map_err(|e| format!("result: {e}"))?,
     };
     let outputs = pending.open(&result, &worker.verification_key).map_err(|e| e.to_string())?;
-    let answer = String::from_utf8_lossy(&outputs[0].1).into_owned();
+    Ok(String::from_utf8_lossy(&outputs[0].1).into_owned())
+}
+
+/// One echo order, checked to answer `text`.
+async fn echo(client: &Client, worker: &Worker, text: &str) -> Result<(), String> {
+    let answer = one_order(client, worker, "echo-result", text).await?;
     if answer == format!("RESULT: {text}") { Ok(()) } else { Err(format!("answered {answer:?}")) }
 }
 
@@ -353,22 +363,7 @@ impl Deployment {
 
 /// One wallet order through `client`: its only output, verified and decrypted.
 async fn wallet(client: &Client, worker: &Worker, command: &str) -> Result<String, String> {
-    let mut builder = worker.work_order("simple-wallet").map_err(|e| e.to_string())?;
-    builder.input(command.as_bytes(), InputProtection::Session).map_err(|e| e.to_string())?;
-    let (request, pending) = builder.build(None).map_err(|e| e.to_string())?;
-    let result = match client.submit(&request).await.map_err(|e| format!("submit: {e}"))? {
-        Submission::Done(result) => *result,
-        Submission::Pending => client
-            .wait_result(
-                &request.work_order_id,
-                Duration::from_millis(20),
-                Duration::from_secs(120),
-            )
-            .await
-            .map_err(|e| format!("result: {e}"))?,
-    };
-    let outputs = pending.open(&result, &worker.verification_key).map_err(|e| e.to_string())?;
-    Ok(String::from_utf8_lossy(&outputs[0].1).into_owned())
+    one_order(client, worker, "simple-wallet", command).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
