@@ -163,7 +163,7 @@ pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         }
     }
     let (request, pending) = builder.build(signer.as_ref().filter(|_| args.sign))?;
-    let submission = client.submit(&request).await.context("submitting")?;
+    let submission = client.submit_surely(&request).await.context("submitting")?;
     eprintln!("work order {} submitted", request.work_order_id);
     if args.receipt
         && let Some(signer) = &signer

@@ -45,6 +45,10 @@ pub enum ClientError {
     /// The listener answered with something that is not a JSON-RPC response.
     #[error("unexpected answer: {0}")]
     Protocol(String),
+    /// A proxy in front of the listener (or the listener) answered HTTP 502, 503 or 504 without
+    /// a JSON-RPC response: no listener could take the call just now.
+    #[error("unavailable: HTTP {0}")]
+    Unavailable(u16),
     /// The listener answered with a JSON-RPC error.
     #[error(transparent)]
     Rpc(#[from] RpcError),
@@ -63,6 +67,25 @@ pub enum ClientError {
     /// The listener's answer was larger than any a listener gives (this many bytes at most).
     #[error("the answer is over {0} bytes")]
     AnswerTooLarge(usize),
+}
+
+/// How many times [`Client::submit_surely`] submits an order whose submissions failed without
+/// an answer.
+pub const SUBMIT_ATTEMPTS: u32 = 4;
+
+impl ClientError {
+    /// Whether the call may work if made again in a moment: the listener could not be reached,
+    /// a proxy found no listener, the call timed out, or the listener answered busy (8) or with
+    /// a server error (-32000, e.g. its store could not be reached). Worth retrying for calls that
+    /// change nothing (`WorkOrderGetResult`, look-ups, retrievals); a submission that failed so
+    /// may or may not have been stored (resubmitting it answers "already exists" if it was).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Transport(_) | Self::Unavailable(_) | Self::Timeout(_) => true,
+            Self::Rpc(error) => error.code == -32000 || error.code == WorkOrderStatus::Busy.code(),
+            _ => false,
+        }
+    }
 }
 
 /// What a submission answered.
@@ -175,6 +198,45 @@ impl Client {
         }
     }
 
+    /// Submits `request` so that a call which fails without telling whether the listener stored
+    /// the order ([`ClientError::is_transient`]: the listener died with the request in it, a
+    /// proxy found none, its store was out of reach) neither loses nor doubles it: the order's
+    /// result is asked for, and the order submitted again only if no listener has it. A
+    /// submission refused as a duplicate after such a failure is the first one, stored: pending.
+    /// Tries [`SUBMIT_ATTEMPTS`] times, a little longer apart each time.
+    ///
+    /// # Errors
+    /// As [`Client::submit`]; the last transient error once the attempts are used up.
+    pub async fn submit_surely(
+        &self,
+        request: &WorkOrderRequest,
+    ) -> Result<Submission, ClientError> {
+        let id = &request.work_order_id;
+        let mut failed_before = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.submit(request).await {
+                Err(ClientError::Rpc(error)) if failed_before && error.is_duplicate_id() => {
+                    return Ok(Submission::Pending);
+                }
+                // Stored or not: found out below.
+                Err(error) if error.is_transient() && attempt < SUBMIT_ATTEMPTS => {}
+                outcome => return outcome,
+            }
+            failed_before = true;
+            tokio::time::sleep(Duration::from_millis(100) * attempt).await;
+            match self.result(id).await {
+                Ok(Some(result)) => return Ok(Submission::Done(Box::new(result))),
+                Ok(None) => return Ok(Submission::Pending),
+                // Not stored (or the answer is not there yet): submitted again.
+                Err(ClientError::Rpc(error)) if error.is_unknown_order() => {}
+                Err(error) if error.is_transient() => {}
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
     /// `WorkOrderGetResult`: the result, or `None` while pending (code 5).
     ///
     /// # Errors
@@ -195,9 +257,12 @@ impl Client {
     }
 
     /// Polls `WorkOrderGetResult` every `poll` until the result is there or `timeout` passes.
+    /// A poll that fails for a moment ([`ClientError::is_transient`]: a listener behind a proxy
+    /// died, the listener's store is briefly out of reach) is made again at the next interval.
     ///
     /// # Errors
-    /// As [`Client::result`], and [`ClientError::Timeout`].
+    /// As [`Client::result`] for the errors that are not transient, and
+    /// [`ClientError::Timeout`].
     pub async fn wait_result(
         &self,
         work_order_id: &str,
@@ -210,8 +275,11 @@ impl Client {
             let answer = tokio::time::timeout(left, self.result(work_order_id))
                 .await
                 .map_err(|_| ClientError::Timeout(timeout))?;
-            if let Some(result) = answer? {
-                return Ok(result);
+            match answer {
+                Ok(Some(result)) => return Ok(result),
+                Ok(None) => {}
+                Err(error) if error.is_transient() => {}
+                Err(error) => return Err(error),
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(ClientError::Timeout(timeout));
@@ -225,14 +293,14 @@ impl Client {
     /// verified: open it with the [`PendingResult`] the builder gave.
     ///
     /// # Errors
-    /// As [`Client::submit`] and [`Client::wait_result`].
+    /// As [`Client::submit_surely`] and [`Client::wait_result`].
     pub async fn submit_and_wait(
         &self,
         request: &WorkOrderRequest,
         poll: Duration,
         timeout: Duration,
     ) -> Result<WorkOrderResult, ClientError> {
-        match self.submit(request).await? {
+        match self.submit_surely(request).await? {
             Submission::Done(result) => Ok(*result),
             Submission::Pending => self.wait_result(&request.work_order_id, poll, timeout).await,
         }

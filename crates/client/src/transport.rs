@@ -53,6 +53,20 @@ pub struct RpcError {
     pub data: Option<Value>,
 }
 
+impl RpcError {
+    /// A submission refused because its id is taken (Avalon's code 2 and message).
+    pub fn is_duplicate_id(&self) -> bool {
+        self.code == afallon_proto::WorkOrderStatus::InvalidParameter.code()
+            && self.message == afallon_proto::DUPLICATE_WORK_ORDER
+    }
+
+    /// A result asked for an id the listener does not have (Avalon's code 2 and message).
+    pub fn is_unknown_order(&self) -> bool {
+        self.code == afallon_proto::WorkOrderStatus::InvalidParameter.code()
+            && self.message == afallon_proto::UNKNOWN_WORK_ORDER
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Transport {
     http: HttpClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
@@ -149,12 +163,14 @@ impl Transport {
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)));
         let (status, bytes) = self.send(request).await?;
-        let mut value: Value = serde_json::from_slice(&bytes).map_err(|_| {
-            ClientError::Protocol(format!(
-                "HTTP {status}: {}",
-                String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
-            ))
-        })?;
+        let mut value: Value =
+            serde_json::from_slice(&bytes).map_err(|_| match status.as_u16() {
+                code @ 502..=504 => ClientError::Unavailable(code),
+                _ => ClientError::Protocol(format!(
+                    "HTTP {status}: {}",
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+                )),
+            })?;
         if let Some(error) = value.get_mut("error") {
             let code = error.get("code").and_then(Value::as_i64).unwrap_or(i64::MIN);
             let message = error.get("message").and_then(Value::as_str).unwrap_or("").to_owned();

@@ -259,7 +259,7 @@ async fn submit<S: Store>(
             app.waiters.forget(work_order_id);
             return refuse(
                 WorkOrderStatus::InvalidParameter,
-                "Work order id already exists in the database. Hence invalid parameter".into(),
+                afallon_proto::DUPLICATE_WORK_ORDER.into(),
             );
         }
     }
@@ -346,7 +346,7 @@ async fn get_result<S: Store>(
         OrderStatus::Unknown => Response::work_order_error(
             id,
             WorkOrderStatus::InvalidParameter.code(),
-            "Work order Id not found in the database. Hence invalid parameter",
+            afallon_proto::UNKNOWN_WORK_ORDER,
             work_order_id,
         )
         .into(),

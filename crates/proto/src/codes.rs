@@ -200,6 +200,14 @@ impl ReceiptStatus {
     }
 }
 
+/// What Avalon's listener answers (code 2) to a `WorkOrderSubmit` whose id is taken.
+pub const DUPLICATE_WORK_ORDER: &str =
+    "Work order id already exists in the database. Hence invalid parameter";
+
+/// What Avalon's listener answers (code 2) to a `WorkOrderGetResult` for an id it does not have.
+pub const UNKNOWN_WORK_ORDER: &str =
+    "Work order Id not found in the database. Hence invalid parameter";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,8 +46,8 @@ mod work_order;
 mod worker;
 
 pub use codes::{
-    EnclaveErrorCode, JrpcErrorCode, ReceiptStatus, ResultPath, WorkOrderStatus, WorkerStatus,
-    WorkerType, listener_code,
+    DUPLICATE_WORK_ORDER, EnclaveErrorCode, JrpcErrorCode, ReceiptStatus, ResultPath,
+    UNKNOWN_WORK_ORDER, WorkOrderStatus, WorkerStatus, WorkerType, listener_code,
 };
 pub use hash::{
     RequestHashParts, encryption_key_digest, ext_verification_key_digest, request_digest,
