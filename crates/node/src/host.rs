@@ -50,6 +50,10 @@ pub(crate) struct LocalWorker {
     /// in a task, rather than on an enclave thread (the enclave's own guard would hold the thread,
     /// and the enclave slot with it, until the previous order's commit).
     turns: HashMap<&'static str, Arc<tokio::sync::Mutex<()>>>,
+    /// State conflicts in a row ([`Completion::StateConflict`]): each one makes the workload's
+    /// next order wait a little longer, so that a stored state this process cannot load (one
+    /// the database forged) slows its orders down instead of running them hot.
+    conflicts: std::sync::atomic::AtomicU32,
 }
 
 impl LocalWorker {
@@ -193,6 +197,7 @@ impl LocalWorker {
             io: DirectoryIo::new(&files)?,
             name,
             turns,
+            conflicts: std::sync::atomic::AtomicU32::new(0),
         })
     }
 }
@@ -391,13 +396,24 @@ async fn store_response<S: Store>(
             // This run's result is the order's: so is its state change, in memory too.
             if let Some(pending) = pending {
                 pending.commit();
+                worker.conflicts.store(0, Ordering::Relaxed);
             }
             let counter =
                 if failed { &app.metrics.completed_error } else { &app.metrics.completed_ok };
             counter.fetch_add(1, Ordering::Relaxed);
         }
-        // Not this run's result: its state change is rolled back (dropping `pending`). After a
-        // state conflict, the store has queued the order again, to run on the newer state.
+        // Not this run's result: its state change is rolled back. After a state conflict, the
+        // store has queued the order again, to run on the newer state; the workload's turn is
+        // held a while first, longer with each conflict in a row (50 ms doubling, at most 5 s).
+        Ok(Completion::StateConflict) => {
+            drop(pending);
+            let conflicts = worker.conflicts.fetch_add(1, Ordering::Relaxed).min(7);
+            let pause = Duration::from_millis(50 << conflicts).min(Duration::from_secs(5));
+            tracing::debug!(%work_order_id, ?pause, "another process changed the state first; the order runs again");
+            if conflicts > 0 {
+                tokio::time::sleep(pause).await;
+            }
+        }
         Ok(outcome) => tracing::debug!(%work_order_id, ?outcome, "response not stored"),
         Err(error) => {
             // Nothing was stored. The embedded store has queued the order again (and woken a
