@@ -69,6 +69,35 @@ pub enum ClientError {
     AnswerTooLarge(usize),
 }
 
+/// Calls `ask` every `poll` until it answers something, or `timeout` passes; a call that fails
+/// for a moment ([`ClientError::is_transient`]) is made again at the next interval.
+async fn poll_until<T, F, Fut>(
+    poll: Duration,
+    timeout: Duration,
+    mut ask: F,
+) -> Result<T, ClientError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, ClientError>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let answer =
+            tokio::time::timeout(left, ask()).await.map_err(|_| ClientError::Timeout(timeout))?;
+        match answer {
+            Ok(Some(answer)) => return Ok(answer),
+            Ok(None) => {}
+            Err(error) if error.is_transient() => {}
+            Err(error) => return Err(error),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ClientError::Timeout(timeout));
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
 /// How many times [`Client::submit_surely`] submits an order whose submissions failed without
 /// an answer.
 pub const SUBMIT_ATTEMPTS: u32 = 4;
@@ -269,23 +298,7 @@ impl Client {
         poll: Duration,
         timeout: Duration,
     ) -> Result<WorkOrderResult, ClientError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let answer = tokio::time::timeout(left, self.result(work_order_id))
-                .await
-                .map_err(|_| ClientError::Timeout(timeout))?;
-            match answer {
-                Ok(Some(result)) => return Ok(result),
-                Ok(None) => {}
-                Err(error) if error.is_transient() => {}
-                Err(error) => return Err(error),
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(ClientError::Timeout(timeout));
-            }
-            tokio::time::sleep(poll).await;
-        }
+        poll_until(poll, timeout, || self.result(work_order_id)).await
     }
 
     /// Submits `request` and returns its result: from the answer in a listener's synchronous
@@ -379,21 +392,12 @@ impl Client {
         poll: Duration,
         timeout: Duration,
     ) -> Result<ReceiptRetrieveResult, ClientError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let receipt = tokio::time::timeout(left, self.receipt(work_order_id))
-                .await
-                .map_err(|_| ClientError::Timeout(timeout))??;
-            if receipt.receipt_current_status != receipt.receipt.receipt_create_status.unwrap_or(0)
-            {
-                return Ok(receipt);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(ClientError::Timeout(timeout));
-            }
-            tokio::time::sleep(poll).await;
-        }
+        poll_until(poll, timeout, || async {
+            let receipt = self.receipt(work_order_id).await?;
+            let created = receipt.receipt.receipt_create_status.unwrap_or(0);
+            Ok((receipt.receipt_current_status != created).then_some(receipt))
+        })
+        .await
     }
 
     /// `WorkOrderReceiptUpdateRetrieve`; `None` for the last update.

@@ -50,9 +50,10 @@ pub(crate) struct LocalWorker {
     /// in a task, rather than on an enclave thread (the enclave's own guard would hold the thread,
     /// and the enclave slot with it, until the previous order's commit).
     turns: HashMap<&'static str, Arc<tokio::sync::Mutex<()>>>,
-    /// State conflicts in a row ([`Completion::StateConflict`]): each one makes the workload's
-    /// next order wait a little longer, so that a stored state this process cannot load (one
-    /// the database forged) slows its orders down instead of running them hot.
+    /// State conflicts in a row ([`Completion::StateConflict`]), across the worker's stateful
+    /// workloads: each one makes the worker's next conflicting order hold its workload's turn a
+    /// little longer, so that a stored state this process cannot load (one the database forged)
+    /// slows orders down instead of running them hot.
     conflicts: std::sync::atomic::AtomicU32,
 }
 
@@ -212,10 +213,8 @@ pub(crate) fn spawn<S: Store>(
     let mut tasks = Vec::new();
     // Holders must differ across every process on the store: process ids repeat across
     // containers (each worker pod's process is often 1), so a random tag names this process.
-    let process = afallon_crypto::random_array::<8>().map_or_else(
-        |_| format!("{:x}", crate::now_ms()),
-        |tag| tag.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-    );
+    let process = afallon_crypto::random_array::<8>()
+        .map_or_else(|_| format!("{:x}", crate::now_ms()), hex::encode);
     let processing = enclaves.map(|pool| app.workers.iter().map(move |worker| (pool, worker)));
     for (enclaves, worker) in processing.into_iter().flatten() {
         for task in 0..app.config.processors_per_worker {

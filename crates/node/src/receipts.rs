@@ -29,7 +29,7 @@ pub(crate) async fn create<S: Store>(
     receipt: ReceiptCreate,
 ) -> Result<Answer, StoreError> {
     let work_order_id = receipt.work_order_id.clone().unwrap_or_default();
-    let Some((_, raw_request)) = app.store.request(&work_order_id).await? else {
+    let Some(raw_request) = app.store.request(&work_order_id).await? else {
         return Ok(invalid(id, "Work order id does not exist, hence invalid request"));
     };
     if app.store.receipt(&work_order_id).await?.is_some() {

@@ -7,8 +7,8 @@ use crate::db::Fail;
 /// Every migration, in order: its version and its SQL.
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_initial.sql"))];
 
-/// The newest schema version this program knows.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+/// The newest schema version this program knows: the last migration's.
+pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
 /// The advisory lock class under which migrations run, per schema (by the hash of its name).
 const MIGRATION_LOCK: i32 = 0x4146_4c00;

@@ -26,18 +26,14 @@ const RECEIPT_LOCK: i32 = 0x4146_4c01;
 /// (by its hash): they take turns, so that the version check and the write are one step.
 const STATE_LOCK: i32 = 0x4146_4c02;
 
-/// The version a sealed state was computed from, if the completion must check it.
-fn sealed_based_on(sealed: Option<&SealedBlob>) -> Option<u64> {
-    sealed.and_then(|sealed| sealed.based_on)
-}
-
 /// The most finished orders one submission purges: more than one only when concurrent
 /// submissions made the store overshoot `max_orders`, which each later one then repairs a bit.
 const MAX_PURGE: u64 = 16;
 
-/// Adds to the stored and finished counts, in the counter row of this connection (see the
-/// migration). Every transaction runs it last, so that no transaction waits for a counter row
-/// while holding one.
+/// Adds to the stored and finished counts, in one of 16 counter rows chosen by the connection's
+/// backend pid (see the migration): connections of several processes share rows, and a counter
+/// update then waits for the commit of the transaction holding its row. Every transaction runs
+/// it last, so that no transaction waits for a counter row while holding one.
 const ADD_COUNTS: &str = "UPDATE order_counts SET stored = stored + $1, finished = finished + $2 \
      WHERE shard = pg_backend_pid() % 16";
 
@@ -164,8 +160,7 @@ impl Inner {
     pub(crate) async fn submit(&self, order: &NewOrder) -> Result<SubmitOutcome, StoreError> {
         let queued = payload('q', self.schema, &order.worker_id);
         let admission = "SELECT EXISTS (SELECT 1 FROM workers WHERE id = $1), \
-             (SELECT sum(stored)::bigint FROM order_counts), \
-             (SELECT sum(finished)::bigint FROM order_counts)";
+             sum(stored)::bigint, sum(finished)::bigint FROM order_counts";
         let insert = "INSERT INTO work_orders (id, worker_id, request) VALUES ($1, $2, $3) \
              ON CONFLICT (id) DO NOTHING";
         let was_purged =
@@ -235,13 +230,13 @@ impl Inner {
         })
     }
 
-    pub(crate) async fn request(&self, id: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+    pub(crate) async fn request(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         read!(self, |client| {
-            let sql = "SELECT worker_id, request FROM work_orders WHERE id = $1";
+            let sql = "SELECT request FROM work_orders WHERE id = $1";
             let Some(row) = query(client, sql, &[&id]).await?.into_iter().next() else {
                 return Ok(None);
             };
-            Ok(Some((row.try_get(0)?, row.try_get(1)?)))
+            Ok(Some(row.try_get(0)?))
         })
     }
 
@@ -289,18 +284,17 @@ impl Inner {
         id: &str,
         holder: &str,
         result: &OrderResult,
-        sealed_blob: Option<&SealedBlob>,
+        sealed: Option<&SealedBlob>,
     ) -> Result<Completion, StoreError> {
-        let sealed = sealed_blob;
+        let based_on = match sealed.and_then(|s| Some((&s.key, s.based_on?))) {
+            Some((key, based_on)) => Some((key, to_bigint(based_on, "sealed version")?)),
+            None => None,
+        };
         let sealed = sealed
             .map(|s| {
                 Ok::<_, StoreError>((&s.key, to_bigint(s.version, "sealed version")?, &s.blob))
             })
             .transpose()?;
-        let based_on = match sealed.as_ref().zip(sealed_based_on(sealed_blob)) {
-            Some(((key, _, _), based_on)) => Some((*key, to_bigint(based_on, "sealed version")?)),
-            None => None,
-        };
         let finished = payload('f', self.schema, id);
         // A state computed from a version older than the stored one lost to another process's
         // change: the order goes back to its queue, to run again on the newer state. Completions
@@ -360,8 +354,13 @@ impl Inner {
                 }
             };
             let params: [&(dyn ToSql + Sync); 3] = [&id, &CHANNEL, &awaiting];
-            tokio::try_join!(put_sealed, query(tx, await_update, &params), notify(tx, &finished))?;
-            execute(tx, ADD_COUNTS, &[&0_i64, &1_i64]).await?;
+            // Pipelined on the connection; the counters still come last.
+            tokio::try_join!(
+                put_sealed,
+                query(tx, await_update, &params),
+                notify(tx, &finished),
+                execute(tx, ADD_COUNTS, &[&0_i64, &1_i64]),
+            )?;
             Ok(End::Commit(Completion::Stored))
         })
     }
@@ -389,17 +388,18 @@ impl Inner {
     }
 
     pub(crate) async fn counts(&self) -> Result<OrderCounts, StoreError> {
+        // Through the partial indexes of queued and leased orders, and the counters: no scan of
+        // every order (metrics and readiness ask often).
         let sql = "SELECT \
-             count(*) FILTER (WHERE response IS NULL AND holder IS NULL), \
-             count(*) FILTER (WHERE response IS NULL AND holder IS NOT NULL), \
-             count(*) FILTER (WHERE response IS NOT NULL) \
-             FROM work_orders";
+             (SELECT count(*) FROM work_orders WHERE response IS NULL AND holder IS NULL), \
+             (SELECT count(*) FROM work_orders WHERE response IS NULL AND holder IS NOT NULL), \
+             (SELECT sum(finished)::bigint FROM order_counts)";
         read!(self, |client| {
             let row = query_one(client, sql, &[]).await?;
             Ok(OrderCounts {
                 queued: count(row.try_get(0)?),
                 processing: count(row.try_get(1)?),
-                finished: count(row.try_get(2)?),
+                finished: count(row.try_get::<_, Option<i64>>(2)?.unwrap_or(0)),
             })
         })
     }
@@ -450,7 +450,7 @@ impl Inner {
         create: &ReceiptCreate,
     ) -> Result<ReceiptCreation, StoreError> {
         let json = encode_json(create)?;
-        let status = StoredReceipt { create: create.clone(), updates: Vec::new() }.current_status();
+        let status = afallon_store::current_status(create, None);
         let lock = "SELECT pg_advisory_xact_lock($1, hashtext($2)) IS NULL";
         let order = "SELECT worker_id, response IS NOT NULL FROM work_orders WHERE id = $1";
         let insert = "INSERT INTO receipts (work_order_id, order_worker_id, worker_service_id, \

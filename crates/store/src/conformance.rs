@@ -168,7 +168,7 @@ pub async fn submission_is_insert_if_absent<B: Backend>(backend: &B) {
     );
     assert_eq!(store.submit(order("b", "nobody")).await, Ok(SubmitOutcome::NoSuchWorker));
     assert_eq!(store.submit_volatile(order("b", "nobody")).await, Ok(SubmitOutcome::NoSuchWorker));
-    assert_eq!(store.request("a").await, Ok(Some(("w".into(), b"request a".to_vec()))));
+    assert_eq!(store.request("a").await, Ok(Some(b"request a".to_vec())));
     assert_eq!(status(&store, "a").await, OrderStatus::Pending);
     assert_eq!(status(&store, "b").await, OrderStatus::Unknown);
 }
@@ -454,7 +454,7 @@ pub async fn a_persisted_volatile_order_survives<B: Backend>(backend: &B) {
     assert_eq!(store.submit_volatile(order("kept", "w")).await, Ok(SubmitOutcome::Accepted));
     assert_eq!(store.submit_volatile(order("done", "w")).await, Ok(SubmitOutcome::Accepted));
     assert_eq!(status(&store, "kept").await, OrderStatus::Pending);
-    assert_eq!(store.request("kept").await, Ok(Some(("w".into(), b"request kept".to_vec()))));
+    assert_eq!(store.request("kept").await, Ok(Some(b"request kept".to_vec())));
     store.persist("kept").await.expect("persist");
     assert_eq!(store.persist("never-submitted").await, Ok(false));
     let claimed = store.claim("w", "h", 0, 1000).await.expect("claim").expect("queued");

@@ -55,7 +55,8 @@ use std::sync::Arc;
 
 pub use records::{
     Claimed, Completion, LookUp, NewOrder, OrderCounts, OrderResult, OrderStatus, ReceiptCreation,
-    ReceiptFilter, SealedBlob, StoredReceipt, SubmitOutcome, WorkerFilter,
+    ReceiptFilter, SealedBlob, StoredReceipt, SubmitOutcome, WorkerFilter, current_status,
+    unix_millis,
 };
 pub use redb_store::{RedbStore, RedbStoreOptions};
 pub use wakeups::{Wakeup, WakeupSender, Wakeups};
@@ -208,11 +209,11 @@ pub trait Store: Send + Sync + 'static {
         work_order_id: &str,
     ) -> impl Future<Output = Result<OrderStatus, StoreError>> + Send;
 
-    /// The raw request of a work order, if it exists, and the worker it is for.
+    /// The raw request of a work order, if it exists.
     fn request(
         &self,
         work_order_id: &str,
-    ) -> impl Future<Output = Result<Option<(String, Vec<u8>)>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
 
     /// Hands the oldest queued order of `worker_id` to `holder` until `now_ms + lease_ms`. A
     /// holder names one claim: only it can renew the lease and complete the order.

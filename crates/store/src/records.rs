@@ -1,6 +1,6 @@
 //! The typed records and outcomes that cross the [`Store`](crate::Store) interface.
 
-use afallon_proto::{ReceiptCreate, ReceiptStatus, ReceiptUpdate, WorkerRecord};
+use afallon_proto::{ReceiptCreate, ReceiptStatus, ReceiptUpdate};
 
 /// A work order to submit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,7 +135,7 @@ impl StoredReceipt {
 }
 
 /// A receipt's status given its create request and its last update.
-pub(crate) fn current_status(create: &ReceiptCreate, last: Option<&ReceiptUpdate>) -> i64 {
+pub fn current_status(create: &ReceiptCreate, last: Option<&ReceiptUpdate>) -> i64 {
     last.and_then(|u| u.update_type)
         .or(create.receipt_create_status)
         .unwrap_or(ReceiptStatus::Pending.code())
@@ -179,15 +179,6 @@ pub struct WorkerFilter {
     pub application_type_id: Option<String>,
 }
 
-impl WorkerFilter {
-    /// Whether `record` matches.
-    pub fn matches(&self, record: &WorkerRecord) -> bool {
-        self.worker_type.is_none_or(|t| t == record.worker_type)
-            && self.organization_id.as_ref().is_none_or(|o| *o == record.organization_id)
-            && self.application_type_id.as_ref().is_none_or(|a| *a == record.application_type_id)
-    }
-}
-
 /// `WorkOrderReceiptLookUp`'s filters: a receipt matches when every filter given equals its
 /// create request's field (and `status` its current status).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -202,15 +193,10 @@ pub struct ReceiptFilter {
     pub status: Option<i64>,
 }
 
-impl ReceiptFilter {
-    /// Whether a receipt with `create` and current status `status` matches.
-    pub fn matches(&self, create: &ReceiptCreate, status: i64) -> bool {
-        let field = |filter: &Option<String>, value: &Option<String>| {
-            filter.as_ref().is_none_or(|f| Some(f) == value.as_ref())
-        };
-        field(&self.worker_service_id, &create.worker_service_id)
-            && field(&self.worker_id, &create.worker_id)
-            && field(&self.requester_id, &create.requester_id)
-            && self.status.is_none_or(|s| s == status)
-    }
+/// Milliseconds since the Unix epoch by this machine's clock: what callers pass the store as
+/// lease times.
+pub fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -75,7 +75,7 @@ async fn a_volatile_order_is_written_once_with_its_result() {
     }
     let store = redb.open_now(100);
     assert_eq!(store.status("v").await, Ok(OrderStatus::Done(OrderResult::ok("done"))));
-    assert_eq!(store.request("v").await, Ok(Some(("w".into(), b"request v".to_vec()))));
+    assert_eq!(store.request("v").await, Ok(Some(b"request v".to_vec())));
 }
 
 #[tokio::test]

@@ -436,15 +436,14 @@ impl Store for RedbStore {
         })
     }
 
-    async fn request(&self, work_order_id: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+    async fn request(&self, work_order_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         if let Some(volatile) = lock(&self.queues).volatile.get(work_order_id) {
-            return Ok(Some((volatile.worker.clone(), volatile.request.to_vec())));
+            return Ok(Some(volatile.request.to_vec()));
         }
         self.read(|txn| {
             let orders = txn.open_table(ORDERS)?;
             let Some(record) = orders.get(work_order_id)? else { return Ok(None) };
-            let record = tables::decode_order(record.value())?;
-            Ok(Some((record.worker.to_owned(), record.request.to_vec())))
+            Ok(Some(tables::decode_order(record.value())?.request.to_vec()))
         })
     }
 

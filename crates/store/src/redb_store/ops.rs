@@ -260,8 +260,9 @@ impl WriteOp for AddUpdate {
     type Output = Option<u64>;
 
     fn apply(&self, batch: &mut Batch<'_>) -> Result<Option<u64>, redb::Error> {
-        let worker = order_worker(batch, &self.id)?;
-        tables::append_update(batch.txn, &self.id, worker.as_deref(), &self.update)
+        // A receipt exists only with its order (a purge removes both).
+        let Some(worker) = order_worker(batch, &self.id)? else { return Ok(None) };
+        tables::append_update(batch.txn, &self.id, &worker, &self.update)
     }
 }
 
@@ -280,7 +281,7 @@ impl WriteOp for AddWorkerUpdate {
         if !awaiting {
             return Ok(false);
         }
-        tables::append_update(batch.txn, &self.id, Some(&worker), &self.update)?;
+        tables::append_update(batch.txn, &self.id, &worker, &self.update)?;
         Ok(true)
     }
 }

@@ -361,7 +361,7 @@ pub(super) fn insert_receipt(
 pub(super) fn append_update(
     txn: &WriteTransaction,
     id: &str,
-    worker: Option<&str>,
+    worker: &str,
     update: &ReceiptUpdate,
 ) -> Result<Option<u64>, redb::Error> {
     let Some((create, before, count)) = stored_status(txn, id)? else { return Ok(None) };
@@ -373,9 +373,7 @@ pub(super) fn append_update(
         index.remove((RECEIPT_STATUS_FIELD, before.to_string().as_str(), id))?;
         index.insert((RECEIPT_STATUS_FIELD, after.to_string().as_str(), id), ())?;
     }
-    if let Some(worker) = worker.or(create.worker_id.as_deref()) {
-        txn.open_table(AWAITING)?.remove((worker, id))?;
-    }
+    txn.open_table(AWAITING)?.remove((worker, id))?;
     Ok(Some(count + 1))
 }
 
