@@ -252,8 +252,12 @@ impl PgStore {
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(10));
         config.tcp_user_timeout(options.statement_timeout);
-        let statement_timeout =
-            format!("-c statement_timeout={}", options.statement_timeout.as_millis());
+        // Notices ("relation already exists, skipping" from a migration run twice) are not
+        // worth a log line in every process.
+        let statement_timeout = format!(
+            "-c statement_timeout={} -c client_min_messages=warning",
+            options.statement_timeout.as_millis()
+        );
         let session = match config.get_options() {
             Some(given) => format!("{given} {statement_timeout}"),
             None => statement_timeout,
