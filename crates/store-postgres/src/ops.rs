@@ -30,12 +30,15 @@ const STATE_LOCK: i32 = 0x4146_4c02;
 /// submissions made the store overshoot `max_orders`, which each later one then repairs a bit.
 const MAX_PURGE: u64 = 16;
 
-/// Adds to the stored and finished counts, in one of 16 counter rows chosen by the connection's
-/// backend pid (see the migration): connections of several processes share rows, and a counter
-/// update then waits for the commit of the transaction holding its row. Every transaction runs
-/// it last, so that no transaction waits for a counter row while holding one.
-const ADD_COUNTS: &str = "UPDATE order_counts SET stored = stored + $1, finished = finished + $2 \
-     WHERE shard = pg_backend_pid() % 16";
+// The stored and finished counts: a submission or completion adds to one of 16 counter rows,
+// chosen by its connection's backend pid (`shard = pg_backend_pid() % 16`, see the migration):
+// connections of several processes share rows, and a counter update then waits for the commit
+// of the transaction holding its row. Every transaction updates its row in its last statement,
+// so that no transaction waits for a counter row while holding one.
+
+// The statements of a submission and of a completion are few, since each costs the database
+// more CPU than most of them take to run: the split deployment's database spends about 2 ms of
+// CPU per order (docs/performance.md).
 
 fn corrupt(what: &'static str) -> Fail {
     Fail::Store(StoreError::Corrupt { what })
@@ -159,48 +162,64 @@ impl Inner {
     /// duplicates, as the embedded store orders its checks; a refusal rolls everything back.
     pub(crate) async fn submit(&self, order: &NewOrder) -> Result<SubmitOutcome, StoreError> {
         let queued = payload('q', self.schema, &order.worker_id);
-        let admission = "SELECT EXISTS (SELECT 1 FROM workers WHERE id = $1), \
-             sum(stored)::bigint, sum(finished)::bigint FROM order_counts";
+        // The admission and, when there is room, the insert, in one statement.
+        let admit_and_insert = "WITH admission AS ( \
+                 SELECT EXISTS (SELECT 1 FROM workers WHERE id = $2) AS known, \
+                     coalesce(sum(stored), 0)::bigint AS stored, \
+                     coalesce(sum(finished), 0)::bigint AS finished \
+                 FROM order_counts \
+             ), inserted AS ( \
+                 INSERT INTO work_orders (id, worker_id, request) \
+                 SELECT $1, $2, $3 FROM admission WHERE known AND stored < $4 \
+                 ON CONFLICT (id) DO NOTHING RETURNING 1 \
+             ) SELECT known, stored, finished, (SELECT count(*) FROM inserted) FROM admission";
         let insert = "INSERT INTO work_orders (id, worker_id, request) VALUES ($1, $2, $3) \
              ON CONFLICT (id) DO NOTHING";
-        let was_purged =
-            "SELECT EXISTS (SELECT 1 FROM purged_orders WHERE id_key = purged_key($1))";
+        // After the insert, in a statement of its own (an insert that waited for a concurrent
+        // purge of the same id to commit sees its record here), with the counters (last) and
+        // the wake-up (sent only if the transaction commits).
+        let settle = "WITH counted AS ( \
+                 UPDATE order_counts SET stored = stored + $2, finished = finished + $3 \
+                 WHERE shard = pg_backend_pid() % 16 \
+             ) SELECT EXISTS (SELECT 1 FROM purged_orders WHERE id_key = purged_key($1)), \
+                 pg_notify($4, $5) IS NULL";
+        let max_orders = i64::try_from(self.max_orders).unwrap_or(i64::MAX);
         transact!(self, |tx| {
-            let row = query_one(tx, admission, &[&order.worker_id]).await?;
+            let params: [&(dyn ToSql + Sync); 4] =
+                [&order.work_order_id, &order.worker_id, &order.request, &max_orders];
+            let row = query_one(tx, admit_and_insert, &params).await?;
             if !row.try_get::<_, bool>(0)? {
                 return Ok(End::Rollback(SubmitOutcome::NoSuchWorker));
             }
-            let stored = count(row.try_get::<_, Option<i64>>(1)?.unwrap_or(0));
-            let finished = count(row.try_get::<_, Option<i64>>(2)?.unwrap_or(0));
+            let stored = count(row.try_get::<_, i64>(1)?);
+            let finished = count(row.try_get::<_, i64>(2)?);
+            let inserted = row.try_get::<_, i64>(3)? == 1;
             let mut purged = 0_i64;
-            match admit(stored, finished, self.max_orders) {
-                Admission::Room => {}
-                Admission::Busy => return Ok(End::Rollback(SubmitOutcome::Busy)),
-                Admission::PurgeOldest => {
-                    let wanted = (stored + 1).saturating_sub(self.max_orders).clamp(1, MAX_PURGE);
-                    purged = purge(tx, wanted).await?;
-                    if purged == 0 {
-                        // Every finished order is being purged by another submission.
-                        return Ok(End::Rollback(SubmitOutcome::Busy));
+            if !inserted {
+                match admit(stored, finished, self.max_orders) {
+                    // There was room: the id is taken.
+                    Admission::Room => return Ok(End::Rollback(SubmitOutcome::Duplicate)),
+                    Admission::Busy => return Ok(End::Rollback(SubmitOutcome::Busy)),
+                    Admission::PurgeOldest => {
+                        let wanted =
+                            (stored + 1).saturating_sub(self.max_orders).clamp(1, MAX_PURGE);
+                        purged = purge(tx, wanted).await?;
+                        if purged == 0 {
+                            // Every finished order is being purged by another submission.
+                            return Ok(End::Rollback(SubmitOutcome::Busy));
+                        }
                     }
                 }
+                let params: [&(dyn ToSql + Sync); 3] =
+                    [&order.work_order_id, &order.worker_id, &order.request];
+                if execute(tx, insert, &params).await? == 0 {
+                    return Ok(End::Rollback(SubmitOutcome::Duplicate));
+                }
             }
-            let params: [&(dyn ToSql + Sync); 3] =
-                [&order.work_order_id, &order.worker_id, &order.request];
-            if execute(tx, insert, &params).await? == 0 {
-                return Ok(End::Rollback(SubmitOutcome::Duplicate));
-            }
-            // After the insert, in a statement of its own: an insert that waited for a
-            // concurrent purge of the same id to commit sees its record here.
-            let id: [&(dyn ToSql + Sync); 1] = [&order.work_order_id];
             let (added, removed) = (1 - purged, -purged);
-            let counts: [&(dyn ToSql + Sync); 2] = [&added, &removed];
-            let (was_purged, _, _) = tokio::try_join!(
-                query_one(tx, was_purged, &id),
-                execute(tx, ADD_COUNTS, &counts),
-                notify(tx, &queued),
-            )?;
-            if was_purged.try_get(0)? {
+            let params: [&(dyn ToSql + Sync); 5] =
+                [&order.work_order_id, &added, &removed, &CHANNEL, &queued];
+            if query_one(tx, settle, &params).await?.try_get(0)? {
                 return Ok(End::Rollback(SubmitOutcome::Duplicate));
             }
             Ok(End::Commit(SubmitOutcome::Accepted))
@@ -312,10 +331,14 @@ impl Inner {
              finish_seq = nextval('work_order_finish_seq'), holder = NULL, lease_expires = NULL \
              WHERE id = $1 AND holder = $2 AND response IS NULL \
              RETURNING worker_id, pg_advisory_xact_lock($5, hashtext(id)) IS NULL";
+        // After the finishing statement (see RECEIPT_LOCK), with the counters and the wake-ups.
         let await_update = "WITH awaiting AS ( \
                  UPDATE receipts SET awaiting_since = nextval('receipt_awaiting_seq') \
                  WHERE work_order_id = $1 AND update_count = 0 RETURNING 1 \
-             ) SELECT pg_notify($2, $3) FROM awaiting";
+             ), counted AS ( \
+                 UPDATE order_counts SET finished = finished + 1 \
+                 WHERE shard = pg_backend_pid() % 16 \
+             ) SELECT pg_notify($2, $3) IS NULL, (SELECT pg_notify($2, $4) FROM awaiting) IS NULL";
         let state = "SELECT response IS NOT NULL FROM work_orders WHERE id = $1";
         transact!(self, |tx| {
             if let Some((key, based_on)) = &based_on {
@@ -353,14 +376,9 @@ impl Inner {
                     None => Ok(()),
                 }
             };
-            let params: [&(dyn ToSql + Sync); 3] = [&id, &CHANNEL, &awaiting];
-            // Pipelined on the connection; the counters still come last.
-            tokio::try_join!(
-                put_sealed,
-                query(tx, await_update, &params),
-                notify(tx, &finished),
-                execute(tx, ADD_COUNTS, &[&0_i64, &1_i64]),
-            )?;
+            let params: [&(dyn ToSql + Sync); 4] = [&id, &CHANNEL, &finished, &awaiting];
+            // Pipelined on the connection; the counters (in the second) come last.
+            tokio::try_join!(put_sealed, query(tx, await_update, &params))?;
             Ok(End::Commit(Completion::Stored))
         })
     }
