@@ -45,6 +45,9 @@
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod records;
 mod redb_store;
 pub mod retention;

@@ -145,6 +145,17 @@ fn read_marker(db: &Database) -> Result<u64, redb::Error> {
     Ok(txn.open_table(tables::META)?.get(tables::BATCH)?.map_or(0, |v| v.value()))
 }
 
+/// See [`crate::fuzzing::order_record`].
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_order_record(bytes: &[u8]) {
+    if let Ok(record) = tables::decode_order(bytes)
+        && record.finished.is_none()
+    {
+        let again = tables::encode_order(record.seq, record.worker, record.request, None);
+        assert_eq!(again, bytes, "an unfinished order record re-encodes to itself");
+    }
+}
+
 /// How many announcements a subscriber may fall behind before it is told it missed some.
 const WAKEUP_CAPACITY: usize = 8192;
 
