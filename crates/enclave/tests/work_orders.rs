@@ -9,7 +9,7 @@ use afallon_attest::{
     Evidence, Measurement, Policy, ReportData, SimPlatform, VerifyError, WorkerProof,
 };
 use afallon_crypto::{EcdsaSigningKey, OaepHash, RsaPublicKey, sha256};
-use afallon_enclave::{Enclave, EnclaveConfig, Processed, sim_measurement};
+use afallon_enclave::{Enclave, EnclaveConfig, Processed, SealedState, sim_measurement};
 use afallon_proto::requester::{InputProtection, PendingResult, WorkOrderBuilder};
 use afallon_proto::{WorkOrderRequest, WorkOrderResult, protection};
 use afallon_workloads::{NoIo, Registry};
@@ -373,6 +373,20 @@ fn sealed_keys_from_another_measurement_or_altered_are_refused() {
     );
 }
 
+/// A wallet order to `enclave`, built from its worker record, processed at once: its output and
+/// the sealed state it hands out.
+fn wallet_order(enclave: &Enclave, text: &str) -> (String, Option<SealedState>) {
+    let record = &enclave.worker_record().details.worker_type_data;
+    let key = RsaPublicKey::from_pem(&record.encryption_key).expect("key");
+    let mut b = WorkOrderBuilder::new(enclave.worker_id(), &key, OaepHash::Sha1, "simple-wallet")
+        .expect("builder");
+    b.input(text.as_bytes(), InputProtection::Session).expect("input");
+    let (request, pending) = b.build(None).expect("build");
+    let processed = enclave.process(&body(&request), &NoIo);
+    let outputs = pending.open(&result_of(&processed), &record.verification_key).expect("open");
+    (String::from_utf8(outputs[0].1.clone()).expect("utf-8"), processed.state)
+}
+
 #[test]
 fn wallet_state_survives_a_restart() {
     let registry = Registry::with_builtins();
@@ -380,20 +394,7 @@ fn wallet_state_survives_a_restart() {
     let platform = SimPlatform::open(dir.path(), sim_measurement(&registry)).expect("platform");
     let (enclave, sealed_keys) =
         Enclave::create(&platform, registry, EnclaveConfig::new("wallet-worker")).expect("sign-up");
-    let key =
-        RsaPublicKey::from_pem(&enclave.worker_record().details.worker_type_data.encryption_key)
-            .expect("key");
-    let verification = enclave.worker_record().details.worker_type_data.verification_key.clone();
-    let order = |enclave: &Enclave, text: &str| {
-        let mut b =
-            WorkOrderBuilder::new(enclave.worker_id(), &key, OaepHash::Sha1, "simple-wallet")
-                .expect("builder");
-        b.input(text.as_bytes(), InputProtection::Session).expect("input");
-        let (request, pending) = b.build(None).expect("build");
-        let processed = enclave.process(&body(&request), &NoIo);
-        let outputs = pending.open(&result_of(&processed), &verification).expect("open");
-        (String::from_utf8(outputs[0].1.clone()).expect("utf-8"), processed.state)
-    };
+    let order = wallet_order;
     let (text, state) = order(&enclave, "deposit alice 100");
     assert_eq!(text, "WALLET RESULT: alice::100");
     let state = state.expect("the wallet hands out its sealed ledger");
@@ -437,20 +438,9 @@ fn two_processes_serving_one_worker_run_each_order_on_the_last_committed_state()
     let second =
         Enclave::restore(&platform, Registry::with_builtins(), config(), &sealed_keys, &[])
             .expect("the second process unseals the same keys");
-    let key =
-        RsaPublicKey::from_pem(&first.worker_record().details.worker_type_data.encryption_key)
-            .expect("key");
-    let verification = first.worker_record().details.worker_type_data.verification_key.clone();
     let order = |enclave: &Enclave, text: &str| {
-        let mut b =
-            WorkOrderBuilder::new(enclave.worker_id(), &key, OaepHash::Sha1, "simple-wallet")
-                .expect("builder");
-        b.input(text.as_bytes(), InputProtection::Session).expect("input");
-        let (request, pending) = b.build(None).expect("build");
-        let processed = enclave.process(&body(&request), &NoIo);
-        let outputs = pending.open(&result_of(&processed), &verification).expect("open");
-        let state = processed.state.expect("the wallet hands out its state");
-        (String::from_utf8(outputs[0].1.clone()).expect("utf-8"), state)
+        let (text, state) = wallet_order(enclave, text);
+        (text, state.expect("the wallet hands out its state"))
     };
     let (text, v1) = order(&first, "deposit alice 100");
     assert_eq!((text.as_str(), v1.version, v1.based_on), ("WALLET RESULT: alice::100", 1, 0));
