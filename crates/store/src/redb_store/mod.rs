@@ -24,13 +24,17 @@
 //! (`meta`), so that a reopened file shows whether the failed commit reached it after all (its
 //! writes all made it to the file, and only the sync failed); then what was answered and what is
 //! in memory may differ from the file, and the store refuses every write until a restart
-//! ([`StoreHealth::Lost`]).
+//! ([`StoreHealth::Lost`]). A full disk does not lead there: the file takes its space on disk as
+//! it grows (`space.rs`), so a commit runs out of space while its transaction is filled, before
+//! any of it reaches the file.
 //!
 //! Files: `tables.rs` (the tables, record encoding, indexes), `queues.rs` (what lives in memory),
-//! `writer.rs` (the writer thread and recovery), `ops.rs` (each write).
+//! `space.rs` (the file takes its space on disk as it grows), `writer.rs` (the writer thread and
+//! recovery), `ops.rs` (each write).
 
 mod ops;
 mod queues;
+mod space;
 mod tables;
 mod writer;
 
@@ -60,6 +64,24 @@ use crate::{
 
 /// Opens the database file: when the store opens, and again after a failed commit.
 type Opener = Box<dyn Fn(&Path) -> Result<Database, redb::DatabaseError> + Send + Sync>;
+
+/// What opens the file (again, after a failed commit) with the storage backend that `backend`
+/// makes of it.
+fn opener<B, F>(cache: usize, backend: F) -> Opener
+where
+    B: redb::StorageBackend,
+    F: Fn(std::fs::File) -> Result<B, redb::DatabaseError> + Send + Sync + 'static,
+{
+    Box::new(move |path: &Path| {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        Database::builder().set_cache_size(cache).create_with_backend(backend(file)?)
+    })
+}
 
 /// Settings of the embedded store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,10 +189,7 @@ impl RedbStore {
     /// # Errors
     /// [`StoreError::Backend`] if the file cannot be opened (another process holding it, say).
     pub fn open(path: &Path, options: RedbStoreOptions) -> Result<Self, StoreError> {
-        let cache = options.cache_bytes;
-        let opener: Opener =
-            Box::new(move |path: &Path| Database::builder().set_cache_size(cache).create(path));
-        Self::open_with(path, options, opener)
+        Self::open_with(path, options, opener(options.cache_bytes, space::Allocated::new))
     }
 
     /// As [`RedbStore::open`], with redb reaching the file through the storage backend that
@@ -188,17 +207,7 @@ impl RedbStore {
         B: redb::StorageBackend,
         F: Fn(std::fs::File) -> B + Send + Sync + 'static,
     {
-        let cache = options.cache_bytes;
-        let opener: Opener = Box::new(move |path: &Path| {
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(path)?;
-            Database::builder().set_cache_size(cache).create_with_backend(backend(file))
-        });
-        Self::open_with(path, options, opener)
+        Self::open_with(path, options, opener(options.cache_bytes, move |file| Ok(backend(file))))
     }
 
     fn open_with(
