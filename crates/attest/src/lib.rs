@@ -2,8 +2,8 @@
 //! whether it is good enough.
 //!
 //! - A [`Platform`] is where an enclave runs. It tells the enclave's [`Measurement`], produces
-//!   [`Evidence`] over 64 bytes of [`ReportData`] (which bind the enclave's keys), and gives a
-//!   sealing key bound to the measurement. [`SimPlatform`] is the simulated TEE for development.
+//!   [`Evidence`] over 64 bytes of [`ReportData`] (which bind the enclave's keys), and seals
+//!   data so that only the same measurement on the same platform opens it ([`sealing`]). [`SimPlatform`] is the simulated TEE for development.
 //! - Evidence is checked by the verifier of its kind, which returns a [`VerifiedEvidence`]: the
 //!   measurement, the report data and the TCB status the evidence proves.
 //! - A [`Policy`] decides: which kinds and measurements are acceptable, and whether simulation is.
@@ -15,15 +15,18 @@
 
 mod evidence;
 mod policy;
+pub mod sealing;
 mod sim;
 
 pub use evidence::{
     Evidence, EvidenceKind, Measurement, ReportData, TcbStatus, VerifiedEvidence, WorkerProof,
 };
 pub use policy::{Policy, VerifyError};
+pub use sealing::SealError;
 pub use sim::{SimPlatform, verify_sim};
 
 use afallon_crypto::AesKey;
+use zeroize::Zeroizing;
 
 /// Why a platform operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -58,4 +61,24 @@ pub trait Platform: Send + Sync {
     /// The sealing key: only an enclave with the same measurement on the same platform gets the
     /// same key.
     fn sealing_key(&self) -> AesKey;
+
+    /// Seals `payload`, labelled `label` (what it holds), so that only an enclave with the same
+    /// measurement on the same platform opens it ([`sealing`]'s format under
+    /// [`Platform::sealing_key`] unless the platform seals in a way of its own).
+    ///
+    /// # Errors
+    /// [`SealError`] if the platform cannot seal: the caller must then keep nothing that depends
+    /// on the blob being stored.
+    fn seal(&self, label: &str, payload: &[u8]) -> Result<Vec<u8>, SealError> {
+        sealing::seal(&self.sealing_key(), label, payload)
+    }
+
+    /// Opens a blob that [`Platform::seal`] made with the label `label`.
+    ///
+    /// # Errors
+    /// [`SealError`] if the blob was sealed by another enclave or platform, altered, or holds
+    /// another label.
+    fn unseal(&self, label: &str, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
+        sealing::unseal(&self.sealing_key(), label, blob)
+    }
 }

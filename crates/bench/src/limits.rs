@@ -1,11 +1,12 @@
 //! The ceilings: the worker-side work of an order done in-process on all cores, with nothing else.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use afallon_attest::SimPlatform;
 use afallon_crypto::{EcdsaSigningKey, OaepHash, RsaPrivateKey, sha256};
-use afallon_enclave::{Enclave, EnclaveConfig, sim_measurement};
+use afallon_enclave::{Enclave, EnclaveClient, EnclaveConfig, sim_measurement};
 use afallon_proto::protection::{self, ItemKey, ProtectionError};
 use afallon_proto::requester::{InputProtection, WorkOrderBuilder};
 use afallon_proto::{DataItem, WorkOrderRequest, WorkOrderResult, request_hash, response_hash};
@@ -147,7 +148,8 @@ pub fn crypto_limit(
     }))
 }
 
-/// The enclave limit: `Enclave::process` (JSON parsing and writing included) on raw echo requests,
+/// The enclave limit: a work order through the enclave's messages in process (JSON parsing and
+/// writing included) on raw echo requests,
 /// on `threads` threads for `duration`, with no network and no store.
 ///
 /// # Errors
@@ -160,7 +162,8 @@ pub fn enclave_limit(
     let registry = Registry::with_builtins();
     let platform = SimPlatform::ephemeral(sim_measurement(&registry))
         .map_err(|_| ProtectionError::Random(afallon_crypto::RandomError))?;
-    let (enclave, _) = Enclave::create(&platform, registry, EnclaveConfig::new("bench-worker"))
+    let link = Arc::new(Enclave::new(Arc::new(platform), registry));
+    let enclave = EnclaveClient::start(link, EnclaveConfig::new("bench-worker"), None, vec![])
         .map_err(|_| ProtectionError::Random(afallon_crypto::RandomError))?;
     let key = afallon_crypto::RsaPublicKey::from_pem(
         &enclave.worker_record().details.worker_type_data.encryption_key,
@@ -177,7 +180,7 @@ pub fn enclave_limit(
         })
         .collect::<Result<_, ProtectionError>>()?;
     Ok(measure(&bodies, threads, duration, |body| {
-        std::hint::black_box(enclave.process(body, &NoIo));
+        let _ = std::hint::black_box(enclave.process(body, &NoIo));
     }))
 }
 

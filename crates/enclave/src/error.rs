@@ -4,7 +4,7 @@
 use afallon_proto::EnclaveErrorCode;
 
 /// A work order that could not be processed: the code and message of its error response.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[error("{message} ({code:?})")]
 pub struct ProcessError {
     /// The enclave error code; the listener maps it to a wire code.

@@ -2,11 +2,11 @@
 //! key that requesters wrap session keys under. They are created at sign-up, sealed, and never
 //! leave this crate in the clear.
 
-use afallon_crypto::{AesKey, EcdsaSigningKey, RsaPrivateKey};
+use afallon_attest::{Platform, SealError};
+use afallon_crypto::{EcdsaSigningKey, RsaPrivateKey};
 use zeroize::Zeroizing;
 
 use crate::EnclaveError;
-use crate::sealing::{self, SealError};
 
 const LABEL: &str = "worker-keys";
 
@@ -22,7 +22,7 @@ impl WorkerKeys {
     }
 
     /// `len(rsa)(u32 BE) || rsa PKCS#8 DER || ecdsa scalar(32)`, sealed.
-    pub(crate) fn seal(&self, sealing_key: &AesKey) -> Result<Vec<u8>, EnclaveError> {
+    pub(crate) fn seal(&self, platform: &dyn Platform) -> Result<Vec<u8>, EnclaveError> {
         let rsa = self.encryption.to_pkcs8_der_for_sealing().ok_or(SealError::Seal)?;
         let scalar = self.signing.to_scalar_bytes_for_sealing();
         let rsa_len = u32::try_from(rsa.len()).map_err(|_| SealError::Seal)?;
@@ -30,11 +30,11 @@ impl WorkerKeys {
         payload.extend_from_slice(&rsa_len.to_be_bytes());
         payload.extend_from_slice(&rsa);
         payload.extend_from_slice(&scalar[..]);
-        Ok(sealing::seal(sealing_key, LABEL, &payload)?)
+        Ok(platform.seal(LABEL, &payload)?)
     }
 
-    pub(crate) fn unseal(sealing_key: &AesKey, blob: &[u8]) -> Result<Self, EnclaveError> {
-        let payload = sealing::unseal(sealing_key, LABEL, blob)?;
+    pub(crate) fn unseal(platform: &dyn Platform, blob: &[u8]) -> Result<Self, EnclaveError> {
+        let payload = platform.unseal(LABEL, blob)?;
         let (len, rest) = payload.split_first_chunk::<4>().ok_or(SealError::Malformed)?;
         let len = usize::try_from(u32::from_be_bytes(*len)).map_err(|_| SealError::Malformed)?;
         if rest.len() != len + 32 {

@@ -1,45 +1,90 @@
 //! Work-order processing, in the order of wire spec §3.13: parse and check the request, unwrap
 //! the session key, decrypt and check every input, check the request hash and the requester's
-//! signature, run the workload, then encrypt, hash and sign the outputs.
+//! signature ([`begin`]), then run the workload, and encrypt, hash and sign the outputs
+//! ([`complete`]). A workload that uses the host's files runs in [`complete`] on a thread of its
+//! own, suspended at each file access (`host_io.rs`); every other order runs in one go.
 
-use afallon_crypto::{AesGcmError, RsaError, sha256};
+use std::sync::Arc;
+
+use afallon_crypto::{AesGcmError, AesKey, Iv, RsaError, sha256};
 use afallon_proto::protection::{self, ItemKey, ProtectionError};
 use afallon_proto::{
     DataItem, EnclaveErrorCode, WorkOrderRequest, WorkOrderResult, request_digest, request_hash,
     response_hash, workload_name_from_id,
 };
-use afallon_workloads::{Context, HostIo, Input};
+use afallon_workloads::{Context, HostIo, Input, NoIo, Workload};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::{self, ProcessError};
-use crate::{Enclave, PendingState, Processed, SealedState};
+use crate::state::StateTurn;
+use crate::worker::Worker;
+use crate::{Processed, SealedState};
 
-/// Processes one raw `WorkOrderSubmit` request body; a stateful workload's change is pending.
-pub(crate) fn process(
-    enclave: &Enclave,
-    raw: &[u8],
-    io: &dyn HostIo,
-) -> (Processed, Option<PendingState>) {
-    let request_limits = &enclave.config.limits.request;
+/// An order after [`begin`].
+pub(crate) enum Begun {
+    /// Done: its response, and the state change pending if it has one.
+    Done(Processed, Option<StateTurn>),
+    /// Checked and decrypted; its workload uses the host's files, so it runs on a thread of its
+    /// own ([`complete`]).
+    UsesHostIo(Box<Prepared>),
+}
+
+/// An order whose request is checked and whose inputs are decrypted, ready for its workload.
+pub(crate) struct Prepared {
+    id: Value,
+    request: WorkOrderRequest,
+    session_key: AesKey,
+    session_iv: Iv,
+    inputs: Vec<Input>,
+    workload: Arc<dyn Workload>,
+}
+
+/// Checks and decrypts one raw `WorkOrderSubmit` request body, and runs it through unless its
+/// workload uses the host's files.
+pub(crate) fn begin(worker: &Worker, raw: &[u8]) -> Begun {
+    let request_limits = &worker.config.limits.request;
     if raw.len() > request_limits.max_request_bytes {
         let error = ProcessError::value(request_limits.too_large_message(raw.len()));
-        return (failed(&Value::from(0), "", error, None), None);
+        return Begun::Done(failed(&Value::from(0), "", error, None), None);
     }
     let envelope = match serde_json::from_slice::<Envelope>(raw) {
         Ok(envelope) => envelope,
-        Err(_) => return (diagnose(raw), None),
+        Err(_) => return Begun::Done(diagnose(raw), None),
     };
-    let (mut state, mut pending) = (None, None);
-    let outcome = run(enclave, &envelope.params, io, &mut state, &mut pending);
+    let Envelope { id, params: request } = envelope;
+    match check_and_decrypt(worker, &request) {
+        Ok((session_key, session_iv, inputs, workload)) => {
+            let uses_host_io = workload.uses_host_io();
+            let prepared = Prepared { id, request, session_key, session_iv, inputs, workload };
+            if uses_host_io {
+                Begun::UsesHostIo(Box::new(prepared))
+            } else {
+                let (processed, turn) = complete(worker, prepared, &NoIo);
+                Begun::Done(processed, turn)
+            }
+        }
+        Err(error) => Begun::Done(failed(&id, &request.work_order_id, error, None), None),
+    }
+}
+
+/// Runs a prepared order's workload with `io` as its file access, then encrypts, hashes and
+/// signs its outputs.
+pub(crate) fn complete(
+    worker: &Worker,
+    prepared: Prepared,
+    io: &dyn HostIo,
+) -> (Processed, Option<StateTurn>) {
+    let (mut state, mut turn) = (None, None);
+    let outcome = run(worker, &prepared, io, &mut state, &mut turn);
     let processed = match outcome {
         Ok(result) => {
-            let response = json!({"jsonrpc": "2.0", "id": envelope.id, "result": result});
+            let response = json!({"jsonrpc": "2.0", "id": prepared.id, "result": result});
             Processed { response: response.to_string(), error: None, state }
         }
-        Err(error) => failed(&envelope.id, &envelope.params.work_order_id, error, state),
+        Err(error) => failed(&prepared.id, &prepared.request.work_order_id, error, state),
     };
-    (processed, pending)
+    (processed, turn)
 }
 
 #[derive(Deserialize)]
@@ -101,16 +146,17 @@ fn diagnose(raw: &[u8]) -> Processed {
     failed(&id, work_order_id, error, None)
 }
 
-fn run(
-    enclave: &Enclave,
-    request: &WorkOrderRequest,
-    io: &dyn HostIo,
-    state: &mut Option<SealedState>,
-    pending: &mut Option<PendingState>,
-) -> Result<WorkOrderResult, ProcessError> {
-    let limits = &enclave.config.limits;
-    let oaep = enclave.config.key_encryption.oaep_hash();
+/// The session key and IV, the decrypted inputs, and the workload to run.
+type Decrypted = (AesKey, Iv, Vec<Input>, Arc<dyn Workload>);
 
+/// Steps 1 to 5: formats, the session key and every input, the request hash, the requester's
+/// signature, the workload.
+fn check_and_decrypt(
+    worker: &Worker,
+    request: &WorkOrderRequest,
+) -> Result<Decrypted, ProcessError> {
+    let limits = &worker.config.limits;
+    let oaep = worker.config.key_encryption.oaep_hash();
     // 1. Formats and algorithms.
     if !request.payload_format.eq_ignore_ascii_case("json-rpc") {
         return Err(ProcessError::value("Unsupported payload format found in the input"));
@@ -136,7 +182,7 @@ fn run(
 
     // 2. The session key, then every input.
     let session_key = protection::unwrap_session_key(
-        &enclave.keys.encryption,
+        &worker.keys.encryption,
         oaep,
         &request.encrypted_session_key,
     )
@@ -149,7 +195,7 @@ fn run(
     let mut inputs = Vec::with_capacity(items.len());
     for item in items {
         let key =
-            protection::item_key(item, &session_key, &session_iv, &enclave.keys.encryption, oaep)
+            protection::item_key(item, &session_key, &session_iv, &worker.keys.encryption, oaep)
                 .map_err(|e| protection_error(e, "encryptedDataEncryptionKey"))?;
         let data = item.data.as_deref().unwrap_or("");
         let plaintext = key.open(item.index, data).map_err(|e| protection_error(e, "data"))?;
@@ -175,11 +221,25 @@ fn run(
 
     // 5. The workload.
     let workload = workload_name_from_id(&request.workload_id)
-        .and_then(|name| enclave.registry.get(&name).cloned())
+        .and_then(|name| worker.registry.get(&name).cloned())
         .ok_or(ProcessError {
             code: EnclaveErrorCode::InvalidWorkload,
             message: error::UNKNOWN_WORKLOAD.into(),
         })?;
+    Ok((session_key, session_iv, inputs, workload))
+}
+
+/// Steps 5 and 6: the workload, with its state sealed after it, then the outputs.
+fn run(
+    worker: &Worker,
+    prepared: &Prepared,
+    io: &dyn HostIo,
+    state: &mut Option<SealedState>,
+    turn: &mut Option<StateTurn>,
+) -> Result<WorkOrderResult, ProcessError> {
+    let Prepared { request, session_key, session_iv, inputs, workload, .. } = prepared;
+    let limits = &worker.config.limits;
+    let oaep = worker.config.key_encryption.oaep_hash();
     let context = Context {
         requester_id: &request.requester_id,
         worker_id: &request.worker_id,
@@ -189,10 +249,23 @@ fn run(
     let outputs = {
         // A stateful workload runs one order at a time, on the state of the last committed one;
         // its change is pending until the host commits it.
-        *pending = workload.stateful().then(|| enclave.hold_state(&workload)).flatten();
-        let outputs = workload.process(&context, &inputs);
-        if let (Some(snapshot), Some(pending)) = (workload.snapshot(), pending.as_mut()) {
-            *state = enclave.seal_workload_state(workload.name(), &snapshot, pending);
+        *turn = workload.stateful().then(|| worker.hold_state(workload)).flatten();
+        let outputs = workload.process(&context, inputs);
+        if let (Some(snapshot), Some(held)) = (workload.snapshot(), turn.as_mut()) {
+            match worker.seal_workload_state(workload.name(), &snapshot, held) {
+                Ok(sealed) => *state = Some(sealed),
+                Err(error) => {
+                    // Not kept, so not changed: the turn is dropped, which restores the state
+                    // the order ran on, and the order fails.
+                    *turn = None;
+                    return Err(ProcessError {
+                        code: EnclaveErrorCode::System,
+                        message: format!(
+                            "The workload's state could not be sealed ({error}); the work order changed nothing"
+                        ),
+                    });
+                }
+            }
         }
         outputs
     };
@@ -235,7 +308,7 @@ fn run(
             },
         };
         let key =
-            protection::item_key(&item, &session_key, &session_iv, &enclave.keys.encryption, oaep)
+            protection::item_key(&item, session_key, session_iv, &worker.keys.encryption, oaep)
                 .map_err(|e| protection_error(e, "outData encryptedDataEncryptionKey"))?;
         item.data_hash = Some(sha256(&output.data).to_hex_upper());
         item.data = Some(seal_output(&key, &output.data)?);
@@ -259,7 +332,7 @@ fn run(
         ext_verification_key_signature: None,
     };
     result.worker_signature =
-        protection::sign_digest_base64(&enclave.keys.signing, &response_hash(&result));
+        protection::sign_digest_base64(&worker.keys.signing, &response_hash(&result));
     Ok(result)
 }
 

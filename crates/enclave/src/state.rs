@@ -2,11 +2,11 @@
 //!
 //! A host may run one order twice (its lease ran out while the first run was still going), and
 //! only one run's result is kept. So a stateful workload's change is tentative until the host has
-//! stored that order's result: [`crate::Enclave::process_uncommitted`] hands the host a
-//! [`PendingState`] with the response, the host commits it once its completion won, and a
-//! pending state dropped uncommitted (the completion lost, failed, or never happened) is rolled
-//! back to the state before the order. Until then no other order of that workload runs, so every
-//! order runs on the state the last committed order left, and a run that lost changes nothing.
+//! stored that order's result: the enclave keeps a [`StateTurn`] for it and names it to the host
+//! (`StateTicket`); the host commits it once its completion won, and a turn rolled back (the
+//! completion lost, failed, or never happened) restores the state before the order. Until then
+//! no other order of that workload runs, so every order runs on the state the last committed
+//! order left, and a run that lost changes nothing.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -29,14 +29,14 @@ impl StateSlot {
     }
 
     /// Waits for the workload's turn and takes it, with the state to roll back to.
-    pub(crate) fn hold(self: &Arc<Self>, workload: &Arc<dyn Workload>) -> PendingState {
+    pub(crate) fn hold(self: &Arc<Self>, workload: &Arc<dyn Workload>) -> StateTurn {
         let mut busy = self.lock();
         while *busy {
             busy = self.freed.wait(busy).unwrap_or_else(|poisoned| poisoned.into_inner());
         }
         *busy = true;
         drop(busy);
-        PendingState {
+        StateTurn {
             slot: Arc::clone(self),
             rollback: workload.snapshot().map(|before| (Arc::clone(workload), before)),
             version: None,
@@ -55,11 +55,11 @@ impl StateSlot {
 }
 
 /// A stateful workload's state change from one order, in effect for no other order until it is
-/// committed ([`PendingState::commit`]); dropped uncommitted, it is rolled back. Until either,
+/// committed ([`StateTurn::commit`]); dropped uncommitted, it is rolled back. Until either,
 /// the workload runs no other order: commit or drop it promptly, and never hold one while
 /// processing another order on the same thread.
-#[must_use = "a pending state is rolled back when dropped"]
-pub struct PendingState {
+#[must_use = "a state turn is rolled back when dropped"]
+pub(crate) struct StateTurn {
     slot: Arc<StateSlot>,
     /// The workload and its state before the order.
     rollback: Option<(Arc<dyn Workload>, Vec<u8>)>,
@@ -67,10 +67,10 @@ pub struct PendingState {
     version: Option<u64>,
 }
 
-impl PendingState {
+impl StateTurn {
     /// Keeps the change (the host stored the order's result and the sealed state with it), and
     /// lets the workload's next order run.
-    pub fn commit(mut self) {
+    pub(crate) fn commit(mut self) {
         self.rollback = None;
         if let Some(version) = self.version {
             self.slot.set_version(version);
@@ -88,7 +88,7 @@ impl PendingState {
     }
 }
 
-impl Drop for PendingState {
+impl Drop for StateTurn {
     /// Rolls the workload back to the state before the order, then lets the next order run.
     fn drop(&mut self) {
         if let Some((workload, before)) = self.rollback.take() {
@@ -101,9 +101,9 @@ impl Drop for PendingState {
     }
 }
 
-impl std::fmt::Debug for PendingState {
+impl std::fmt::Debug for StateTurn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PendingState")
+        f.debug_struct("StateTurn")
             .field("workload", &self.rollback.as_ref().map(|(workload, _)| workload.name()))
             .finish_non_exhaustive()
     }

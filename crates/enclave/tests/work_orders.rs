@@ -1,24 +1,71 @@
 //! The trusted core end to end, in process: requests built with the requester functions of the
-//! proto crate go through `Enclave::process`; results verify and decrypt; every tampering is
+//! proto crate go through the enclave's messages; results verify and decrypt; every tampering is
 //! answered with the wire spec's code and message; a stateful workload's change takes effect only
 //! when committed.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use afallon_attest::{
     Evidence, Measurement, Policy, ReportData, SimPlatform, VerifyError, WorkerProof,
 };
 use afallon_crypto::{EcdsaSigningKey, OaepHash, RsaPublicKey, sha256};
-use afallon_enclave::{Enclave, EnclaveConfig, Processed, SealedState, sim_measurement};
+use afallon_enclave::{
+    Enclave, EnclaveClient, EnclaveConfig, Failure, PendingState, Processed, SealedState,
+    sim_measurement,
+};
 use afallon_proto::requester::{InputProtection, PendingResult, WorkOrderBuilder};
 use afallon_proto::{WorkOrderRequest, WorkOrderResult, protection};
 use afallon_workloads::{NoIo, Registry};
 use serde_json::{Value, json};
 
 struct Worker {
-    platform: SimPlatform,
-    enclave: Enclave,
+    platform: Arc<SimPlatform>,
+    enclave: EnclaveClient,
     sealed_keys: Vec<u8>,
+}
+
+/// Starts a worker called `name` in a new enclave on `platform`: signed up without sealed keys,
+/// restored with them.
+fn start(
+    platform: &Arc<SimPlatform>,
+    name: &str,
+    sealed_keys: Option<&[u8]>,
+    states: &[SealedState],
+) -> Result<EnclaveClient, Failure> {
+    let enclave = Enclave::new(Arc::clone(platform) as _, Registry::with_builtins());
+    EnclaveClient::start(
+        Arc::new(enclave),
+        EnclaveConfig::new(name),
+        sealed_keys.map(<[u8]>::to_vec),
+        states.to_vec(),
+    )
+}
+
+/// A new worker called `name` on `platform`, and its sealed keys.
+fn sign_up(platform: &Arc<SimPlatform>, name: &str) -> (EnclaveClient, Vec<u8>) {
+    let enclave = start(platform, name, None, &[]).expect("sign-up");
+    let keys = enclave.sealed_keys().to_vec();
+    (enclave, keys)
+}
+
+/// Processing as a host that runs each order once does it: the state change is committed at once.
+trait Run {
+    fn run(&self, raw: &[u8]) -> Processed;
+    fn run_uncommitted(&self, raw: &[u8]) -> (Processed, Option<PendingState>);
+}
+
+impl Run for EnclaveClient {
+    fn run(&self, raw: &[u8]) -> Processed {
+        let (processed, pending) = self.run_uncommitted(raw);
+        if let Some(pending) = pending {
+            pending.commit().expect("commit");
+        }
+        processed
+    }
+
+    fn run_uncommitted(&self, raw: &[u8]) -> (Processed, Option<PendingState>) {
+        self.process(raw, &NoIo).expect("the enclave answers")
+    }
 }
 
 /// One signed-up worker shared by the tests (RSA key generation is slow).
@@ -26,10 +73,9 @@ fn worker() -> &'static Worker {
     static WORKER: OnceLock<Worker> = OnceLock::new();
     WORKER.get_or_init(|| {
         let registry = Registry::with_builtins();
-        let platform = SimPlatform::ephemeral(sim_measurement(&registry)).expect("platform");
-        let (enclave, sealed_keys) =
-            Enclave::create(&platform, registry, EnclaveConfig::new("singleton-worker-1"))
-                .expect("sign-up");
+        let platform =
+            Arc::new(SimPlatform::ephemeral(sim_measurement(&registry)).expect("platform"));
+        let (enclave, sealed_keys) = sign_up(&platform, "singleton-worker-1");
         Worker { platform, enclave, sealed_keys }
     })
 }
@@ -73,7 +119,7 @@ fn run(
         builder.input(text.as_bytes(), *protection).expect("input");
     }
     let (request, pending) = builder.build(signer).expect("build");
-    open(&pending, &worker().enclave.process(&body(&request), &NoIo))
+    open(&pending, &worker().enclave.run(&body(&request)))
 }
 
 fn open(pending: &PendingResult, processed: &Processed) -> Vec<String> {
@@ -110,7 +156,7 @@ fn result_shape_matches_avalon() {
     let mut b = builder("echo-result");
     b.input(b"Hello", InputProtection::Session).expect("input");
     let (request, _) = b.build(None).expect("build");
-    let processed = worker().enclave.process(&body(&request), &NoIo);
+    let processed = worker().enclave.run(&body(&request));
     let response: Value = serde_json::from_str(&processed.response).expect("json");
     let result = &response["result"];
     let keys: Vec<&str> = result.as_object().expect("object").keys().map(String::as_str).collect();
@@ -144,7 +190,7 @@ fn refused(request: &WorkOrderRequest, edit: impl FnOnce(&mut Value), code: i64,
     let mut value =
         json!({"jsonrpc": "2.0", "method": "WorkOrderSubmit", "id": 9, "params": request});
     edit(&mut value["params"]);
-    let processed = worker().enclave.process(value.to_string().as_bytes(), &NoIo);
+    let processed = worker().enclave.run(value.to_string().as_bytes());
     let response: Value = serde_json::from_str(&processed.response).expect("json");
     assert_eq!(response["error"]["code"], json!(code), "{}", processed.response);
     assert_eq!(response["error"]["message"], json!(message));
@@ -231,7 +277,7 @@ fn tampering_gets_the_wire_specs_codes_and_messages() {
     let impostor = EcdsaSigningKey::generate().expect("rng");
     let avalon = avalon_signed_request();
     // Unaltered, it runs (a result, no error).
-    let _ = result_of(&worker().enclave.process(&body(&avalon), &NoIo));
+    let _ = result_of(&worker().enclave.run(&body(&avalon)));
     for (request, message) in [
         (&avalon, "Signature verification of client request failed. Request is tampered."),
         (&request, "Decryption of client request hash failed. Request is tampered."),
@@ -308,13 +354,12 @@ fn garbage_never_panics_and_is_answered() {
         b"{\"id\": 3, \"params\": {\"workOrderId\": \"ab\"}}",
         &[0xff; 64],
     ] {
-        let processed = worker().enclave.process(raw, &NoIo);
+        let processed = worker().enclave.run(raw);
         let response: Value = serde_json::from_str(&processed.response).expect("always JSON");
         assert!(response["error"]["code"].is_i64(), "{raw:?} -> {}", processed.response);
         assert!(processed.error.is_some());
     }
-    let processed =
-        worker().enclave.process(b"{\"id\": 3, \"params\": {\"workOrderId\": \"ab\"}}", &NoIo);
+    let processed = worker().enclave.run(b"{\"id\": 3, \"params\": {\"workOrderId\": \"ab\"}}");
     assert!(
         processed.response.contains("invalid request; failed to retrieve workerId"),
         "{}",
@@ -325,7 +370,7 @@ fn garbage_never_panics_and_is_answered() {
 #[test]
 fn oversized_requests_are_refused_clearly() {
     let big = vec![b' '; 9 << 20];
-    let processed = worker().enclave.process(&big, &NoIo);
+    let processed = worker().enclave.run(&big);
     let message = processed.error.expect("refused").message;
     assert!(message.starts_with("Work order request is too large"), "{message}");
 }
@@ -333,14 +378,8 @@ fn oversized_requests_are_refused_clearly() {
 #[test]
 fn restarted_worker_keeps_its_keys() {
     let w = worker();
-    let restarted = Enclave::restore(
-        &w.platform,
-        Registry::with_builtins(),
-        EnclaveConfig::new("singleton-worker-1"),
-        &w.sealed_keys,
-        &[],
-    )
-    .expect("restore");
+    let restarted =
+        start(&w.platform, "singleton-worker-1", Some(&w.sealed_keys), &[]).expect("restore");
     let (a, b) = (
         &w.enclave.worker_record().details.worker_type_data,
         &restarted.worker_record().details.worker_type_data,
@@ -351,38 +390,30 @@ fn restarted_worker_keeps_its_keys() {
     let mut b = builder("echo-result");
     b.input(b"after restart", InputProtection::Session).expect("input");
     let (request, pending) = b.build(None).expect("build");
-    assert_eq!(
-        open(&pending, &restarted.process(&body(&request), &NoIo)),
-        ["RESULT: after restart"]
-    );
+    assert_eq!(open(&pending, &restarted.run(&body(&request))), ["RESULT: after restart"]);
 }
 
 #[test]
 fn sealed_keys_from_another_measurement_or_altered_are_refused() {
     let w = worker();
-    let other = SimPlatform::ephemeral(Measurement([9; 32])).expect("platform");
-    let config = || EnclaveConfig::new("singleton-worker-1");
-    assert!(
-        Enclave::restore(&other, Registry::with_builtins(), config(), &w.sealed_keys, &[]).is_err()
-    );
+    let other = Arc::new(SimPlatform::ephemeral(Measurement([9; 32])).expect("platform"));
+    assert!(start(&other, "singleton-worker-1", Some(&w.sealed_keys), &[]).is_err());
     let mut flipped = w.sealed_keys.clone();
     let middle = flipped.len() / 2;
     flipped[middle] ^= 0x01;
-    assert!(
-        Enclave::restore(&w.platform, Registry::with_builtins(), config(), &flipped, &[]).is_err()
-    );
+    assert!(start(&w.platform, "singleton-worker-1", Some(&flipped), &[]).is_err());
 }
 
 /// A wallet order to `enclave`, built from its worker record, processed at once: its output and
 /// the sealed state it hands out.
-fn wallet_order(enclave: &Enclave, text: &str) -> (String, Option<SealedState>) {
+fn wallet_order(enclave: &EnclaveClient, text: &str) -> (String, Option<SealedState>) {
     let record = &enclave.worker_record().details.worker_type_data;
     let key = RsaPublicKey::from_pem(&record.encryption_key).expect("key");
     let mut b = WorkOrderBuilder::new(enclave.worker_id(), &key, OaepHash::Sha1, "simple-wallet")
         .expect("builder");
     b.input(text.as_bytes(), InputProtection::Session).expect("input");
     let (request, pending) = b.build(None).expect("build");
-    let processed = enclave.process(&body(&request), &NoIo);
+    let processed = enclave.run(&body(&request));
     let outputs = pending.open(&result_of(&processed), &record.verification_key).expect("open");
     (String::from_utf8(outputs[0].1.clone()).expect("utf-8"), processed.state)
 }
@@ -391,9 +422,9 @@ fn wallet_order(enclave: &Enclave, text: &str) -> (String, Option<SealedState>) 
 fn wallet_state_survives_a_restart() {
     let registry = Registry::with_builtins();
     let dir = tempfile::tempdir().expect("tempdir");
-    let platform = SimPlatform::open(dir.path(), sim_measurement(&registry)).expect("platform");
-    let (enclave, sealed_keys) =
-        Enclave::create(&platform, registry, EnclaveConfig::new("wallet-worker")).expect("sign-up");
+    let platform =
+        Arc::new(SimPlatform::open(dir.path(), sim_measurement(&registry)).expect("platform"));
+    let (enclave, sealed_keys) = sign_up(&platform, "wallet-worker");
     let order = wallet_order;
     let (text, state) = order(&enclave, "deposit alice 100");
     assert_eq!(text, "WALLET RESULT: alice::100");
@@ -401,44 +432,31 @@ fn wallet_state_survives_a_restart() {
     drop(enclave);
 
     // A new process: platform reopened from the same directory, enclave restored.
+    drop(platform);
     let registry = Registry::with_builtins();
-    let platform = SimPlatform::open(dir.path(), sim_measurement(&registry)).expect("platform");
-    let restarted = Enclave::restore(
-        &platform,
-        registry,
-        EnclaveConfig::new("wallet-worker"),
-        &sealed_keys,
-        std::slice::from_ref(&state),
-    )
-    .expect("restore");
+    let platform =
+        Arc::new(SimPlatform::open(dir.path(), sim_measurement(&registry)).expect("platform"));
+    let restarted =
+        start(&platform, "wallet-worker", Some(&sealed_keys), std::slice::from_ref(&state))
+            .expect("restore");
     assert_eq!(order(&restarted, "withdraw alice 30").0, "WALLET RESULT: alice::70");
 
     // A ledger sealed for the wallet cannot be passed off as another workload's state.
     let mut misfiled = state;
     misfiled.workload = "heart-disease-eval".into();
-    assert!(
-        Enclave::restore(
-            &platform,
-            Registry::with_builtins(),
-            EnclaveConfig::new("wallet-worker"),
-            &sealed_keys,
-            &[misfiled]
-        )
-        .is_err()
-    );
+    assert!(start(&platform, "wallet-worker", Some(&sealed_keys), &[misfiled]).is_err());
 }
 
 #[test]
 fn two_processes_serving_one_worker_run_each_order_on_the_last_committed_state() {
     let registry = Registry::with_builtins();
     let dir = tempfile::tempdir().expect("tempdir");
-    let platform = SimPlatform::open(dir.path(), sim_measurement(&registry)).expect("platform");
-    let config = || EnclaveConfig::new("wallet-worker");
-    let (first, sealed_keys) = Enclave::create(&platform, registry, config()).expect("sign-up");
-    let second =
-        Enclave::restore(&platform, Registry::with_builtins(), config(), &sealed_keys, &[])
-            .expect("the second process unseals the same keys");
-    let order = |enclave: &Enclave, text: &str| {
+    let platform =
+        Arc::new(SimPlatform::open(dir.path(), sim_measurement(&registry)).expect("platform"));
+    let (first, sealed_keys) = sign_up(&platform, "wallet-worker");
+    let second = start(&platform, "wallet-worker", Some(&sealed_keys), &[])
+        .expect("the second process unseals the same keys");
+    let order = |enclave: &EnclaveClient, text: &str| {
         let (text, state) = wallet_order(enclave, text);
         (text, state.expect("the wallet hands out its state"))
     };
@@ -448,35 +466,36 @@ fn two_processes_serving_one_worker_run_each_order_on_the_last_committed_state()
     // a store holding version 1 refuses; the host then loads version 1 and runs the order again.
     let (text, stale) = order(&second, "deposit alice 5");
     assert_eq!((text.as_str(), stale.based_on), ("WALLET RESULT: alice::5", 0));
-    let second =
-        Enclave::restore(&platform, Registry::with_builtins(), config(), &sealed_keys, &[])
-            .expect("the second process, as it was before that order");
-    assert!(second.load_state(&v1).expect("load"));
-    assert!(!second.load_state(&v1).expect("load"), "not newer: nothing to load");
+    let second = start(&platform, "wallet-worker", Some(&sealed_keys), &[])
+        .expect("the second process, as it was before that order");
+    assert!(second.load_state(v1.clone()).expect("load"));
+    assert!(!second.load_state(v1.clone()).expect("load"), "not newer: nothing to load");
     let (text, v2) = order(&second, "deposit alice 5");
     assert_eq!((text.as_str(), v2.version, v2.based_on), ("WALLET RESULT: alice::105", 2, 1));
-    assert!(first.load_state(&v2).expect("load"));
-    assert!(!first.load_state(&v1).expect("load"), "an older state is never loaded");
+    assert!(first.load_state(v2.clone()).expect("load"));
+    assert!(!first.load_state(v1.clone()).expect("load"), "an older state is never loaded");
     assert_eq!(order(&first, "withdraw alice 5").0, "WALLET RESULT: alice::100");
     // An old state passed off as a newer version does not unseal (the version is sealed with it).
     let mut relabelled = v1.clone();
     relabelled.version = 7;
-    assert!(first.load_state(&relabelled).is_err(), "a rolled-back state relabelled as newer");
+    assert!(
+        first.load_state(relabelled.clone()).is_err(),
+        "a rolled-back state relabelled as newer"
+    );
     assert_eq!(order(&first, "deposit alice 1").0, "WALLET RESULT: alice::101");
     // A blob sealed for another workload is refused, and the state stays.
     let mut misfiled = v2;
     misfiled.workload = "heart-disease-eval".into();
     misfiled.version = 9;
-    assert!(first.load_state(&misfiled).is_err());
+    assert!(first.load_state(misfiled.clone()).is_err());
     assert_eq!(order(&first, "deposit alice 1").0, "WALLET RESULT: alice::102");
 }
 
 /// A wallet worker of its own, and a function that builds a wallet order for it.
-fn wallet_worker() -> (Enclave, impl Fn(&str) -> (Vec<u8>, PendingResult)) {
+fn wallet_worker() -> (EnclaveClient, impl Fn(&str) -> (Vec<u8>, PendingResult)) {
     let registry = Registry::with_builtins();
-    let platform = SimPlatform::ephemeral(sim_measurement(&registry)).expect("platform");
-    let (enclave, _) =
-        Enclave::create(&platform, registry, EnclaveConfig::new("wallet-worker")).expect("sign-up");
+    let platform = Arc::new(SimPlatform::ephemeral(sim_measurement(&registry)).expect("platform"));
+    let (enclave, _) = sign_up(&platform, "wallet-worker");
     let key =
         RsaPublicKey::from_pem(&enclave.worker_record().details.worker_type_data.encryption_key)
             .expect("key");
@@ -491,7 +510,11 @@ fn wallet_worker() -> (Enclave, impl Fn(&str) -> (Vec<u8>, PendingResult)) {
     (enclave, order)
 }
 
-fn wallet_output(enclave: &Enclave, pending: &PendingResult, processed: &Processed) -> String {
+fn wallet_output(
+    enclave: &EnclaveClient,
+    pending: &PendingResult,
+    processed: &Processed,
+) -> String {
     let verification = &enclave.worker_record().details.worker_type_data.verification_key;
     let outputs = pending.open(&result_of(processed), verification).expect("open");
     String::from_utf8(outputs[0].1.clone()).expect("utf-8")
@@ -501,28 +524,28 @@ fn wallet_output(enclave: &Enclave, pending: &PendingResult, processed: &Process
 fn a_state_change_takes_effect_only_when_committed() {
     let (enclave, order) = wallet_worker();
     let (lost, lost_result) = order("deposit alice 100");
-    let (processed, change) = enclave.process_uncommitted(&lost, &NoIo);
+    let (processed, change) = enclave.run_uncommitted(&lost);
     assert_eq!(wallet_output(&enclave, &lost_result, &processed), "WALLET RESULT: alice::100");
     assert!(processed.state.is_some(), "the sealed ledger comes with the response");
     // Its completion lost: the run changes nothing.
     drop(change.expect("the wallet's change is pending"));
     let (next, next_result) = order("deposit alice 1");
-    let processed = enclave.process(&next, &NoIo);
+    let processed = enclave.run(&next);
     assert_eq!(wallet_output(&enclave, &next_result, &processed), "WALLET RESULT: alice::1");
 
     let (won, won_result) = order("deposit alice 5");
-    let (processed, change) = enclave.process_uncommitted(&won, &NoIo);
+    let (processed, change) = enclave.run_uncommitted(&won);
     assert_eq!(wallet_output(&enclave, &won_result, &processed), "WALLET RESULT: alice::6");
-    change.expect("pending").commit();
+    change.expect("pending").commit().expect("commit");
     let (next, next_result) = order("deposit alice 1");
-    let processed = enclave.process(&next, &NoIo);
+    let processed = enclave.run(&next);
     assert_eq!(wallet_output(&enclave, &next_result, &processed), "WALLET RESULT: alice::7");
 
     // Stateless workloads have nothing pending.
     let mut b = builder("echo-result");
     b.input(b"x", InputProtection::Session).expect("input");
     let (request, _) = b.build(None).expect("build");
-    assert!(worker().enclave.process_uncommitted(&body(&request), &NoIo).1.is_none());
+    assert!(worker().enclave.run_uncommitted(&body(&request)).1.is_none());
 }
 
 #[test]
@@ -530,13 +553,13 @@ fn the_next_order_runs_on_the_state_the_pending_one_settles_to() {
     let (enclave, order) = wallet_worker();
     let (first, _) = order("deposit bob 100");
     let (second, second_result) = order("deposit bob 1");
-    let (_, change) = enclave.process_uncommitted(&first, &NoIo);
+    let (_, change) = enclave.run_uncommitted(&first);
     let change = change.expect("pending");
     std::thread::scope(|scope| {
         let (done, finished) = std::sync::mpsc::channel();
         let enclave = &enclave;
         scope.spawn(move || {
-            let _ = done.send(enclave.process(&second, &NoIo));
+            let _ = done.send(enclave.run(&second));
         });
         // The second order waits while the first one's change is pending...
         assert!(finished.recv_timeout(std::time::Duration::from_millis(300)).is_err());
@@ -621,7 +644,7 @@ fn output_slots_choose_how_outputs_are_protected() {
     b.output(InputProtection::DataKey).expect("slot");
     b.output(InputProtection::Plain).expect("slot");
     let (request, pending) = b.build(None).expect("build");
-    let processed = worker().enclave.process(&body(&request), &NoIo);
+    let processed = worker().enclave.run(&body(&request));
     let result = result_of(&processed);
     // Slot 0: per-item key (hex key and IV copied); slot 1: plain ("-", data is base64 of the
     // plaintext); the third output has no slot and uses the session key.
@@ -642,7 +665,7 @@ fn output_slots_choose_how_outputs_are_protected() {
 #[test]
 fn receipt_updates_are_signed_by_the_worker() {
     let enclave = &worker().enclave;
-    let update = enclave.receipt_update("ab12", "{\"result\": 1}", false);
+    let update = enclave.receipt_update("ab12", "{\"result\": 1}", false).expect("signed");
     assert_eq!(update.update_type, Some(2));
     assert_eq!(
         update.update_data.as_deref(),
@@ -656,7 +679,7 @@ fn receipt_updates_are_signed_by_the_worker() {
         update.update_signature.as_deref().expect("signed"),
     )
     .expect("the worker's key signs its receipt updates");
-    assert_eq!(enclave.receipt_update("ab12", "x", true).update_type, Some(3));
+    assert_eq!(enclave.receipt_update("ab12", "x", true).expect("signed").update_type, Some(3));
 }
 
 /// Avalon's format encrypts the request hash, whose plaintext anyone can compute, under the same
@@ -686,7 +709,7 @@ fn the_session_keystream_leaks_and_sealed_keys_do_not() {
                 .expect("base64");
         assert_eq!(xor(&input, &keystream) == secret[..32], leaks, "{protection:?} input");
 
-        let processed = worker().enclave.process(&body(&request), &NoIo);
+        let processed = worker().enclave.run(&body(&request));
         let result = result_of(&processed);
         let output =
             protection::decode_base64("d", result.out_data[0].data.as_deref().expect("data"))
@@ -717,11 +740,11 @@ fn requests_altered_under_the_same_hash_are_refused_before_they_run() {
     dropped.out_data.remove(0);
     assert_eq!(afallon_proto::request_hash(&dropped), afallon_proto::request_hash(&request));
 
-    let processed = worker().enclave.process(&body(&dropped), &NoIo);
+    let processed = worker().enclave.run(&body(&dropped));
     let response: Value = serde_json::from_str(&processed.response).expect("json");
     assert_eq!(response["error"]["code"], json!(-8), "{response}");
     assert!(response.get("result").is_none(), "nothing ran, nothing leaked: {response}");
 
     // Unaltered, it runs, and a requester of Avalon's (32-byte hash) is still served.
-    assert_eq!(open(&pending, &worker().enclave.process(&body(&request), &NoIo)).len(), 2);
+    assert_eq!(open(&pending, &worker().enclave.run(&body(&request))).len(), 2);
 }

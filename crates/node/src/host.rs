@@ -27,10 +27,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use afallon_attest::Platform;
-use afallon_enclave::{Enclave, EnclaveConfig, PendingState, SealedState};
+use afallon_enclave::{EnclaveClient, EnclaveConfig, EnclaveLink, PendingState, SealedState};
 use afallon_store::{Claimed, Completion, OrderResult, SealedBlob, Store, StoreHealth};
-use afallon_workloads::{DirectoryIo, Registry};
+use afallon_workloads::DirectoryIo;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
@@ -38,7 +37,7 @@ use crate::{App, NodeError, now_ms};
 
 /// A worker hosted by this node.
 pub(crate) struct LocalWorker {
-    pub(crate) enclave: Enclave,
+    pub(crate) enclave: EnclaveClient,
     /// Wakes one of the worker's idle tasks.
     pub(crate) wake: Notify,
     /// Wakes the worker's receipt task.
@@ -49,7 +48,7 @@ pub(crate) struct LocalWorker {
     /// its state change is committed or rolled back: the next order of that workload waits here,
     /// in a task, rather than on an enclave thread (the enclave's own guard would hold the thread,
     /// and the enclave slot with it, until the previous order's commit).
-    turns: HashMap<&'static str, Arc<tokio::sync::Mutex<()>>>,
+    turns: HashMap<Arc<str>, Arc<tokio::sync::Mutex<()>>>,
     /// State conflicts in a row ([`Completion::StateConflict`]), across the worker's stateful
     /// workloads: each one makes the worker's next conflicting order hold its workload's turn a
     /// little longer, so that a stored state this process cannot load (one the database forged)
@@ -62,10 +61,7 @@ impl LocalWorker {
     /// the workload's name with it. The request is only peeked at (the enclave parses it for
     /// real): a request that cannot be read here takes no turn, and the enclave's own guard still
     /// keeps its state right.
-    async fn turn(
-        &self,
-        request: &[u8],
-    ) -> Option<(&'static str, tokio::sync::OwnedMutexGuard<()>)> {
+    async fn turn(&self, request: &[u8]) -> Option<(Arc<str>, tokio::sync::OwnedMutexGuard<()>)> {
         #[derive(serde::Deserialize)]
         struct Peek<'a> {
             #[serde(borrow)]
@@ -81,8 +77,8 @@ impl LocalWorker {
         }
         let peek: Peek<'_> = serde_json::from_slice(request).ok()?;
         let name = afallon_proto::workload_name_from_id(&peek.params.workload_id)?;
-        let (&name, turn) = self.turns.get_key_value(name.as_str())?;
-        Some((name, Arc::clone(turn).lock_owned().await))
+        let (name, turn) = self.turns.get_key_value(name.as_str())?;
+        Some((Arc::clone(name), Arc::clone(turn).lock_owned().await))
     }
 
     /// The store key of a workload's sealed state.
@@ -104,14 +100,11 @@ impl LocalWorker {
             }
         };
         let Some(stored) = stored else { return };
-        let state = SealedState {
-            workload: workload.to_owned(),
-            version: stored.version,
-            based_on: 0,
-            blob: stored.blob,
-        };
-        match self.enclave.load_state(&state) {
-            Ok(true) => tracing::debug!(workload, version = state.version, "loaded a newer state"),
+        let version = stored.version;
+        let state =
+            SealedState { workload: workload.to_owned(), version, based_on: 0, blob: stored.blob };
+        match self.enclave.load_state(state) {
+            Ok(true) => tracing::debug!(workload, version, "loaded a newer state"),
             Ok(false) => {}
             Err(error) => {
                 tracing::error!(%error, workload, "the stored workload state does not load")
@@ -125,7 +118,7 @@ impl LocalWorker {
     /// stores its sealed keys; then registers its record.
     pub(crate) async fn start<S: Store>(
         store: &S,
-        platform: &dyn Platform,
+        new_enclave: &dyn Fn() -> Result<Arc<dyn EnclaveLink>, NodeError>,
         config: EnclaveConfig,
         data_dir: &Path,
     ) -> Result<Self, NodeError> {
@@ -135,7 +128,6 @@ impl LocalWorker {
         let keys_key = format!("{prefix}keys");
         let state_prefix = format!("{prefix}state/");
         let sealed = store.sealed(&prefix).await?;
-        let registry = Registry::with_builtins();
         let enclave = match sealed.iter().find(|blob| blob.key == keys_key) {
             Some(keys) => {
                 let states: Vec<SealedState> = sealed
@@ -149,12 +141,13 @@ impl LocalWorker {
                         })
                     })
                     .collect();
-                Enclave::restore(platform, registry, config, &keys.blob, &states)
+                EnclaveClient::start(new_enclave()?, config, Some(keys.blob.clone()), states)
                     .map_err(enclave_error)?
             }
             None => {
-                let (enclave, keys) =
-                    Enclave::create(platform, registry, config.clone()).map_err(enclave_error)?;
+                let enclave = EnclaveClient::start(new_enclave()?, config.clone(), None, vec![])
+                    .map_err(enclave_error)?;
+                let keys = enclave.sealed_keys().to_vec();
                 store
                     .put_sealed(SealedBlob {
                         based_on: None,
@@ -164,19 +157,13 @@ impl LocalWorker {
                     })
                     .await?;
                 // Another process serving this worker may have stored its keys first: the
-                // store kept those, and this process uses them too.
+                // store kept those, and this process uses them too (in an enclave of its own).
                 let stored = store.sealed(&keys_key).await?;
                 match stored.into_iter().find(|blob| blob.key == keys_key) {
                     Some(first) if first.blob != keys => {
                         tracing::info!(worker = %name, "another process created this worker's keys first; using them");
-                        Enclave::restore(
-                            platform,
-                            Registry::with_builtins(),
-                            config,
-                            &first.blob,
-                            &[],
-                        )
-                        .map_err(enclave_error)?
+                        EnclaveClient::start(new_enclave()?, config, Some(first.blob), vec![])
+                            .map_err(enclave_error)?
                     }
                     _ => enclave,
                 }
@@ -185,11 +172,13 @@ impl LocalWorker {
         store.put_worker(enclave.worker_id(), enclave.worker_record()).await?;
         let files = data_dir.join("workload-files").join(&name);
         crate::private::create_dir(&files)?;
-        let registry = enclave.registry();
-        let turns = registry
-            .names()
-            .filter(|workload| registry.get(workload).is_some_and(|w| w.stateful()))
-            .map(|workload| (workload, Arc::new(tokio::sync::Mutex::new(()))))
+        let turns = enclave
+            .workloads()
+            .iter()
+            .filter(|workload| workload.stateful)
+            .map(|workload| {
+                (Arc::from(workload.name.as_str()), Arc::new(tokio::sync::Mutex::new(())))
+            })
             .collect();
         Ok(Self {
             enclave,
@@ -340,13 +329,22 @@ async fn process<S: Store>(
     }
     let Ok(slot) = app.enclave_slots.acquire().await else { return };
     let processed = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        worker.enclave.process_uncommitted(&claimed.request, &worker.io)
+        worker.enclave.process(&claimed.request, &worker.io)
     }));
     drop(slot);
-    let Ok((processed, pending)) = processed else {
-        // The enclave answers every input; this is a bug. The lease returns the order.
-        tracing::error!(work_order_id = %held.work_order_id, "the enclave panicked");
-        return;
+    let (processed, pending) = match processed {
+        Ok(Ok(processed)) => processed,
+        Ok(Err(failure)) => {
+            // The enclave could not be reached (its process died, say): the lease returns the
+            // order, to this process's next try or another's.
+            tracing::error!(work_order_id = %held.work_order_id, %failure, "the enclave did not process the order");
+            return;
+        }
+        Err(_) => {
+            // The enclave answers every input; this is a bug. The lease returns the order.
+            tracing::error!(work_order_id = %held.work_order_id, "the enclave panicked");
+            return;
+        }
     };
     app.metrics.observe_processing(started.elapsed().as_secs_f64());
     let response = store_response(Arc::clone(app), Arc::clone(worker), held, processed, pending);
@@ -394,7 +392,11 @@ async fn store_response<S: Store>(
         Ok(Completion::Stored) => {
             // This run's result is the order's: so is its state change, in memory too.
             if let Some(pending) = pending {
-                pending.commit();
+                if let Err(failure) = pending.commit() {
+                    // The stored state is the truth: the enclave loads it before the
+                    // workload's next order.
+                    tracing::error!(%work_order_id, %failure, "the enclave did not take the committed state");
+                }
                 worker.conflicts.store(0, Ordering::Relaxed);
             }
             let counter =
@@ -439,11 +441,18 @@ async fn receipt_loop<S: Store>(
         match app.store.receipts_awaiting_update(&worker_id, RECEIPT_BATCH).await {
             Ok(awaiting) if !awaiting.is_empty() => {
                 for (work_order_id, result) in awaiting {
-                    let update = worker.enclave.receipt_update(
+                    let update = match worker.enclave.receipt_update(
                         &work_order_id,
                         &result.response,
                         result.failed,
-                    );
+                    ) {
+                        Ok(update) => update,
+                        Err(failure) => {
+                            tracing::error!(%failure, %work_order_id, "the enclave did not sign the receipt update");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            break;
+                        }
+                    };
                     if let Err(error) =
                         app.store.add_worker_receipt_update(&work_order_id, &update).await
                     {

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use afallon_attest::{PlatformError, SimPlatform};
-use afallon_enclave::{EnclaveConfig, EnclaveError};
+use afallon_enclave::{Enclave, EnclaveConfig, EnclaveLink, Failure};
 use afallon_proto::RequestLimits;
 use afallon_store::{RedbStore, RedbStoreOptions, Store, StoreError, StoreHealth};
 
@@ -169,7 +169,7 @@ pub enum NodeError {
         /// The worker's name.
         worker: String,
         /// What went wrong.
-        error: EnclaveError,
+        error: Failure,
     },
 }
 
@@ -348,10 +348,13 @@ impl Node {
             // Leases of a process that died run out, and the sweeper queues their orders again:
             // nothing here assumes this process is the store's only user.
             let registry = Registry::with_builtins();
-            let platform = SimPlatform::open(
+            let platform: Arc<dyn afallon_attest::Platform> = Arc::new(SimPlatform::open(
                 &data_dir.join("sim"),
                 afallon_enclave::sim_measurement(&registry),
-            )?;
+            )?);
+            let new_enclave = || -> Result<Arc<dyn EnclaveLink>, NodeError> {
+                Ok(Arc::new(Enclave::new(Arc::clone(&platform), registry.clone())))
+            };
             tracing::warn!(
                 "workers run on the SIMULATED TEE: their keys and data are not protected by hardware"
             );
@@ -360,7 +363,7 @@ impl Node {
                 worker_config.limits.request = config.limits;
                 let name = worker_config.worker_name.clone();
                 let worker =
-                    LocalWorker::start(&*store, &platform, worker_config, data_dir).await?;
+                    LocalWorker::start(&*store, &new_enclave, worker_config, data_dir).await?;
                 tracing::info!(worker = %name, worker_id = %worker.enclave.worker_id(), "worker registered");
                 workers.push(Arc::new(worker));
             }

@@ -68,7 +68,7 @@ impl JrpcErrorCode {
 }
 
 /// The enclave's error codes (`tcf_err_t`), negative, as they appear in stored error responses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum EnclaveErrorCode {
     /// Unknown internal error.

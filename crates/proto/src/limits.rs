@@ -3,7 +3,7 @@
 //! accept the same requests.
 
 /// Size limits on a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RequestLimits {
     /// The largest request body, in bytes (Avalon's enclave heap was 8 MiB).
     pub max_request_bytes: usize,

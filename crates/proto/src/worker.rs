@@ -89,7 +89,7 @@ pub struct WorkerTypeData {
 }
 
 /// The key-encryption algorithm a worker advertises (`keyEncryptionAlgorithm`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum KeyEncryption {
     /// `RSA-OAEP-3072`: OAEP with SHA-1 and MGF1-SHA-1, Avalon's wire suite.

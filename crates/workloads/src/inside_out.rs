@@ -50,6 +50,10 @@ impl Workload for InsideOutEval {
         "inside-out-eval"
     }
 
+    fn uses_host_io(&self) -> bool {
+        true
+    }
+
     fn process(
         &self,
         context: &Context<'_>,

@@ -111,6 +111,13 @@ pub trait Workload: Send + Sync {
         false
     }
 
+    /// Whether the workload reads or writes the host's files ([`Context::io`]). Only such a
+    /// workload gets file access: the enclave suspends its order while the host does each access.
+    /// Every other workload's [`Context::io`] refuses (`IoError::Unavailable`).
+    fn uses_host_io(&self) -> bool {
+        false
+    }
+
     /// The state to keep across restarts, for workloads that have one. The enclave seals it after
     /// every order the workload ran.
     fn snapshot(&self) -> Option<Vec<u8>> {

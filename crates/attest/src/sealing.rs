@@ -1,5 +1,6 @@
-//! Sealed blobs: data encrypted under the platform's sealing key, so that only the same enclave
-//! (same measurement) on the same platform can read it back.
+//! Sealed blobs: data encrypted under a platform's sealing key, so that only the same enclave
+//! (same measurement) on the same platform can read it back. The format every [`crate::Platform`]
+//! uses unless it seals in a way of its own.
 //!
 //! Layout: `AFS1 || iv(12) || AES-256-GCM(sealing key, label_len(u16 BE) || label || payload)`.
 //! The label says what the blob holds (`worker-keys`, `workload-state:<name>`) and is inside the
@@ -31,9 +32,16 @@ pub enum SealError {
     /// Sealing failed.
     #[error("sealing failed")]
     Seal,
+    /// The platform could not seal or unseal (its sealing service failed, say).
+    #[error("the platform could not seal: {0}")]
+    Platform(String),
 }
 
-pub(crate) fn seal(key: &AesKey, label: &str, payload: &[u8]) -> Result<Vec<u8>, SealError> {
+/// Seals `payload`, labelled `label`, under `key`.
+///
+/// # Errors
+/// [`SealError::Seal`] if the label is longer than 65,535 bytes or encryption fails.
+pub fn seal(key: &AesKey, label: &str, payload: &[u8]) -> Result<Vec<u8>, SealError> {
     let label_len = u16::try_from(label.len()).map_err(|_| SealError::Seal)?;
     let mut plaintext = Zeroizing::new(Vec::with_capacity(2 + label.len() + payload.len()));
     plaintext.extend_from_slice(&label_len.to_be_bytes());
@@ -46,11 +54,12 @@ pub(crate) fn seal(key: &AesKey, label: &str, payload: &[u8]) -> Result<Vec<u8>,
     Ok(out)
 }
 
-pub(crate) fn unseal(
-    key: &AesKey,
-    label: &str,
-    blob: &[u8],
-) -> Result<Zeroizing<Vec<u8>>, SealError> {
+/// Opens a blob sealed under `key` with the label `label`.
+///
+/// # Errors
+/// [`SealError`] if the blob is not of this format, was sealed under another key or altered, or
+/// holds another label.
+pub fn unseal(key: &AesKey, label: &str, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
     let sealed = blob.strip_prefix(MAGIC.as_slice()).ok_or(SealError::Malformed)?;
     let plaintext =
         Zeroizing::new(key.open_with_prefixed_iv(sealed).map_err(|_| SealError::Authentication)?);
