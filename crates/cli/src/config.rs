@@ -52,6 +52,8 @@ pub(crate) struct Config {
     pub(crate) store: Option<String>,
     /// The most ids a look-up answer carries.
     pub(crate) look_up_page: usize,
+    /// Run each worker's enclave in a process of its own (`afallon enclave`).
+    pub(crate) enclave_process: bool,
     pub(crate) workers: Vec<WorkerSettings>,
 }
 
@@ -91,6 +93,7 @@ impl Default for Config {
             insecure_simulation: true,
             store: None,
             look_up_page: 1000,
+            enclave_process: false,
             workers: vec![WorkerSettings {
                 name: "singleton-worker-1".into(),
                 organization_id: None,
@@ -178,6 +181,14 @@ impl Config {
             return Err(ConfigError("look_up_page must be from 1 to 100000".into()));
         }
         node.look_up_page = self.look_up_page;
+        if self.enclave_process {
+            let program = std::env::current_exe().map_err(|error| {
+                ConfigError(format!("cannot find this program to start enclave processes: {error}"))
+            })?;
+            let data_dir = node.data_dir.clone().into_os_string();
+            node.enclave_process =
+                Some(vec![program.into(), "enclave".into(), "--data-dir".into(), data_dir]);
+        }
         if self.workers.is_empty() {
             return Err(ConfigError("at least one worker must be configured".into()));
         }

@@ -52,6 +52,17 @@ enum Command {
     Receipt(requester::IdArgs),
     /// Measures throughput and latency of verified results, against the crypto limit.
     Bench(bench::BenchArgs),
+    /// Runs one enclave on the simulated TEE, speaking the enclave's messages on standard input
+    /// and output: what `--enclave-process` starts for each worker.
+    Enclave(EnclaveArgs),
+}
+
+/// Settings of `afallon enclave`.
+#[derive(Debug, Args)]
+struct EnclaveArgs {
+    /// The node's data directory, whose `sim` directory holds the simulated TEE's secrets.
+    #[arg(long)]
+    data_dir: PathBuf,
 }
 
 /// Settings of `afallon up`, `listener` and `worker`; each overrides the config file and the
@@ -81,10 +92,28 @@ struct UpArgs {
     /// [default: the embedded store in the data directory].
     #[arg(long)]
     store: Option<String>,
+    /// Run each worker's enclave in a process of its own (`afallon enclave`), reached over
+    /// pipes, instead of in this process.
+    #[arg(long)]
+    enclave_process: bool,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Enclave(args) = &cli.command {
+        // Its standard output carries frames: nothing else may be written there.
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+            .with_writer(std::io::stderr)
+            .init();
+        return match afallon_node::serve_enclave_process(&args.data_dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let serving = matches!(cli.command, Command::Up(_) | Command::Listener(_) | Command::Worker(_));
     let default_log = if serving { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("AFALLON_LOG")
@@ -112,6 +141,7 @@ fn main() -> ExitCode {
             Command::Result(args) => requester::result(args).await,
             Command::Receipt(args) => requester::receipt(args).await,
             Command::Bench(args) => bench::bench(args).await,
+            Command::Enclave(_) => Ok(()),
         }
     });
     match outcome {
@@ -153,6 +183,9 @@ async fn serve(args: UpArgs, roles: Roles) -> anyhow::Result<()> {
     }
     if let Some(admin) = args.admin_listen {
         config.admin_listen = Some(admin);
+    }
+    if args.enclave_process {
+        config.enclave_process = true;
     }
     let store = config.store.clone();
     let mut node_config = config.into_node_config()?;

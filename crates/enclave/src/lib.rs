@@ -27,7 +27,7 @@ mod host_io;
 mod keys;
 mod link;
 mod messages;
-// pub mod pipe;
+pub mod pipe;
 mod process;
 mod state;
 mod worker;
@@ -313,7 +313,7 @@ fn failed(kind: FailureKind, message: impl Into<String>) -> Response {
     Response::Failed(Failure::new(kind, message))
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 

@@ -1,7 +1,8 @@
 //! The enclave's boundary as messages: a workload's file access leaves the enclave as a request
 //! for the host and comes back as its answer (the host untrusted: too long a read is cut, a wrong
 //! answer fails the access); tickets are the enclave's own; and a state that cannot be sealed
-//! fails its order with a clear error and changes nothing, across a restart too.
+//! fails its order with a clear error and changes nothing, across a restart too. The same
+//! messages cross a pipe, as they do to an enclave process.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,9 +12,10 @@ use afallon_attest::{
     SimPlatform,
 };
 use afallon_crypto::{AesKey, OaepHash, RsaPublicKey};
+use afallon_enclave::pipe::{self, PipeLink};
 use afallon_enclave::{
-    Enclave, EnclaveClient, EnclaveConfig, FailureKind, HostIoReply, HostIoRequest, OrderTicket,
-    Processed, Request, Response, SealedState, StateTicket, sim_measurement,
+    Enclave, EnclaveClient, EnclaveConfig, EnclaveLink, FailureKind, HostIoReply, HostIoRequest,
+    OrderTicket, Processed, Request, Response, SealedState, StateTicket, sim_measurement,
 };
 use afallon_proto::requester::{InputProtection, PendingResult, WorkOrderBuilder};
 use afallon_workloads::{DirectoryIo, NoIo, Registry};
@@ -248,4 +250,108 @@ fn a_worker_whose_keys_cannot_be_sealed_does_not_start() {
         .expect_err("no sealed keys, no worker");
     assert_eq!(failure.kind, FailureKind::Start);
     assert!(failure.message.contains("the sealing service is down"), "{}", failure.message);
+}
+
+/// An enclave served over a pair of pipes, as an enclave process serves it, and a link to it.
+fn over_pipes(platform: Arc<dyn Platform>) -> (PipeLink, std::thread::JoinHandle<()>) {
+    let (calls_in, calls_out) = std::io::pipe().expect("pipe");
+    let (answers_in, answers_out) = std::io::pipe().expect("pipe");
+    let enclave = Arc::new(Enclave::new(platform, Registry::with_builtins()));
+    let served = std::thread::spawn(move || {
+        pipe::serve(enclave, calls_in, answers_out).expect("the host's frames decode");
+    });
+    (PipeLink::over(answers_in, calls_out), served)
+}
+
+#[test]
+fn the_same_messages_cross_a_pipe() {
+    let platform = flaky_platform();
+    let (link, served) = over_pipes(platform.clone());
+    let link = Arc::new(link);
+    let enclave = EnclaveClient::start(link.clone(), EnclaveConfig::new("piped"), None, vec![])
+        .expect("start");
+    // Orders from several threads at once, each answered to its caller.
+    std::thread::scope(|scope| {
+        for n in 0..4 {
+            let enclave = &enclave;
+            scope.spawn(move || {
+                let text = format!("order {n}");
+                let (body, pending) = order(enclave, "echo-result", &[&text]);
+                let (processed, _) = enclave.process(&body, &NoIo).expect("processed");
+                assert_eq!(outputs(enclave, &pending, &processed), [format!("RESULT: {text}")]);
+            });
+        }
+    });
+    // State tickets and a sealing failure, through the pipe.
+    let (answer, _) = wallet(&enclave, "deposit alice 100").expect("deposit");
+    assert_eq!(answer, "WALLET RESULT: alice::100");
+    platform.failing.store(true, Ordering::SeqCst);
+    assert!(wallet(&enclave, "deposit alice 1").is_err());
+    platform.failing.store(false, Ordering::SeqCst);
+    assert_eq!(
+        wallet(&enclave, "deposit alice 2").expect("deposit").0,
+        "WALLET RESULT: alice::102"
+    );
+    // File access, through the pipe.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let io = DirectoryIo::new(dir.path()).expect("directory");
+    let (body, pending) = order(&enclave, "inside-out-eval", &["write f hi", "read f"]);
+    let (processed, _) = enclave.process(&body, &io).expect("processed");
+    assert_eq!(
+        outputs(&enclave, &pending, &processed),
+        ["RESULT: FILE WRITE SUCCESS", "RESULT: hi"]
+    );
+    let update = enclave.receipt_update("ab", "{}", false).expect("signed");
+    assert_eq!(update.update_type, Some(2));
+    // The enclave's end goes away: every call after fails at once, clearly, and none hangs.
+    drop(enclave);
+    drop(link);
+    served.join().expect("the enclave's side ends when the host closes its side");
+}
+
+#[test]
+fn a_host_whose_enclave_is_gone_gets_clear_failures() {
+    let (calls_in, calls_out) = std::io::pipe().expect("pipe");
+    let (answers_in, answers_out) = std::io::pipe().expect("pipe");
+    let link = PipeLink::over(answers_in, calls_out);
+    // The enclave's side reads one call and ends without answering.
+    let gone = std::thread::spawn(move || {
+        let mut calls_in = calls_in;
+        let frame = pipe::read_frame(&mut calls_in).expect("a frame").expect("not the end");
+        assert!(pipe::decode_call(&frame).is_ok());
+        drop(answers_out);
+    });
+    let answer = link.call(Request::ProcessWorkOrder { raw: b"{}".to_vec() });
+    assert!(
+        matches!(&answer, Response::Failed(f) if f.kind == FailureKind::Transport),
+        "{answer:?}"
+    );
+    gone.join().expect("the enclave's side");
+    let after = link.call(Request::ProcessWorkOrder { raw: b"{}".to_vec() });
+    assert!(
+        matches!(&after, Response::Failed(f) if f.kind == FailureKind::Transport
+            && f.message == "the enclave process ended"),
+        "{after:?}"
+    );
+}
+
+#[test]
+fn frames_that_are_too_long_or_do_not_decode_end_the_stream() {
+    let too_long = (pipe::MAX_FRAME_BYTES as u32 + 1).to_be_bytes();
+    assert!(matches!(pipe::read_frame(&mut &too_long[..]), Err(pipe::PipeError::TooLarge(_))));
+    assert!(matches!(pipe::read_frame(&mut &[0_u8, 0][..]), Err(pipe::PipeError::Io(_))));
+    assert!(pipe::read_frame(&mut &[][..]).expect("the end").is_none());
+    assert!(pipe::decode_call(br#"{"call": 1, "request": {"nope": {}}}"#).is_err());
+    assert!(pipe::decode_call(br#"{"call": 1, "request": "startWorker", "x": 1}"#).is_err());
+    let (call, request) =
+        pipe::decode_call(br#"{"call": 7, "request": {"processWorkOrder": {"raw": "e30="}}}"#)
+            .expect("a call");
+    assert_eq!((call, request), (7, Request::ProcessWorkOrder { raw: b"{}".to_vec() }));
+    // A host that sends garbage ends the enclave's service, with an error.
+    let platform = flaky_platform();
+    let enclave = Arc::new(Enclave::new(platform, Registry::with_builtins()));
+    let mut frame = 5_u32.to_be_bytes().to_vec();
+    frame.extend_from_slice(b"hello");
+    let outcome = pipe::serve(enclave, &frame[..], std::io::sink());
+    assert!(matches!(outcome, Err(pipe::PipeError::Malformed(_))), "{outcome:?}");
 }

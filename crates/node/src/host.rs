@@ -27,7 +27,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use afallon_enclave::{EnclaveClient, EnclaveConfig, EnclaveLink, PendingState, SealedState};
+use afallon_enclave::{
+    EnclaveClient, EnclaveConfig, EnclaveLink, FailureKind, PendingState, SealedState,
+};
 use afallon_store::{Claimed, Completion, OrderResult, SealedBlob, Store, StoreHealth};
 use afallon_workloads::DirectoryIo;
 use tokio::sync::{Notify, watch};
@@ -35,9 +37,18 @@ use tokio::task::JoinHandle;
 
 use crate::{App, NodeError, now_ms};
 
+/// Opens a new enclave for a worker: in this process, or in a process of its own.
+pub(crate) type NewEnclave = Arc<dyn Fn() -> Result<Arc<dyn EnclaveLink>, NodeError> + Send + Sync>;
+
 /// A worker hosted by this node.
 pub(crate) struct LocalWorker {
-    pub(crate) enclave: EnclaveClient,
+    /// The worker's enclave, and how many times it was replaced (its process ended).
+    enclave: std::sync::RwLock<(u64, EnclaveClient)>,
+    /// Held while the enclave is replaced.
+    replacing: tokio::sync::Mutex<()>,
+    new_enclave: NewEnclave,
+    config: EnclaveConfig,
+    worker_id: String,
     /// Wakes one of the worker's idle tasks.
     pub(crate) wake: Notify,
     /// Wakes the worker's receipt task.
@@ -103,7 +114,7 @@ impl LocalWorker {
         let version = stored.version;
         let state =
             SealedState { workload: workload.to_owned(), version, based_on: 0, blob: stored.blob };
-        match self.enclave.load_state(state) {
+        match self.enclave().load_state(state) {
             Ok(true) => tracing::debug!(workload, version, "loaded a newer state"),
             Ok(false) => {}
             Err(error) => {
@@ -118,57 +129,12 @@ impl LocalWorker {
     /// stores its sealed keys; then registers its record.
     pub(crate) async fn start<S: Store>(
         store: &S,
-        new_enclave: &dyn Fn() -> Result<Arc<dyn EnclaveLink>, NodeError>,
+        new_enclave: NewEnclave,
         config: EnclaveConfig,
         data_dir: &Path,
     ) -> Result<Self, NodeError> {
         let name = config.worker_name.clone();
-        let enclave_error = |error| NodeError::Enclave { worker: name.clone(), error };
-        let prefix = format!("worker/{name}/");
-        let keys_key = format!("{prefix}keys");
-        let state_prefix = format!("{prefix}state/");
-        let sealed = store.sealed(&prefix).await?;
-        let enclave = match sealed.iter().find(|blob| blob.key == keys_key) {
-            Some(keys) => {
-                let states: Vec<SealedState> = sealed
-                    .iter()
-                    .filter_map(|blob| {
-                        blob.key.strip_prefix(&state_prefix).map(|workload| SealedState {
-                            workload: workload.to_owned(),
-                            version: blob.version,
-                            based_on: 0,
-                            blob: blob.blob.clone(),
-                        })
-                    })
-                    .collect();
-                EnclaveClient::start(new_enclave()?, config, Some(keys.blob.clone()), states)
-                    .map_err(enclave_error)?
-            }
-            None => {
-                let enclave = EnclaveClient::start(new_enclave()?, config.clone(), None, vec![])
-                    .map_err(enclave_error)?;
-                let keys = enclave.sealed_keys().to_vec();
-                store
-                    .put_sealed(SealedBlob {
-                        based_on: None,
-                        key: keys_key.clone(),
-                        version: 0,
-                        blob: keys.clone(),
-                    })
-                    .await?;
-                // Another process serving this worker may have stored its keys first: the
-                // store kept those, and this process uses them too (in an enclave of its own).
-                let stored = store.sealed(&keys_key).await?;
-                match stored.into_iter().find(|blob| blob.key == keys_key) {
-                    Some(first) if first.blob != keys => {
-                        tracing::info!(worker = %name, "another process created this worker's keys first; using them");
-                        EnclaveClient::start(new_enclave()?, config, Some(first.blob), vec![])
-                            .map_err(enclave_error)?
-                    }
-                    _ => enclave,
-                }
-            }
-        };
+        let enclave = open_enclave(store, &new_enclave, &config).await?;
         store.put_worker(enclave.worker_id(), enclave.worker_record()).await?;
         let files = data_dir.join("workload-files").join(&name);
         crate::private::create_dir(&files)?;
@@ -181,7 +147,11 @@ impl LocalWorker {
             })
             .collect();
         Ok(Self {
-            enclave,
+            worker_id: enclave.worker_id().to_owned(),
+            enclave: std::sync::RwLock::new((0, enclave)),
+            replacing: tokio::sync::Mutex::new(()),
+            new_enclave,
+            config,
             wake: Notify::new(),
             receipts_waiting: Notify::new(),
             io: DirectoryIo::new(&files)?,
@@ -189,6 +159,102 @@ impl LocalWorker {
             turns,
             conflicts: std::sync::atomic::AtomicU32::new(0),
         })
+    }
+}
+
+impl LocalWorker {
+    /// The worker's id.
+    pub(crate) fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+
+    /// The worker's enclave as it is now, with its generation.
+    fn enclave_now(&self) -> (u64, EnclaveClient) {
+        self.enclave.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// The worker's enclave as it is now.
+    fn enclave(&self) -> EnclaveClient {
+        self.enclave_now().1
+    }
+
+    /// Replaces the enclave of generation `ended`, which could not be reached (its process
+    /// ended), with a new one restored from the store: its sealed keys and its workloads' last
+    /// stored states. A later generation means another task replaced it already.
+    async fn replace_enclave<S: Store>(&self, store: &S, ended: u64) {
+        let _replacing = self.replacing.lock().await;
+        if self.enclave_now().0 != ended {
+            return;
+        }
+        match open_enclave(store, &self.new_enclave, &self.config).await {
+            Ok(enclave) => {
+                *self.enclave.write().unwrap_or_else(|poisoned| poisoned.into_inner()) =
+                    (ended + 1, enclave);
+                tracing::warn!(worker = %self.name, "the worker's enclave could not be reached; a new one runs");
+            }
+            Err(error) => {
+                tracing::error!(worker = %self.name, %error, "the worker's enclave could not be reached, and a new one cannot be started");
+                // Tried again by the next order, a moment later.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Restores a worker's enclave from its sealed keys and states in the store, or signs the
+/// worker up and stores its sealed keys.
+async fn open_enclave<S: Store>(
+    store: &S,
+    new_enclave: &NewEnclave,
+    config: &EnclaveConfig,
+) -> Result<EnclaveClient, NodeError> {
+    let name = config.worker_name.clone();
+    let enclave_error = |error| NodeError::Enclave { worker: name.clone(), error };
+    let prefix = format!("worker/{name}/");
+    let keys_key = format!("{prefix}keys");
+    let state_prefix = format!("{prefix}state/");
+    let sealed = store.sealed(&prefix).await?;
+    if let Some(keys) = sealed.iter().find(|blob| blob.key == keys_key) {
+        let states: Vec<SealedState> = sealed
+            .iter()
+            .filter_map(|blob| {
+                blob.key.strip_prefix(&state_prefix).map(|workload| SealedState {
+                    workload: workload.to_owned(),
+                    version: blob.version,
+                    based_on: 0,
+                    blob: blob.blob.clone(),
+                })
+            })
+            .collect();
+        return EnclaveClient::start(
+            new_enclave()?,
+            config.clone(),
+            Some(keys.blob.clone()),
+            states,
+        )
+        .map_err(enclave_error);
+    }
+    let enclave = EnclaveClient::start(new_enclave()?, config.clone(), None, vec![])
+        .map_err(enclave_error)?;
+    let keys = enclave.sealed_keys().to_vec();
+    store
+        .put_sealed(SealedBlob {
+            based_on: None,
+            key: keys_key.clone(),
+            version: 0,
+            blob: keys.clone(),
+        })
+        .await?;
+    // Another process serving this worker may have stored its keys first: the store kept those,
+    // and this process uses them too (in an enclave of its own).
+    let stored = store.sealed(&keys_key).await?;
+    match stored.into_iter().find(|blob| blob.key == keys_key) {
+        Some(first) if first.blob != keys => {
+            tracing::info!(worker = %name, "another process created this worker's keys first; using them");
+            EnclaveClient::start(new_enclave()?, config.clone(), Some(first.blob), vec![])
+                .map_err(enclave_error)
+        }
+        _ => Ok(enclave),
     }
 }
 
@@ -250,7 +316,7 @@ async fn process_loop<S: Store>(
         // before can never pass for the current one.
         claims += 1;
         let holder = format!("{holder}#{claims}");
-        match app.store.claim(worker.enclave.worker_id(), &holder, now_ms(), lease_ms).await {
+        match app.store.claim(&worker.worker_id, &holder, now_ms(), lease_ms).await {
             Ok(Some(claimed)) => process(&app, &worker, claimed, holder).await,
             Ok(None) => {
                 tokio::select! {
@@ -327,23 +393,31 @@ async fn process<S: Store>(
         // ran an order of the workload.
         worker.refresh_state(&*app.store, workload).await;
     }
-    let Ok(slot) = app.enclave_slots.acquire().await else { return };
-    let processed = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        worker.enclave.process(&claimed.request, &worker.io)
-    }));
-    drop(slot);
-    let (processed, pending) = match processed {
-        Ok(Ok(processed)) => processed,
-        Ok(Err(failure)) => {
-            // The enclave could not be reached (its process died, say): the lease returns the
-            // order, to this process's next try or another's.
-            tracing::error!(work_order_id = %held.work_order_id, %failure, "the enclave did not process the order");
-            return;
-        }
-        Err(_) => {
-            // The enclave answers every input; this is a bug. The lease returns the order.
-            tracing::error!(work_order_id = %held.work_order_id, "the enclave panicked");
-            return;
+    // An enclave that cannot be reached (its process ended) is replaced, and the order runs
+    // once more on the new one; if that fails too, the lease returns the order once it runs out.
+    let mut replaced = false;
+    let (processed, pending) = loop {
+        let Ok(slot) = app.enclave_slots.acquire().await else { return };
+        let (generation, enclave) = worker.enclave_now();
+        let processed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            enclave.process(&claimed.request, &worker.io)
+        }));
+        drop(slot);
+        match processed {
+            Ok(Ok(processed)) => break processed,
+            Ok(Err(failure)) => {
+                tracing::error!(work_order_id = %held.work_order_id, %failure, "the enclave did not process the order");
+                if failure.kind != FailureKind::Transport || replaced {
+                    return;
+                }
+                worker.replace_enclave(&*app.store, generation).await;
+                replaced = true;
+            }
+            Err(_) => {
+                // The enclave answers every input; this is a bug. The lease returns the order.
+                tracing::error!(work_order_id = %held.work_order_id, "the enclave panicked");
+                return;
+            }
         }
     };
     app.metrics.observe_processing(started.elapsed().as_secs_f64());
@@ -435,13 +509,13 @@ async fn receipt_loop<S: Store>(
     worker: Arc<LocalWorker>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let worker_id = worker.enclave.worker_id().to_owned();
+    let worker_id = worker.worker_id.clone();
     while !*stopped.borrow() {
         let notified = worker.receipts_waiting.notified();
         match app.store.receipts_awaiting_update(&worker_id, RECEIPT_BATCH).await {
             Ok(awaiting) if !awaiting.is_empty() => {
                 for (work_order_id, result) in awaiting {
-                    let update = match worker.enclave.receipt_update(
+                    let update = match worker.enclave().receipt_update(
                         &work_order_id,
                         &result.response,
                         result.failed,

@@ -17,6 +17,7 @@
 //! enclave, or rolls it back if another run's completion won (`host.rs`).
 
 mod body;
+mod enclave_process;
 mod host;
 mod http;
 mod metrics;
@@ -32,7 +33,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use afallon_attest::{PlatformError, SimPlatform};
-use afallon_enclave::{Enclave, EnclaveConfig, EnclaveLink, Failure};
+use afallon_enclave::pipe::PipeLink;
+use afallon_enclave::{Enclave, EnclaveConfig, Failure};
 use afallon_proto::RequestLimits;
 use afallon_store::{RedbStore, RedbStoreOptions, Store, StoreError, StoreHealth};
 
@@ -41,6 +43,7 @@ use afallon_workloads::Registry;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use crate::enclave_process::serve_enclave_process;
 pub use crate::serve::{HttpConfig, TlsError, TlsFiles};
 
 use crate::host::LocalWorker;
@@ -87,6 +90,11 @@ pub struct NodeConfig {
     pub look_up_page: usize,
     /// Which roles this node plays.
     pub roles: Roles,
+    /// The command line of an enclave process (program first) to run each worker's enclave in,
+    /// speaking the enclave's messages over its standard input and output
+    /// ([`afallon_enclave::pipe`]); none: enclaves run in this process. The enclave process
+    /// opens the TEE platform itself.
+    pub enclave_process: Option<Vec<std::ffi::OsString>>,
 }
 
 /// The roles a node plays. They share nothing but the store, so each may run in a process of
@@ -131,6 +139,7 @@ impl NodeConfig {
             insecure_simulation: false,
             look_up_page: 1000,
             roles: Roles::BOTH,
+            enclave_process: None,
         }
     }
 }
@@ -163,6 +172,12 @@ pub enum NodeError {
         "the store found a failed commit in its file after all; the node stopped, restart it to reopen the store"
     )]
     StoreLost,
+    /// The enclave process could not be started.
+    #[error("cannot start the enclave process: {0}")]
+    EnclaveProcess(std::io::Error),
+    /// The enclave process's stream with its host failed.
+    #[error("the enclave's pipe: {0}")]
+    EnclavePipe(#[from] afallon_enclave::pipe::PipeError),
     /// A worker's enclave could not be signed up or restored.
     #[error("worker {worker}: {error}")]
     Enclave {
@@ -194,7 +209,7 @@ pub(crate) struct App<S> {
 
 impl<S> App<S> {
     pub(crate) fn local_worker(&self, worker_id: &str) -> Option<&Arc<LocalWorker>> {
-        self.workers.iter().find(|w| w.enclave.worker_id() == worker_id)
+        self.workers.iter().find(|w| w.worker_id() == worker_id)
     }
 }
 
@@ -348,12 +363,28 @@ impl Node {
             // Leases of a process that died run out, and the sweeper queues their orders again:
             // nothing here assumes this process is the store's only user.
             let registry = Registry::with_builtins();
-            let platform: Arc<dyn afallon_attest::Platform> = Arc::new(SimPlatform::open(
-                &data_dir.join("sim"),
-                afallon_enclave::sim_measurement(&registry),
-            )?);
-            let new_enclave = || -> Result<Arc<dyn EnclaveLink>, NodeError> {
-                Ok(Arc::new(Enclave::new(Arc::clone(&platform), registry.clone())))
+            let new_enclave: host::NewEnclave = match &config.enclave_process {
+                Some(command) => {
+                    let command = command.clone();
+                    Arc::new(move || {
+                        let (program, args) =
+                            command.split_first().ok_or(NodeError::EnclaveProcess(
+                                std::io::Error::other("an empty command line"),
+                            ))?;
+                        let link = PipeLink::spawn(std::process::Command::new(program).args(args))
+                            .map_err(NodeError::EnclaveProcess)?;
+                        Ok(Arc::new(link))
+                    })
+                }
+                None => {
+                    let platform: Arc<dyn afallon_attest::Platform> = Arc::new(SimPlatform::open(
+                        &data_dir.join("sim"),
+                        afallon_enclave::sim_measurement(&registry),
+                    )?);
+                    Arc::new(move || {
+                        Ok(Arc::new(Enclave::new(Arc::clone(&platform), registry.clone())))
+                    })
+                }
             };
             tracing::warn!(
                 "workers run on the SIMULATED TEE: their keys and data are not protected by hardware"
@@ -363,8 +394,9 @@ impl Node {
                 worker_config.limits.request = config.limits;
                 let name = worker_config.worker_name.clone();
                 let worker =
-                    LocalWorker::start(&*store, &new_enclave, worker_config, data_dir).await?;
-                tracing::info!(worker = %name, worker_id = %worker.enclave.worker_id(), "worker registered");
+                    LocalWorker::start(&*store, Arc::clone(&new_enclave), worker_config, data_dir)
+                        .await?;
+                tracing::info!(worker = %name, worker_id = %worker.worker_id(), "worker registered");
                 workers.push(Arc::new(worker));
             }
         }
