@@ -75,6 +75,10 @@ pub(crate) struct BenchArgs {
     /// without 50 look-up callers.
     #[arg(long, value_name = "RECORDS", conflicts_with_all = ["url", "hostile"])]
     look_ups: Option<u64>,
+    /// The bench's own node runs its worker's enclave in a process of its own (`afallon
+    /// enclave`, over pipes), as `afallon up --enclave-process` does.
+    #[arg(long, conflicts_with = "url")]
+    enclave_process: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -98,6 +102,15 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             config.insecure_simulation = true;
             config.sync_mode = mode == Mode::Sync;
             config.max_orders = 200_000;
+            if args.enclave_process {
+                let program = std::env::current_exe().context("finding this program")?;
+                config.enclave_process = Some(vec![
+                    program.into(),
+                    "enclave".into(),
+                    "--data-dir".into(),
+                    embedded_dir.clone().into(),
+                ]);
+            }
             let node = EmbeddedNode::start(config).await?;
             (format!("http://{}", node.addr), Some(node), embedded_dir.join("sim"))
         }
