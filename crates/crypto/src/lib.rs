@@ -6,6 +6,7 @@
 //! | Session-key transport (RSA-OAEP-3072, SHA-1 or SHA-256) | [`RsaPrivateKey`], [`RsaPublicKey`] | aws-lc-rs |
 //! | Data encryption (AES-256-GCM, three conventions) | [`AesKey`], [`Iv`] | aws-lc-rs |
 //! | Signatures (secp256k1 ECDSA on SHA-256 digests) | [`EcdsaSigningKey`], [`EcdsaVerifyingKey`], [`EcdsaSignature`] | libsecp256k1 (secp256k1) |
+//! | Key agreement between enclaves (secp256k1 ECDH, then HKDF) | [`EcdhSecret`], [`EcdhPublicKey`] | libsecp256k1 (secp256k1) |
 //! | Hashing | [`sha256()`], [`Sha256`], [`Sha256Digest`] | sha2 |
 //! | Key derivation (HKDF-SHA256) | [`derive_aes_key`] | aws-lc-rs |
 //! | Key formats (SPKI/PKCS#1 PEM and DER) | [`pem`] and `from_pem`/`to_pem` on the key types | own DER code |
@@ -14,7 +15,7 @@
 //! orders or of files and sockets. Wire encodings live in `afallon-proto`; this crate takes and
 //! gives bytes and typed keys.
 //!
-//! Private keys ([`RsaPrivateKey`], [`EcdsaSigningKey`], [`AesKey`]) cannot be printed, are not
+//! Private keys ([`RsaPrivateKey`], [`EcdsaSigningKey`], [`EcdhSecret`], [`AesKey`]) cannot be printed, are not
 //! `Clone`, have no getters for their secret material and are zeroized on drop. The only way their
 //! bytes leave is the explicitly named `*_for_sealing` export, and an AES key leaves only wrapped
 //! under RSA ([`RsaPublicKey::wrap_key`]).
@@ -42,6 +43,7 @@
 
 mod aes_gcm;
 mod der;
+mod ecdh;
 mod ecdsa;
 mod kdf;
 pub mod pem;
@@ -50,6 +52,7 @@ mod rsa;
 mod sha256;
 
 pub use aes_gcm::{AesGcmError, AesKey, IV_LEN, Iv, KEY_LEN, TAG_LEN};
+pub use ecdh::{EcdhPublicKey, EcdhSecret};
 pub use ecdsa::{EcdsaSignature, EcdsaSigningKey, EcdsaVerifyingKey, SignatureError};
 pub use kdf::derive_aes_key;
 pub use random::{RandomError, fill_random, random_array};

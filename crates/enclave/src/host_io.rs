@@ -10,8 +10,8 @@ use afallon_workloads::{HostIo, IoError, WorkloadPath};
 
 use crate::messages::{HostIoFailure, HostIoReply, HostIoRequest};
 use crate::process::{self, Prepared};
+use crate::runtime::Runtime;
 use crate::state::StateTurn;
-use crate::worker::Worker;
 use crate::{ProcessError, Processed};
 
 /// Where a running order stands.
@@ -32,14 +32,14 @@ pub(crate) struct Running {
 
 impl Running {
     /// Starts `prepared` on a thread of its own.
-    pub(crate) fn start(worker: Arc<Worker>, prepared: Box<Prepared>) -> Result<Self, String> {
+    pub(crate) fn start(runtime: Arc<Runtime>, prepared: Box<Prepared>) -> Result<Self, String> {
         let (replies, replies_in) = mpsc::channel();
         let (steps_out, steps) = mpsc::channel();
         let bridge = Bridge { steps: steps_out.clone(), replies: Mutex::new(replies_in) };
         std::thread::Builder::new()
             .name("enclave-host-io".into())
             .spawn(move || {
-                let (processed, turn) = process::complete(&worker, *prepared, &bridge);
+                let (processed, turn) = process::complete(&runtime, *prepared, &bridge);
                 let _ = steps_out.send(Step::Done(processed, turn));
             })
             .map_err(|error| format!("cannot start the order's thread: {error}"))?;

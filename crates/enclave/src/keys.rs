@@ -1,12 +1,17 @@
 //! The worker's keys: the secp256k1 signing key that signs results and the RSA-3072 encryption
 //! key that requesters wrap session keys under. They are created at sign-up, sealed, and never
-//! leave this crate in the clear.
+//! leave this crate in the clear. And the keys an order is processed with ([`OrderKeys`]).
+
+use std::sync::Arc;
 
 use afallon_attest::{Platform, SealError};
-use afallon_crypto::{EcdsaSigningKey, RsaPrivateKey};
+use afallon_crypto::{AesKey, EcdsaSigningKey, OaepHash, RsaPrivateKey};
+use afallon_proto::protection::{self, DataKeyUnwrap, ProtectionError};
+use afallon_proto::{WorkOrderRequest, WorkOrderResult, response_hash};
 use zeroize::Zeroizing;
 
 use crate::EnclaveError;
+use crate::pool::PooledKeys;
 
 const LABEL: &str = "worker-keys";
 
@@ -46,5 +51,56 @@ impl WorkerKeys {
             signing: EcdsaSigningKey::from_scalar_bytes(scalar)
                 .map_err(|_| SealError::Malformed)?,
         })
+    }
+}
+
+/// The keys an order is processed with: a worker's own (a singleton worker), or those a KME
+/// unwrapped and made for it (a WPE in a pool).
+#[derive(Clone)]
+pub(crate) enum OrderKeys {
+    /// The worker's: its RSA key unwraps the session key and the per-item keys, its signing key
+    /// signs the result.
+    Worker(Arc<WorkerKeys>),
+    /// A KME's pre-processing: the unwrapped keys, and a per-order signing key the pool's key
+    /// vouches for.
+    Pooled(Arc<PooledKeys>),
+}
+
+impl OrderKeys {
+    /// The order's session key.
+    pub(crate) fn session_key(
+        &self,
+        request: &WorkOrderRequest,
+        oaep: OaepHash,
+    ) -> Result<AesKey, ProtectionError> {
+        match self {
+            Self::Worker(keys) => protection::unwrap_session_key(
+                &keys.encryption,
+                oaep,
+                &request.encrypted_session_key,
+            ),
+            Self::Pooled(keys) => keys.session_key(),
+        }
+    }
+
+    /// What unwraps the order's RSA-wrapped per-item keys.
+    pub(crate) fn data_keys(&self) -> &dyn DataKeyUnwrap {
+        match self {
+            Self::Worker(keys) => &keys.encryption,
+            Self::Pooled(keys) => &**keys,
+        }
+    }
+
+    /// Signs `result` (its `workerSignature`, and in a pool its `extVerificationKey` and the
+    /// pool's signature over it).
+    pub(crate) fn sign(&self, result: &mut WorkOrderResult) -> Result<(), ProtectionError> {
+        match self {
+            Self::Worker(keys) => {
+                result.worker_signature =
+                    protection::sign_digest_base64(&keys.signing, &response_hash(result));
+                Ok(())
+            }
+            Self::Pooled(keys) => keys.sign(result),
+        }
     }
 }

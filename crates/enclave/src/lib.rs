@@ -28,7 +28,9 @@ mod keys;
 mod link;
 mod messages;
 pub mod pipe;
+mod pool;
 mod process;
+mod runtime;
 mod state;
 mod worker;
 
@@ -43,14 +45,17 @@ use afallon_workloads::{Registry, WorkloadError};
 use serde::{Deserialize, Serialize};
 
 pub use error::ProcessError;
-pub use link::{EnclaveClient, EnclaveLink, PendingState};
+pub use link::{EnclaveClient, EnclaveLink, PendingState, WpeClient};
 pub use messages::{
-    Failure, FailureKind, HostIoFailure, HostIoReply, HostIoRequest, OrderTicket, Request,
-    Response, Started, StateTicket, WorkloadInfo,
+    Attestation, Failure, FailureKind, HostIoFailure, HostIoReply, HostIoRequest, OrderTicket,
+    PoolKeys, PreProcessed, Request, Response, Role, Started, StateTicket, WorkloadInfo, WpePolicy,
 };
 
 use host_io::{Running, Step};
+use keys::OrderKeys;
+use pool::{Kme, Wpe};
 use process::Begun;
+use runtime::Runtime;
 use state::StateTurn;
 use worker::Worker;
 
@@ -165,7 +170,7 @@ pub struct Processed {
 pub struct Enclave {
     platform: Arc<dyn Platform>,
     registry: Registry,
-    worker: OnceLock<Arc<Worker>>,
+    core: OnceLock<Core>,
     starting: Mutex<()>,
     /// State changes waiting for the host's word.
     changes: Mutex<HashMap<u64, StateTurn>>,
@@ -180,7 +185,7 @@ impl Enclave {
         Self {
             platform,
             registry,
-            worker: OnceLock::new(),
+            core: OnceLock::new(),
             starting: Mutex::new(()),
             changes: Mutex::default(),
             suspended: Mutex::default(),
@@ -190,22 +195,28 @@ impl Enclave {
 
     /// Carries out one request. Never panics on any input; every failure is an answer.
     pub fn call(&self, request: Request) -> Response {
-        if let Request::Start { config, sealed_keys, states } = request {
-            return self.start(config, sealed_keys, &states);
+        if let Request::Start { config, role, sealed_keys, states } = request {
+            return self.start(config, role, sealed_keys, &states);
         }
-        let Some(worker) = self.worker.get() else {
-            return failed(FailureKind::NotStarted, "the worker has not been started");
+        let Some(core) = self.core.get() else {
+            return failed(FailureKind::NotStarted, "the enclave has not been started");
         };
-        match request {
-            Request::Start { .. } => failed(FailureKind::AlreadyStarted, "started already"),
-            Request::ProcessWorkOrder { raw } => match process::begin(worker, &raw) {
-                Begun::Done(processed, turn) => self.processed(processed, turn),
-                Begun::UsesHostIo(prepared) => match Running::start(Arc::clone(worker), prepared) {
-                    Ok(running) => self.step(OrderTicket(self.ticket()), running),
-                    Err(message) => failed(FailureKind::Platform, message),
-                },
-            },
-            Request::ContinueWorkOrder { order, reply } => {
+        match (request, core) {
+            (Request::Start { .. }, _) => failed(FailureKind::AlreadyStarted, "started already"),
+            (Request::ProcessWorkOrder { raw }, Core::Singleton(worker)) => {
+                self.begin(&worker.runtime, OrderKeys::Worker(Arc::clone(&worker.keys)), &raw)
+            }
+            (Request::ProcessPoolOrder { raw, keys }, Core::Wpe(wpe)) => {
+                let keys = match keys {
+                    PreProcessed::Keys(keys) => wpe.order_keys(*keys),
+                    PreProcessed::Refused(error) => Err(error),
+                };
+                match keys {
+                    Ok(keys) => self.begin(&wpe.runtime, OrderKeys::Pooled(Arc::new(keys)), &raw),
+                    Err(error) => self.processed(process::refuse(&raw, error), None),
+                }
+            }
+            (Request::ContinueWorkOrder { order, reply }, _) => {
                 let Some(running) = lock(&self.suspended).remove(&order.0) else {
                     return failed(
                         FailureKind::UnknownTicket,
@@ -215,7 +226,7 @@ impl Enclave {
                 running.answer(reply);
                 self.step(order, running)
             }
-            Request::CommitState { change } => match lock(&self.changes).remove(&change.0) {
+            (Request::CommitState { change }, _) => match lock(&self.changes).remove(&change.0) {
                 Some(turn) => {
                     turn.commit();
                     Response::StateCommitted
@@ -224,7 +235,7 @@ impl Enclave {
                     failed(FailureKind::UnknownTicket, "no state change is held on this ticket")
                 }
             },
-            Request::RollBackState { change } => match lock(&self.changes).remove(&change.0) {
+            (Request::RollBackState { change }, _) => match lock(&self.changes).remove(&change.0) {
                 Some(turn) => {
                     drop(turn);
                     Response::StateRolledBack
@@ -233,45 +244,110 @@ impl Enclave {
                     failed(FailureKind::UnknownTicket, "no state change is held on this ticket")
                 }
             },
-            Request::LoadState { state } => match worker.load_state(&state) {
-                Ok(loaded) => Response::StateLoaded { loaded },
-                Err(error) => failed(FailureKind::State, error.to_string()),
+            (Request::LoadState { state }, _) => match core.runtime() {
+                Some(runtime) => match runtime.load_state(&state) {
+                    Ok(loaded) => Response::StateLoaded { loaded },
+                    Err(error) => failed(FailureKind::State, error.to_string()),
+                },
+                None => core.wrong_role(),
             },
-            Request::SignReceiptUpdate { work_order_id, response, failed } => {
-                Response::ReceiptUpdate(worker.receipt_update(&work_order_id, &response, failed))
+            (Request::SignReceiptUpdate { work_order_id, response, failed }, _) => {
+                match core.worker() {
+                    Some(worker) => Response::ReceiptUpdate(worker.receipt_update(
+                        &work_order_id,
+                        &response,
+                        failed,
+                    )),
+                    None => core.wrong_role(),
+                }
             }
+            (Request::IssueNonce, Core::Kme(kme)) => answer(kme.issue_nonce().map(Response::Nonce)),
+            (Request::RegisterWpe { attestation, nonce }, Core::Kme(kme)) => answer(
+                kme.register(&attestation, &nonce)
+                    .map(|kme_key| Response::WpeRegistered { kme_key }),
+            ),
+            (Request::PreProcess { wpe_key, raw }, Core::Kme(kme)) => {
+                answer(kme.pre_process(&wpe_key, &raw).map(Response::PreProcessed))
+            }
+            (Request::Attest { nonce }, Core::Wpe(wpe)) => {
+                answer(wpe.attest(&nonce).map(Response::Attested))
+            }
+            (Request::AddKme { kme_key }, Core::Wpe(wpe)) => {
+                answer(wpe.add_kme(&kme_key).map(|()| Response::KmeAdded))
+            }
+            (_, core) => core.wrong_role(),
+        }
+    }
+
+    /// Starts processing an order with `keys`: done at once, or on a thread of its own if its
+    /// workload uses the host's files.
+    fn begin(&self, runtime: &Arc<Runtime>, keys: OrderKeys, raw: &[u8]) -> Response {
+        match process::begin(runtime, keys, raw) {
+            Begun::Done(processed, turn) => self.processed(processed, turn),
+            Begun::UsesHostIo(prepared) => match Running::start(Arc::clone(runtime), prepared) {
+                Ok(running) => self.step(OrderTicket(self.ticket()), running),
+                Err(message) => failed(FailureKind::Platform, message),
+            },
         }
     }
 
     fn start(
         &self,
         config: EnclaveConfig,
+        role: Role,
         sealed_keys: Option<Vec<u8>>,
         states: &[SealedState],
     ) -> Response {
         let _starting = lock(&self.starting);
-        if self.worker.get().is_some() {
-            return failed(FailureKind::AlreadyStarted, "the worker runs already");
+        if self.core.get().is_some() {
+            return failed(FailureKind::AlreadyStarted, "the enclave runs already");
         }
         let platform = Arc::clone(&self.platform);
-        let registry = self.registry.clone();
-        let started = match sealed_keys {
-            None => Worker::create(platform, registry, config),
-            Some(keys) => Worker::restore(platform, registry, config, &keys, states)
-                .map(|worker| (worker, keys)),
+        let signed_up = |registry: Registry, states: &[SealedState]| {
+            match &sealed_keys {
+                None => Runtime::restore(platform.clone(), registry, config.clone(), states)
+                    .and_then(Worker::create),
+                Some(keys) => Runtime::restore(platform.clone(), registry, config.clone(), states)
+                    .and_then(|runtime| Worker::restore(runtime, keys))
+                    .map(|worker| (worker, keys.clone())),
+            }
+            .map_err(|error| Failure::new(FailureKind::Start, error.to_string()))
+        };
+        let started = match role {
+            Role::Singleton => signed_up(self.registry.clone(), states).map(|(worker, keys)| {
+                let started = started(&worker, keys, worker.runtime.workloads());
+                (Core::Singleton(Arc::new(worker)), started)
+            }),
+            Role::Kme(policy) => {
+                signed_up(Registry::default(), &[]).and_then(|(mut worker, keys)| {
+                    let measurements =
+                        &mut worker.record.details.worker_type_data.extended_measurements;
+                    measurements.extend(policy.measurements.iter().map(|m| m.to_uppercase()));
+                    let started = started(&worker, keys, vec![]);
+                    Ok((Core::Kme(Arc::new(Kme::new(worker, &policy)?)), started))
+                })
+            }
+            Role::Wpe { tenant } => {
+                Runtime::restore(platform.clone(), self.registry.clone(), config.clone(), states)
+                    .map_err(|error| Failure::new(FailureKind::Start, error.to_string()))
+                    .and_then(|runtime| {
+                        let wpe = Wpe::new(runtime, tenant)?;
+                        let started = Started {
+                            worker_id: afallon_proto::worker_id_from_name(&config.worker_name),
+                            record: None,
+                            sealed_keys: vec![],
+                            workloads: wpe.runtime.workloads(),
+                        };
+                        Ok((Core::Wpe(Arc::new(wpe)), started))
+                    })
+            }
         };
         match started {
-            Ok((worker, sealed_keys)) => {
-                let started = Started {
-                    worker_id: worker.worker_id.clone(),
-                    record: worker.record.clone(),
-                    sealed_keys,
-                    workloads: worker.workloads(),
-                };
-                let _ = self.worker.set(Arc::new(worker));
+            Ok((core, started)) => {
+                let _ = self.core.set(core);
                 Response::Started(Box::new(started))
             }
-            Err(error) => failed(FailureKind::Start, error.to_string()),
+            Err(failure) => Response::Failed(failure),
         }
     }
 
@@ -303,10 +379,63 @@ impl Enclave {
 impl std::fmt::Debug for Enclave {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Enclave")
-            .field("worker_id", &self.worker.get().map(|worker| worker.worker_id.as_str()))
+            .field("role", &self.core.get().map(Core::name))
             .field("workloads", &self.registry)
             .finish_non_exhaustive()
     }
+}
+
+/// A started enclave: what it is, with what it holds.
+enum Core {
+    Singleton(Arc<Worker>),
+    Kme(Arc<Kme>),
+    Wpe(Arc<Wpe>),
+}
+
+impl Core {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Singleton(_) => "singleton worker",
+            Self::Kme(_) => "KME",
+            Self::Wpe(_) => "WPE",
+        }
+    }
+
+    /// The worker whose keys sign: a singleton worker's, or the pool's in its KME.
+    fn worker(&self) -> Option<&Worker> {
+        match self {
+            Self::Singleton(worker) => Some(worker),
+            Self::Kme(kme) => Some(&kme.worker),
+            Self::Wpe(_) => None,
+        }
+    }
+
+    /// The workloads: a singleton worker's, or a WPE's.
+    fn runtime(&self) -> Option<&Arc<Runtime>> {
+        match self {
+            Self::Singleton(worker) => Some(&worker.runtime),
+            Self::Wpe(wpe) => Some(&wpe.runtime),
+            Self::Kme(_) => None,
+        }
+    }
+
+    fn wrong_role(&self) -> Response {
+        failed(FailureKind::WrongRole, format!("a {} does not serve this request", self.name()))
+    }
+}
+
+/// What the host is told of a started worker (or KME).
+fn started(worker: &Worker, sealed_keys: Vec<u8>, workloads: Vec<WorkloadInfo>) -> Started {
+    Started {
+        worker_id: worker.worker_id.clone(),
+        record: Some(worker.record.clone()),
+        sealed_keys,
+        workloads,
+    }
+}
+
+fn answer(outcome: Result<Response, Failure>) -> Response {
+    outcome.unwrap_or_else(Response::Failed)
 }
 
 fn failed(kind: FailureKind, message: impl Into<String>) -> Response {

@@ -9,8 +9,8 @@ use afallon_proto::{ReceiptUpdate, WorkerRecord};
 use afallon_workloads::{HostIo, IoError, WorkloadPath};
 
 use crate::messages::{
-    Failure, FailureKind, HostIoFailure, HostIoReply, HostIoRequest, Request, Response, Started,
-    StateTicket, WorkloadInfo,
+    Attestation, Failure, FailureKind, HostIoFailure, HostIoReply, HostIoRequest, PreProcessed,
+    Request, Response, Role, Started, StateTicket, WorkloadInfo,
 };
 use crate::{EnclaveConfig, Processed, SealedState};
 
@@ -32,6 +32,7 @@ impl EnclaveLink for crate::Enclave {
 pub struct EnclaveClient {
     link: Arc<dyn EnclaveLink>,
     started: Arc<Started>,
+    record: Arc<WorkerRecord>,
 }
 
 impl std::fmt::Debug for EnclaveClient {
@@ -53,8 +54,31 @@ impl EnclaveClient {
         sealed_keys: Option<Vec<u8>>,
         states: Vec<SealedState>,
     ) -> Result<Self, Failure> {
-        match link.call(Request::Start { config, sealed_keys, states }) {
-            Response::Started(started) => Ok(Self { link, started: Arc::from(started) }),
+        Self::start_as(link, Role::Singleton, config, sealed_keys, states)
+    }
+
+    /// As [`EnclaveClient::start`], for an enclave of `role`: a singleton worker or a pool's KME
+    /// (which holds the pool's keys and record). A WPE has no record of its own: see
+    /// [`WpeClient`].
+    ///
+    /// # Errors
+    /// As [`EnclaveClient::start`].
+    pub fn start_as(
+        link: Arc<dyn EnclaveLink>,
+        role: Role,
+        config: EnclaveConfig,
+        sealed_keys: Option<Vec<u8>>,
+        states: Vec<SealedState>,
+    ) -> Result<Self, Failure> {
+        match link.call(Request::Start { config, role, sealed_keys, states }) {
+            Response::Started(started) => match started.record.clone() {
+                Some(record) => {
+                    Ok(Self { link, started: Arc::from(started), record: Arc::new(record) })
+                }
+                None => {
+                    Err(Failure::new(FailureKind::WrongRole, "the enclave has no worker record"))
+                }
+            },
             other => Err(unexpected(other)),
         }
     }
@@ -66,7 +90,7 @@ impl EnclaveClient {
 
     /// The worker record to register (wire spec §1.9).
     pub fn worker_record(&self) -> &WorkerRecord {
-        &self.started.record
+        &self.record
     }
 
     /// The worker's sealed keys, to store.
@@ -92,22 +116,47 @@ impl EnclaveClient {
         raw: &[u8],
         io: &dyn HostIo,
     ) -> Result<(Processed, Option<PendingState>), Failure> {
-        let mut response = self.link.call(Request::ProcessWorkOrder { raw: raw.to_vec() });
-        loop {
-            match response {
-                Response::WorkOrderProcessed { processed, change } => {
-                    let pending = change.map(|change| PendingState {
-                        link: Arc::clone(&self.link),
-                        change: Some(change),
-                    });
-                    return Ok((processed, pending));
-                }
-                Response::HostIo { order, request } => {
-                    let reply = perform(io, &request);
-                    response = self.link.call(Request::ContinueWorkOrder { order, reply });
-                }
-                other => return Err(unexpected(other)),
-            }
+        drive(&self.link, Request::ProcessWorkOrder { raw: raw.to_vec() }, io)
+    }
+
+    /// KME: a fresh nonce for one WPE's registration.
+    ///
+    /// # Errors
+    /// [`Failure`] if the enclave is not a KME or cannot be reached.
+    pub fn issue_nonce(&self) -> Result<Vec<u8>, Failure> {
+        match self.link.call(Request::IssueNonce) {
+            Response::Nonce(nonce) => Ok(nonce),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// KME: registers the WPE that `attestation` speaks for; returns the KME's transport key,
+    /// for the WPE.
+    ///
+    /// # Errors
+    /// [`FailureKind::Registration`] if the KME's policy refuses the WPE, or the nonce is not
+    /// one it issued and has not used.
+    pub fn register_wpe(
+        &self,
+        attestation: Attestation,
+        nonce: Vec<u8>,
+    ) -> Result<Vec<u8>, Failure> {
+        match self.link.call(Request::RegisterWpe { attestation, nonce }) {
+            Response::WpeRegistered { kme_key } => Ok(kme_key),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// KME: pre-processes the order `raw` for the registered WPE whose transport key is
+    /// `wpe_key`.
+    ///
+    /// # Errors
+    /// [`FailureKind::UnknownWpe`], [`FailureKind::Tenant`], or a transport failure.
+    pub fn pre_process(&self, wpe_key: &[u8], raw: &[u8]) -> Result<PreProcessed, Failure> {
+        let request = Request::PreProcess { wpe_key: wpe_key.to_vec(), raw: raw.to_vec() };
+        match self.link.call(request) {
+            Response::PreProcessed(keys) => Ok(keys),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -141,6 +190,121 @@ impl EnclaveClient {
         match self.link.call(request) {
             Response::ReceiptUpdate(update) => Ok(update),
             other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// A pool's WPE, as its host sees it: it runs the pool's orders with the keys a KME
+/// pre-processed for it, and holds none of the pool's keys.
+#[derive(Clone)]
+pub struct WpeClient {
+    link: Arc<dyn EnclaveLink>,
+    started: Arc<Started>,
+}
+
+impl std::fmt::Debug for WpeClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WpeClient").field("worker_id", &self.started.worker_id).finish()
+    }
+}
+
+impl WpeClient {
+    /// Starts the WPE behind `link` for the pool `config` names, dedicated to `tenant` if given,
+    /// with the pool's workloads in their last stored states.
+    ///
+    /// # Errors
+    /// The enclave's [`Failure`].
+    pub fn start(
+        link: Arc<dyn EnclaveLink>,
+        config: EnclaveConfig,
+        tenant: Option<String>,
+        states: Vec<SealedState>,
+    ) -> Result<Self, Failure> {
+        let role = Role::Wpe { tenant };
+        match link.call(Request::Start { config, role, sealed_keys: None, states }) {
+            Response::Started(started) => Ok(Self { link, started: Arc::from(started) }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The pool's worker id.
+    pub fn worker_id(&self) -> &str {
+        &self.started.worker_id
+    }
+
+    /// The workloads it runs.
+    pub fn workloads(&self) -> &[WorkloadInfo] {
+        &self.started.workloads
+    }
+
+    /// Evidence for a registration with the KME that issued `nonce`.
+    ///
+    /// # Errors
+    /// [`Failure`] if the platform cannot attest.
+    pub fn attest(&self, nonce: Vec<u8>) -> Result<Attestation, Failure> {
+        match self.link.call(Request::Attest { nonce }) {
+            Response::Attested(attestation) => Ok(attestation),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The KME with transport key `kme_key` registered this WPE.
+    ///
+    /// # Errors
+    /// [`Failure`] for a key that is not one.
+    pub fn add_kme(&self, kme_key: Vec<u8>) -> Result<(), Failure> {
+        match self.link.call(Request::AddKme { kme_key }) {
+            Response::KmeAdded => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Processes the order `raw` with the keys a KME pre-processed for it, as
+    /// [`EnclaveClient::process`] does.
+    ///
+    /// # Errors
+    /// As [`EnclaveClient::process`].
+    pub fn process(
+        &self,
+        raw: &[u8],
+        keys: PreProcessed,
+        io: &dyn HostIo,
+    ) -> Result<(Processed, Option<PendingState>), Failure> {
+        drive(&self.link, Request::ProcessPoolOrder { raw: raw.to_vec(), keys }, io)
+    }
+
+    /// As [`EnclaveClient::load_state`].
+    ///
+    /// # Errors
+    /// As [`EnclaveClient::load_state`].
+    pub fn load_state(&self, state: SealedState) -> Result<bool, Failure> {
+        match self.link.call(Request::LoadState { state }) {
+            Response::StateLoaded { loaded } => Ok(loaded),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// Sends `first` (an order to process) and answers the enclave's file accesses with `io` until
+/// the order is done.
+fn drive(
+    link: &Arc<dyn EnclaveLink>,
+    first: Request,
+    io: &dyn HostIo,
+) -> Result<(Processed, Option<PendingState>), Failure> {
+    let mut response = link.call(first);
+    loop {
+        match response {
+            Response::WorkOrderProcessed { processed, change } => {
+                let pending = change
+                    .map(|change| PendingState { link: Arc::clone(link), change: Some(change) });
+                return Ok((processed, pending));
+            }
+            Response::HostIo { order, request } => {
+                let reply = perform(io, &request);
+                response = link.call(Request::ContinueWorkOrder { order, reply });
+            }
+            other => return Err(unexpected(other)),
         }
     }
 }
@@ -224,6 +388,11 @@ fn response_name(response: &Response) -> &'static str {
         Response::StateRolledBack => "state rolled back",
         Response::StateLoaded { .. } => "state loaded",
         Response::ReceiptUpdate(_) => "receipt update",
+        Response::Nonce(_) => "nonce",
+        Response::Attested(_) => "attested",
+        Response::WpeRegistered { .. } => "WPE registered",
+        Response::KmeAdded => "KME added",
+        Response::PreProcessed(_) => "pre-processed",
         Response::Failed(_) => "failed",
     }
 }

@@ -8,7 +8,7 @@ use afallon_proto::{ReceiptUpdate, WorkerRecord};
 use afallon_workloads::IoError;
 use serde::{Deserialize, Serialize};
 
-use crate::{EnclaveConfig, Processed, SealedState};
+use crate::{EnclaveConfig, ProcessError, Processed, SealedState};
 
 /// What the host asks of an enclave.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,8 +18,11 @@ pub enum Request {
     /// Starts the worker: signs it up (fresh keys) when `sealed_keys` is `None`, or restores it
     /// from the keys and workload states it sealed before. Answered [`Response::Started`].
     Start {
-        /// Who the worker is.
+        /// Who the worker is (for a WPE: whose limits and workloads it runs).
         config: EnclaveConfig,
+        /// What the enclave is: a singleton worker, a pool's KME or one of its WPEs.
+        #[serde(default)]
+        role: Role,
         /// The worker's sealed keys, from an earlier [`Response::Started`].
         #[serde(with = "base64_bytes::option")]
         sealed_keys: Option<Vec<u8>>,
@@ -58,6 +61,49 @@ pub enum Request {
     LoadState {
         /// The stored state.
         state: SealedState,
+    },
+    /// KME: a fresh nonce for one WPE's registration. Answered [`Response::Nonce`].
+    IssueNonce,
+    /// WPE (or a KME attesting to another): evidence binding its transport key, `nonce` and its
+    /// tenant. Answered [`Response::Attested`].
+    Attest {
+        /// The nonce of the KME it registers with.
+        #[serde(with = "base64_bytes")]
+        nonce: Vec<u8>,
+    },
+    /// KME: registers the WPE that `attestation` speaks for, if its evidence passes the KME's
+    /// policy and binds the nonce this KME issued. Answered [`Response::WpeRegistered`].
+    RegisterWpe {
+        /// The WPE's [`Response::Attested`].
+        attestation: Attestation,
+        /// The nonce it was made for; taken, so it cannot serve twice.
+        #[serde(with = "base64_bytes")]
+        nonce: Vec<u8>,
+    },
+    /// WPE: the KME with this transport key registered it. Answered [`Response::KmeAdded`].
+    AddKme {
+        /// The KME's transport key, from [`Response::WpeRegistered`].
+        #[serde(with = "base64_bytes")]
+        kme_key: Vec<u8>,
+    },
+    /// KME: pre-processes an order for the registered WPE `wpe_key`. Answered
+    /// [`Response::PreProcessed`].
+    PreProcess {
+        /// The WPE's transport key.
+        #[serde(with = "base64_bytes")]
+        wpe_key: Vec<u8>,
+        /// The raw `WorkOrderSubmit` request.
+        #[serde(with = "base64_bytes")]
+        raw: Vec<u8>,
+    },
+    /// WPE: processes an order with the keys a KME pre-processed for it. Answered as
+    /// [`Request::ProcessWorkOrder`] is.
+    ProcessPoolOrder {
+        /// The raw `WorkOrderSubmit` request.
+        #[serde(with = "base64_bytes")]
+        raw: Vec<u8>,
+        /// The KME's [`Response::PreProcessed`].
+        keys: PreProcessed,
     },
     /// Signs the receipt update for a processed order (wire spec §3.11). Answered
     /// [`Response::ReceiptUpdate`].
@@ -105,8 +151,121 @@ pub enum Response {
     },
     /// Answer to [`Request::SignReceiptUpdate`].
     ReceiptUpdate(ReceiptUpdate),
+    /// Answer to [`Request::IssueNonce`].
+    Nonce(#[serde(with = "base64_bytes")] Vec<u8>),
+    /// Answer to [`Request::Attest`].
+    Attested(Attestation),
+    /// Answer to [`Request::RegisterWpe`]: the KME's transport key, for [`Request::AddKme`].
+    WpeRegistered {
+        /// The KME's transport key.
+        #[serde(with = "base64_bytes")]
+        kme_key: Vec<u8>,
+    },
+    /// Answer to [`Request::AddKme`].
+    KmeAdded,
+    /// Answer to [`Request::PreProcess`].
+    PreProcessed(PreProcessed),
     /// The request could not be carried out; nothing changed.
     Failed(Failure),
+}
+
+/// What an enclave is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub enum Role {
+    /// A worker of its own: its keys, its workloads.
+    #[default]
+    Singleton,
+    /// A pool's Key Management Enclave: the pool's keys (those of the worker requesters see),
+    /// serving the WPEs its policy admits.
+    Kme(WpePolicy),
+    /// A pool's Work-order Processing Enclave: the workloads, none of the pool's keys.
+    Wpe {
+        /// The requester it is dedicated to, bound into its evidence; none: any requester
+        /// without WPEs of its own.
+        tenant: Option<String>,
+    },
+}
+
+/// Which WPEs a KME admits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WpePolicy {
+    /// The WPE measurements allowed (hex); at least one.
+    pub measurements: Vec<String>,
+    /// Accept simulated evidence (development only).
+    pub allow_simulation: bool,
+    /// The simulation attestation keys trusted (PEM); none: any.
+    pub simulation_keys: Vec<String>,
+}
+
+/// An enclave's evidence for a registration: it binds its transport key, the KME's nonce and its
+/// tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attestation {
+    /// The evidence's kind (`sim`, ...).
+    pub evidence_kind: String,
+    /// The evidence document.
+    pub evidence: String,
+    /// The enclave's transport key (33 bytes, a compressed secp256k1 point).
+    #[serde(with = "base64_bytes")]
+    pub transport_key: Vec<u8>,
+    /// The requester the enclave is dedicated to.
+    pub tenant: Option<String>,
+}
+
+/// A KME's pre-processing of one order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PreProcessed {
+    /// The order's keys, for the WPE.
+    Keys(Box<PoolKeys>),
+    /// The order cannot be processed (its session key does not unwrap, say): the error its
+    /// response carries.
+    Refused(ProcessError),
+}
+
+/// One order's keys, wrapped for one WPE under the key it shares with the KME. None of the
+/// pool's private keys is among them.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolKeys {
+    /// The transport key of the KME that made them.
+    #[serde(with = "base64_bytes")]
+    pub kme_key: Vec<u8>,
+    /// The session key, wrapped.
+    #[serde(with = "base64_bytes")]
+    pub session_key: Vec<u8>,
+    /// The RSA-wrapped per-item keys, unwrapped by the KME and wrapped again.
+    pub data_keys: Vec<DataKey>,
+    /// The per-order signing key, sealed.
+    #[serde(with = "base64_bytes")]
+    pub signing_key: Vec<u8>,
+    /// The per-order verification key (PEM): the result's `extVerificationKey`.
+    pub ext_verification_key: String,
+    /// The pool's signature over it and the requester's nonce: `extVerificationKeySignature`.
+    pub ext_verification_key_signature: String,
+}
+
+/// One item's key in [`PoolKeys`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DataKey {
+    /// The item's index.
+    pub index: i64,
+    /// Its key, wrapped.
+    #[serde(with = "base64_bytes")]
+    pub key: Vec<u8>,
+}
+
+impl std::fmt::Debug for PoolKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolKeys")
+            .field("ext_verification_key", &self.ext_verification_key)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A started worker: what the host registers and stores.
@@ -115,9 +274,10 @@ pub enum Response {
 pub struct Started {
     /// The worker's id: SHA-256 of its name, lower-case hex.
     pub worker_id: String,
-    /// The worker record to register (wire spec §1.9).
-    pub record: WorkerRecord,
-    /// The worker's keys, sealed: the host stores them to restart the same worker.
+    /// The worker record to register (wire spec §1.9); none for a WPE, which registers nothing.
+    pub record: Option<WorkerRecord>,
+    /// The worker's keys, sealed: the host stores them to restart the same worker (empty for a
+    /// WPE, which has none).
     #[serde(with = "base64_bytes")]
     pub sealed_keys: Vec<u8>,
     /// The workloads it runs.
@@ -234,6 +394,16 @@ pub enum FailureKind {
     UnknownTicket,
     /// A stored state that does not load; the state in effect is unchanged.
     State,
+    /// A request this kind of enclave does not serve (a KME asked to process an order, say).
+    WrongRole,
+    /// A WPE's registration was refused: its evidence, its measurement, or its nonce.
+    Registration,
+    /// Pre-processing for a WPE this KME has not registered.
+    UnknownWpe,
+    /// Key material from a KME this WPE has not registered with.
+    UnknownKme,
+    /// The order's requester is not the WPE's tenant (or has WPEs of its own).
+    Tenant,
     /// The platform failed (no randomness, say).
     Platform,
     /// The enclave's transport failed: the request may or may not have been carried out.

@@ -10,15 +10,16 @@ use afallon_crypto::{AesGcmError, AesKey, Iv, RsaError, sha256};
 use afallon_proto::protection::{self, ItemKey, ProtectionError};
 use afallon_proto::{
     DataItem, EnclaveErrorCode, WorkOrderRequest, WorkOrderResult, request_digest, request_hash,
-    response_hash, workload_name_from_id,
+    workload_name_from_id,
 };
 use afallon_workloads::{Context, HostIo, Input, NoIo, Workload};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::{self, ProcessError};
+use crate::keys::OrderKeys;
+use crate::runtime::Runtime;
 use crate::state::StateTurn;
-use crate::worker::Worker;
 use crate::{Processed, SealedState};
 
 /// An order after [`begin`].
@@ -32,6 +33,7 @@ pub(crate) enum Begun {
 
 /// An order whose request is checked and whose inputs are decrypted, ready for its workload.
 pub(crate) struct Prepared {
+    keys: OrderKeys,
     id: Value,
     request: WorkOrderRequest,
     session_key: AesKey,
@@ -42,8 +44,8 @@ pub(crate) struct Prepared {
 
 /// Checks and decrypts one raw `WorkOrderSubmit` request body, and runs it through unless its
 /// workload uses the host's files.
-pub(crate) fn begin(worker: &Worker, raw: &[u8]) -> Begun {
-    let request_limits = &worker.config.limits.request;
+pub(crate) fn begin(runtime: &Runtime, keys: OrderKeys, raw: &[u8]) -> Begun {
+    let request_limits = &runtime.config.limits.request;
     if raw.len() > request_limits.max_request_bytes {
         let error = ProcessError::value(request_limits.too_large_message(raw.len()));
         return Begun::Done(failed(&Value::from(0), "", error, None), None);
@@ -53,14 +55,15 @@ pub(crate) fn begin(worker: &Worker, raw: &[u8]) -> Begun {
         Err(_) => return Begun::Done(diagnose(raw), None),
     };
     let Envelope { id, params: request } = envelope;
-    match check_and_decrypt(worker, &request) {
+    match check_and_decrypt(runtime, &keys, &request) {
         Ok((session_key, session_iv, inputs, workload)) => {
             let uses_host_io = workload.uses_host_io();
-            let prepared = Prepared { id, request, session_key, session_iv, inputs, workload };
+            let prepared =
+                Prepared { keys, id, request, session_key, session_iv, inputs, workload };
             if uses_host_io {
                 Begun::UsesHostIo(Box::new(prepared))
             } else {
-                let (processed, turn) = complete(worker, prepared, &NoIo);
+                let (processed, turn) = complete(runtime, prepared, &NoIo);
                 Begun::Done(processed, turn)
             }
         }
@@ -68,15 +71,24 @@ pub(crate) fn begin(worker: &Worker, raw: &[u8]) -> Begun {
     }
 }
 
+/// The response to an order that cannot be processed for `error` (a KME refused its keys): what
+/// is wrong with the request itself comes first, as when a singleton worker processes it.
+pub(crate) fn refuse(raw: &[u8], error: ProcessError) -> Processed {
+    match serde_json::from_slice::<Envelope>(raw) {
+        Ok(envelope) => failed(&envelope.id, &envelope.params.work_order_id, error, None),
+        Err(_) => diagnose(raw),
+    }
+}
+
 /// Runs a prepared order's workload with `io` as its file access, then encrypts, hashes and
 /// signs its outputs.
 pub(crate) fn complete(
-    worker: &Worker,
+    runtime: &Runtime,
     prepared: Prepared,
     io: &dyn HostIo,
 ) -> (Processed, Option<StateTurn>) {
     let (mut state, mut turn) = (None, None);
-    let outcome = run(worker, &prepared, io, &mut state, &mut turn);
+    let outcome = run(runtime, &prepared, io, &mut state, &mut turn);
     let processed = match outcome {
         Ok(result) => {
             let response = json!({"jsonrpc": "2.0", "id": prepared.id, "result": result});
@@ -152,11 +164,12 @@ type Decrypted = (AesKey, Iv, Vec<Input>, Arc<dyn Workload>);
 /// Steps 1 to 5: formats, the session key and every input, the request hash, the requester's
 /// signature, the workload.
 fn check_and_decrypt(
-    worker: &Worker,
+    runtime: &Runtime,
+    keys: &OrderKeys,
     request: &WorkOrderRequest,
 ) -> Result<Decrypted, ProcessError> {
-    let limits = &worker.config.limits;
-    let oaep = worker.config.key_encryption.oaep_hash();
+    let limits = &runtime.config.limits;
+    let oaep = runtime.config.key_encryption.oaep_hash();
     // 1. Formats and algorithms.
     if !request.payload_format.eq_ignore_ascii_case("json-rpc") {
         return Err(ProcessError::value("Unsupported payload format found in the input"));
@@ -181,12 +194,8 @@ fn check_and_decrypt(
     }
 
     // 2. The session key, then every input.
-    let session_key = protection::unwrap_session_key(
-        &worker.keys.encryption,
-        oaep,
-        &request.encrypted_session_key,
-    )
-    .map_err(|e| protection_error(e, "encryptedSessionKey"))?;
+    let session_key =
+        keys.session_key(request, oaep).map_err(|e| protection_error(e, "encryptedSessionKey"))?;
     let session_iv = protection::decode_iv("sessionKeyIv", iv_hex).map_err(|_| {
         ProcessError::value("invalid request; sessionKeyIv must be 12 bytes in hex")
     })?;
@@ -194,9 +203,8 @@ fn check_and_decrypt(
     items.sort_by_key(|item| item.index);
     let mut inputs = Vec::with_capacity(items.len());
     for item in items {
-        let key =
-            protection::item_key(item, &session_key, &session_iv, &worker.keys.encryption, oaep)
-                .map_err(|e| protection_error(e, "encryptedDataEncryptionKey"))?;
+        let key = protection::item_key(item, &session_key, &session_iv, keys.data_keys(), oaep)
+            .map_err(|e| protection_error(e, "encryptedDataEncryptionKey"))?;
         let data = item.data.as_deref().unwrap_or("");
         let plaintext = key.open(item.index, data).map_err(|e| protection_error(e, "data"))?;
         if data.is_empty() && item.data_hash.as_deref().is_some_and(|h| !h.is_empty()) {
@@ -221,7 +229,7 @@ fn check_and_decrypt(
 
     // 5. The workload.
     let workload = workload_name_from_id(&request.workload_id)
-        .and_then(|name| worker.registry.get(&name).cloned())
+        .and_then(|name| runtime.registry.get(&name).cloned())
         .ok_or(ProcessError {
             code: EnclaveErrorCode::InvalidWorkload,
             message: error::UNKNOWN_WORKLOAD.into(),
@@ -231,15 +239,15 @@ fn check_and_decrypt(
 
 /// Steps 5 and 6: the workload, with its state sealed after it, then the outputs.
 fn run(
-    worker: &Worker,
+    runtime: &Runtime,
     prepared: &Prepared,
     io: &dyn HostIo,
     state: &mut Option<SealedState>,
     turn: &mut Option<StateTurn>,
 ) -> Result<WorkOrderResult, ProcessError> {
-    let Prepared { request, session_key, session_iv, inputs, workload, .. } = prepared;
-    let limits = &worker.config.limits;
-    let oaep = worker.config.key_encryption.oaep_hash();
+    let Prepared { keys, request, session_key, session_iv, inputs, workload, .. } = prepared;
+    let limits = &runtime.config.limits;
+    let oaep = runtime.config.key_encryption.oaep_hash();
     let context = Context {
         requester_id: &request.requester_id,
         worker_id: &request.worker_id,
@@ -249,10 +257,10 @@ fn run(
     let outputs = {
         // A stateful workload runs one order at a time, on the state of the last committed one;
         // its change is pending until the host commits it.
-        *turn = workload.stateful().then(|| worker.hold_state(workload)).flatten();
+        *turn = workload.stateful().then(|| runtime.hold_state(workload)).flatten();
         let outputs = workload.process(&context, inputs);
         if let (Some(snapshot), Some(held)) = (workload.snapshot(), turn.as_mut()) {
-            match worker.seal_workload_state(workload.name(), &snapshot, held) {
+            match runtime.seal_workload_state(workload.name(), &snapshot, held) {
                 Ok(sealed) => *state = Some(sealed),
                 Err(error) => {
                     // Not kept, so not changed: the turn is dropped, which restores the state
@@ -307,9 +315,8 @@ fn run(
                 iv: Some(String::new()),
             },
         };
-        let key =
-            protection::item_key(&item, session_key, session_iv, &worker.keys.encryption, oaep)
-                .map_err(|e| protection_error(e, "outData encryptedDataEncryptionKey"))?;
+        let key = protection::item_key(&item, session_key, session_iv, keys.data_keys(), oaep)
+            .map_err(|e| protection_error(e, "outData encryptedDataEncryptionKey"))?;
         item.data_hash = Some(sha256(&output.data).to_hex_upper());
         item.data = Some(seal_output(&key, &output.data)?);
         out_data.push(item);
@@ -331,8 +338,8 @@ fn run(
         ext_verification_key: None,
         ext_verification_key_signature: None,
     };
-    result.worker_signature =
-        protection::sign_digest_base64(&worker.keys.signing, &response_hash(&result));
+    keys.sign(&mut result)
+        .map_err(|e| ProcessError::crypto(format!("Crypto Error (Sign): {e}")))?;
     Ok(result)
 }
 
@@ -342,7 +349,7 @@ fn seal_output(key: &ItemKey<'_>, plaintext: &[u8]) -> Result<String, ProcessErr
 }
 
 /// Maps a protection failure to the enclave's code and message.
-fn protection_error(error: ProtectionError, field: &str) -> ProcessError {
+pub(crate) fn protection_error(error: ProtectionError, field: &str) -> ProcessError {
     match error {
         ProtectionError::SessionKey(RsaError::CiphertextLength { .. })
         | ProtectionError::DataKey { source: RsaError::CiphertextLength { .. }, .. } => {

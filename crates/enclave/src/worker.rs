@@ -1,7 +1,6 @@
-//! A started worker inside the enclave: its keys, its workloads and their state turns, and what
-//! it does with them (process an order, sign a receipt update, load a newer state).
+//! A started singleton worker (or a pool's KME) inside the enclave: its keys, its record, and
+//! what it signs.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use afallon_attest::{Platform, ReportData};
@@ -9,78 +8,38 @@ use afallon_proto::{
     ReceiptStatus, ReceiptUpdate, WorkerDetails, WorkerRecord, WorkerStatus, WorkerType,
     WorkerTypeData, protection, receipt_update_digest, result_update_data, updater_id,
 };
-use afallon_workloads::{Registry, Workload};
 
 use crate::keys::WorkerKeys;
-use crate::state::{StateSlot, StateTurn};
-use crate::{EnclaveConfig, EnclaveError, SealedState, WorkloadInfo};
+use crate::runtime::Runtime;
+use crate::{EnclaveConfig, EnclaveError};
 
-/// A signed-up worker's trusted core.
+/// A signed-up worker's keys and record, and the workloads it runs.
 pub(crate) struct Worker {
-    pub(crate) keys: WorkerKeys,
-    platform: Arc<dyn Platform>,
-    pub(crate) registry: Registry,
-    pub(crate) config: EnclaveConfig,
+    pub(crate) keys: Arc<WorkerKeys>,
+    pub(crate) runtime: Arc<Runtime>,
     pub(crate) record: WorkerRecord,
     pub(crate) worker_id: String,
-    /// Each workload's turn, held by a stateful workload's order until its state change is
-    /// committed or rolled back.
-    state_slots: BTreeMap<&'static str, Arc<StateSlot>>,
 }
 
 impl Worker {
     /// Signs up a new worker: fresh keys, the encryption-key signature, evidence binding the
     /// verification key, and the worker record; with its sealed keys.
-    pub(crate) fn create(
-        platform: Arc<dyn Platform>,
-        registry: Registry,
-        config: EnclaveConfig,
-    ) -> Result<(Self, Vec<u8>), EnclaveError> {
+    pub(crate) fn create(runtime: Runtime) -> Result<(Self, Vec<u8>), EnclaveError> {
         let keys = WorkerKeys::generate()?;
-        let sealed_keys = keys.seal(&*platform)?;
-        Ok((Self::assemble(platform, keys, registry, config)?, sealed_keys))
+        let sealed_keys = keys.seal(&*runtime.platform)?;
+        Ok((Self::assemble(keys, runtime)?, sealed_keys))
     }
 
-    /// Restarts a worker from its sealed keys and its workloads' sealed states.
-    pub(crate) fn restore(
-        platform: Arc<dyn Platform>,
-        registry: Registry,
-        config: EnclaveConfig,
-        sealed_keys: &[u8],
-        states: &[SealedState],
-    ) -> Result<Self, EnclaveError> {
-        let keys = WorkerKeys::unseal(&*platform, sealed_keys)?;
-        for state in states {
-            let workload = registry
-                .get(&state.workload)
-                .ok_or_else(|| EnclaveError::UnknownWorkload(state.workload.clone()))?;
-            let snapshot = platform
-                .unseal(&state_label(&state.workload, state.version), &state.blob)
-                .or_else(|_| {
-                    // Sealed before the version was sealed with the state: accepted at a
-                    // restart only (docs/security.md).
-                    platform.unseal(&legacy_state_label(&state.workload), &state.blob)
-                })?;
-            workload.restore(&snapshot).map_err(|error| EnclaveError::WorkloadState {
-                workload: state.workload.clone(),
-                error,
-            })?;
-        }
-        let worker = Self::assemble(platform, keys, registry, config)?;
-        for state in states {
-            if let Some(slot) = worker.state_slots.get(state.workload.as_str()) {
-                slot.set_version(state.version);
-            }
-        }
-        Ok(worker)
+    /// Restarts a worker from its sealed keys.
+    pub(crate) fn restore(runtime: Runtime, sealed_keys: &[u8]) -> Result<Self, EnclaveError> {
+        let keys = WorkerKeys::unseal(&*runtime.platform, sealed_keys)?;
+        Self::assemble(keys, runtime)
     }
 
-    fn assemble(
-        platform: Arc<dyn Platform>,
-        keys: WorkerKeys,
-        registry: Registry,
-        config: EnclaveConfig,
-    ) -> Result<Self, EnclaveError> {
+    /// The worker with `keys`, as it was sealed or created.
+    pub(crate) fn assemble(keys: WorkerKeys, runtime: Runtime) -> Result<Self, EnclaveError> {
+        let platform: &dyn Platform = &*runtime.platform;
+        let config: &EnclaveConfig = &runtime.config;
         let verification_key = keys.signing.verifying_key().to_pem();
         let encryption_key = keys.encryption.public_key().to_pem();
         let encryption_key_signature =
@@ -119,20 +78,7 @@ impl Worker {
             status: WorkerStatus::Active.code(),
         };
         let worker_id = afallon_proto::worker_id_from_name(&config.worker_name);
-        let state_slots = registry.names().map(|name| (name, Arc::default())).collect();
-        Ok(Self { keys, platform, registry, config, record, worker_id, state_slots })
-    }
-
-    /// The workloads it runs, for the host.
-    pub(crate) fn workloads(&self) -> Vec<WorkloadInfo> {
-        self.registry
-            .names()
-            .filter_map(|name| self.registry.get(name))
-            .map(|workload| WorkloadInfo {
-                name: workload.name().to_owned(),
-                stateful: workload.stateful(),
-            })
-            .collect()
+        Ok(Self { keys: Arc::new(keys), runtime: Arc::new(runtime), record, worker_id })
     }
 
     /// The receipt update a worker appends after processing an order (wire spec §3.11):
@@ -161,65 +107,4 @@ impl Worker {
         ));
         update
     }
-
-    /// Waits for `workload`'s turn (see [`StateTurn`]) and takes it.
-    pub(crate) fn hold_state(&self, workload: &Arc<dyn Workload>) -> Option<StateTurn> {
-        self.state_slots.get(workload.name()).map(|slot| slot.hold(workload))
-    }
-
-    /// Seals `workload`'s state after an order, as the next version of the state `turn` was
-    /// taken on.
-    ///
-    /// # Errors
-    /// The platform's [`afallon_attest::SealError`]: the order must then fail and change nothing.
-    pub(crate) fn seal_workload_state(
-        &self,
-        workload: &str,
-        snapshot: &[u8],
-        turn: &mut StateTurn,
-    ) -> Result<SealedState, afallon_attest::SealError> {
-        let based_on = turn.based_on();
-        let version = based_on + 1;
-        let blob = self.platform.seal(&state_label(workload, version), snapshot)?;
-        turn.will_be(version);
-        Ok(SealedState { workload: workload.to_owned(), version, based_on, blob })
-    }
-
-    /// Loads a workload's sealed state if it is newer than the one this enclave runs on: the
-    /// change another process serving the same worker committed. Waits for the workload's turn
-    /// (no order of it runs meanwhile). Returns whether it loaded anything; on an error the state
-    /// is unchanged.
-    pub(crate) fn load_state(&self, state: &SealedState) -> Result<bool, EnclaveError> {
-        let workload = self
-            .registry
-            .get(&state.workload)
-            .ok_or_else(|| EnclaveError::UnknownWorkload(state.workload.clone()))?;
-        let Some(mut turn) = self.hold_state(workload) else {
-            return Err(EnclaveError::UnknownWorkload(state.workload.clone()));
-        };
-        if state.version <= turn.based_on() {
-            return Ok(false);
-        }
-        let snapshot =
-            self.platform.unseal(&state_label(&state.workload, state.version), &state.blob)?;
-        workload.restore(&snapshot).map_err(|error| EnclaveError::WorkloadState {
-            workload: state.workload.clone(),
-            error,
-        })?;
-        turn.will_be(state.version);
-        turn.commit();
-        Ok(true)
-    }
-}
-
-/// What a workload's state is sealed under: its name and its version, so that a blob cannot be
-/// passed off as another workload's state, nor an old state as a newer version (a host that
-/// relabels an old blob with a higher version gets a blob that does not unseal).
-fn state_label(workload: &str, version: u64) -> String {
-    format!("workload-state:{workload}:v{version}")
-}
-
-/// The label of states sealed before their version was.
-fn legacy_state_label(workload: &str) -> String {
-    format!("workload-state:{workload}")
 }

@@ -15,7 +15,7 @@ use afallon_crypto::{AesKey, OaepHash, RsaPublicKey};
 use afallon_enclave::pipe::{self, PipeLink};
 use afallon_enclave::{
     Enclave, EnclaveClient, EnclaveConfig, EnclaveLink, FailureKind, HostIoReply, HostIoRequest,
-    OrderTicket, Processed, Request, Response, SealedState, StateTicket, sim_measurement,
+    OrderTicket, Processed, Request, Response, Role, SealedState, StateTicket, sim_measurement,
 };
 use afallon_proto::requester::{InputProtection, PendingResult, WorkOrderBuilder};
 use afallon_workloads::{DirectoryIo, NoIo, Registry};
@@ -175,6 +175,7 @@ fn a_workload_reaches_the_host_s_files_only_through_messages() {
     let (body, _) = order(&enclave, "echo-result", &["read note.txt"]);
     let raw = Arc::new(Enclave::new(platform, Registry::with_builtins()));
     let started = raw.call(Request::Start {
+        role: Role::Singleton,
         config: EnclaveConfig::new("io-worker"),
         sealed_keys: Some(enclave.sealed_keys().to_vec()),
         states: vec![],
@@ -200,6 +201,7 @@ fn the_host_s_answers_are_not_trusted() {
         EnclaveClient::start(enclave.clone(), EnclaveConfig::new("io-worker"), None, vec![])
             .expect("start");
     let again = enclave.call(Request::Start {
+        role: Role::Singleton,
         config: EnclaveConfig::new("io-worker"),
         sealed_keys: None,
         states: vec![],

@@ -430,6 +430,27 @@ pub fn new_sealed_data_key(
     Ok((hex::encode_upper(sealed), encode_iv(&iv), ItemKey::DataKey { key, iv }))
 }
 
+/// What unwraps a work order's RSA-wrapped per-item keys: the worker's RSA key, or, in a pool,
+/// the keys its KME unwrapped for the WPE ([`item_key`]).
+pub trait DataKeyUnwrap {
+    /// The key of item `index`, whose RSA-OAEP ciphertext (under `hash`) is `wrapped`.
+    ///
+    /// # Errors
+    /// [`RsaError`] if it does not unwrap.
+    fn unwrap_data_key(
+        &self,
+        index: i64,
+        hash: OaepHash,
+        wrapped: &[u8],
+    ) -> Result<AesKey, RsaError>;
+}
+
+impl DataKeyUnwrap for RsaPrivateKey {
+    fn unwrap_data_key(&self, _: i64, hash: OaepHash, wrapped: &[u8]) -> Result<AesKey, RsaError> {
+        self.unwrap_key(hash, wrapped)
+    }
+}
+
 /// Worker side: resolves the key of `item`, unwrapping a per-item key with the session key (a
 /// sealed key, [`new_sealed_data_key`]) or the worker's key (an RSA-wrapped one).
 ///
@@ -440,7 +461,7 @@ pub fn item_key<'k>(
     item: &DataItem,
     session_key: &'k AesKey,
     session_iv: &'k Iv,
-    worker_key: &RsaPrivateKey,
+    worker_key: &dyn DataKeyUnwrap,
     hash: OaepHash,
 ) -> Result<ItemKey<'k>, ProtectionError> {
     Ok(match DataKeyKind::of(item) {
@@ -456,12 +477,34 @@ pub fn item_key<'k>(
                 let rsa_wrapped =
                     session_key.open_with_prefixed_iv(&wrapped).map_err(decryption)?;
                 worker_key
-                    .unwrap_key(hash, &rsa_wrapped)
+                    .unwrap_data_key(index, hash, &rsa_wrapped)
                     .map_err(|source| ProtectionError::DataKey { index, source })?
             };
             ItemKey::DataKey { key, iv: decode_iv("iv", iv)? }
         }
     })
+}
+
+/// KME side: the RSA-OAEP ciphertext of `item`'s per-item key, opened from under the session
+/// key; none for an item without a key of its own or with a key sealed under the session key
+/// (which whoever holds the session key opens).
+///
+/// # Errors
+/// [`ProtectionError::Hex`] or [`ProtectionError::DataDecryption`].
+pub fn rsa_wrapped_data_key(
+    item: &DataItem,
+    session_key: &AesKey,
+) -> Result<Option<Vec<u8>>, ProtectionError> {
+    let DataKeyKind::PerItem { wrapped_key, .. } = DataKeyKind::of(item) else { return Ok(None) };
+    let wrapped = decode_hex("encryptedDataEncryptionKey", wrapped_key)?;
+    if wrapped.len() == SEALED_KEY_LEN {
+        return Ok(None);
+    }
+    let index = item.index;
+    session_key
+        .open_with_prefixed_iv(&wrapped)
+        .map(Some)
+        .map_err(|source| ProtectionError::DataDecryption { index, source })
 }
 
 /// Checks an item's plaintext against its `dataHash`, when it has one (hex, either case).

@@ -1,0 +1,382 @@
+//! Worker pools: a Key Management Enclave ([`Kme`]) holds the pool's keys (the worker that
+//! requesters see) and pre-processes work orders for the Work-order Processing Enclaves
+//! ([`Wpe`]) it registered; a WPE runs the orders and never holds the pool's private keys.
+//!
+//! Registration: the KME issues a fresh nonce; the WPE attests to its transport key (secp256k1
+//! ECDH), the nonce and its tenant; the KME checks the evidence against its policy (allowed WPE
+//! measurements), takes the nonce (once), and keeps the AES key it now shares with the WPE.
+//! Pre-processing: the KME unwraps the session key and the RSA-wrapped per-item keys (its one RSA
+//! operation per order, plus one per such item), makes a per-order signing key, signs
+//! SHA-256(per-order verification key ‖ requesterNonce) with the pool's key, and hands all of it
+//! to the WPE wrapped under their shared key: no second RSA operation. The WPE processes the order
+//! as a singleton worker would, signs it with the per-order key, and adds `extVerificationKey`
+//! and `extVerificationKeySignature` (wire spec §3.8).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use afallon_attest::{Evidence, EvidenceKind, Measurement, Policy, ReportData};
+use afallon_crypto::{
+    AesKey, EcdhPublicKey, EcdhSecret, EcdsaSigningKey, EcdsaVerifyingKey, OaepHash, RsaError,
+    Sha256, random_array,
+};
+use afallon_proto::protection::{self, DataKeyUnwrap, ProtectionError};
+use afallon_proto::{
+    WorkOrderRequest, WorkOrderResult, ext_verification_key_digest, response_hash,
+};
+use serde::Deserialize;
+
+use crate::error::ProcessError;
+use crate::lock;
+use crate::messages::{
+    Attestation, DataKey, Failure, FailureKind, PoolKeys, PreProcessed, WpePolicy,
+};
+use crate::runtime::Runtime;
+use crate::worker::Worker;
+
+/// What a KME and a WPE derive their shared key for.
+const TRANSPORT_CONTEXT: &[u8] = b"afallon-pool-transport/v1";
+
+/// Nonces a KME keeps outstanding; beyond this the oldest are forgotten (their registrations
+/// are refused, and their WPEs ask again).
+const MAX_NONCES: usize = 1024;
+
+/// The report data a registration's evidence carries: SHA-256 of what it binds (the enclave's
+/// transport key, the KME's nonce, and the tenant, if any), in its first 32 bytes.
+pub(crate) fn registration_report_data(
+    transport_key: &[u8],
+    nonce: &[u8],
+    tenant: Option<&str>,
+) -> ReportData {
+    let mut h = Sha256::new();
+    h.update(b"afallon-pool-registration/v1\n");
+    for part in [transport_key, nonce, tenant.unwrap_or("").as_bytes()] {
+        h.update(&(part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.update(&[u8::from(tenant.is_some())]);
+    let mut data = [0_u8; 64];
+    data[..32].copy_from_slice(h.finalize().as_bytes());
+    ReportData(data)
+}
+
+/// The policy a KME holds WPEs to, from its settings.
+fn policy(settings: &WpePolicy) -> Result<Policy, Failure> {
+    let mut policy = Policy::new();
+    if settings.allow_simulation {
+        policy = policy.insecure_allow_simulation();
+    }
+    for key in &settings.simulation_keys {
+        let key = EcdsaVerifyingKey::from_pem(key)
+            .map_err(|e| Failure::new(FailureKind::Start, format!("a simulation key: {e}")))?;
+        policy = policy.trust_simulation_key(key);
+    }
+    if settings.measurements.is_empty() {
+        return Err(Failure::new(
+            FailureKind::Start,
+            "a KME must be told which WPE measurements it allows",
+        ));
+    }
+    for measurement in &settings.measurements {
+        let bytes = hex::decode(measurement)
+            .ok()
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+            .ok_or_else(|| {
+                Failure::new(FailureKind::Start, format!("not a measurement: {measurement:?}"))
+            })?;
+        policy = policy.allow_measurement(Measurement(bytes));
+    }
+    Ok(policy)
+}
+
+/// A registered WPE, as its KME knows it.
+struct RegisteredWpe {
+    shared: Arc<AesKey>,
+    tenant: Option<String>,
+}
+
+/// A Key Management Enclave: the pool's keys, the WPEs it registered, the nonces it issued.
+pub(crate) struct Kme {
+    pub(crate) worker: Worker,
+    transport: EcdhSecret,
+    policy: Policy,
+    nonces: Mutex<VecDeque<[u8; 32]>>,
+    wpes: Mutex<HashMap<[u8; 33], RegisteredWpe>>,
+    /// Requesters some registered WPE is dedicated to: only their WPEs get their orders.
+    tenants: Mutex<HashSet<String>>,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    params: WorkOrderRequest,
+}
+
+impl Kme {
+    /// A KME holding `worker`'s keys (the pool's), admitting WPEs under `settings`.
+    pub(crate) fn new(worker: Worker, settings: &WpePolicy) -> Result<Self, Failure> {
+        let transport = EcdhSecret::generate()
+            .map_err(|e| Failure::new(FailureKind::Platform, e.to_string()))?;
+        Ok(Self {
+            worker,
+            transport,
+            policy: policy(settings)?,
+            nonces: Mutex::default(),
+            wpes: Mutex::default(),
+            tenants: Mutex::default(),
+        })
+    }
+
+    /// A fresh nonce for one registration.
+    pub(crate) fn issue_nonce(&self) -> Result<Vec<u8>, Failure> {
+        let nonce: [u8; 32] =
+            random_array().map_err(|e| Failure::new(FailureKind::Platform, e.to_string()))?;
+        let mut nonces = lock(&self.nonces);
+        if nonces.len() >= MAX_NONCES {
+            nonces.pop_front();
+        }
+        nonces.push_back(nonce);
+        Ok(nonce.to_vec())
+    }
+
+    /// Registers the WPE that `attestation` speaks for, if its evidence passes the policy and
+    /// binds its transport key, this KME's `nonce` (outstanding, and taken now) and its tenant.
+    /// Returns this KME's transport key, for the WPE.
+    pub(crate) fn register(
+        &self,
+        attestation: &Attestation,
+        nonce: &[u8],
+    ) -> Result<Vec<u8>, Failure> {
+        let refused = |message: String| Failure::new(FailureKind::Registration, message);
+        {
+            let mut nonces = lock(&self.nonces);
+            let position = nonces.iter().position(|issued| issued.as_slice() == nonce);
+            let Some(position) = position else {
+                return Err(refused(
+                    "the nonce was not issued by this KME, or was used already".into(),
+                ));
+            };
+            nonces.remove(position);
+        }
+        let wpe_key = EcdhPublicKey::from_bytes(&attestation.transport_key)
+            .map_err(|_| refused("the transport key is not a secp256k1 point".into()))?;
+        let kind = match attestation.evidence_kind.as_str() {
+            "sim" => EvidenceKind::Sim,
+            other => return Err(refused(format!("evidence of unknown kind {other:?}"))),
+        };
+        let evidence = Evidence { kind, document: attestation.evidence.clone() };
+        let expected = registration_report_data(
+            &attestation.transport_key,
+            nonce,
+            attestation.tenant.as_deref(),
+        );
+        self.policy
+            .verify(&evidence, &expected)
+            .map_err(|error| refused(format!("the WPE's evidence: {error}")))?;
+        let shared = Arc::new(self.transport.agree(&wpe_key, TRANSPORT_CONTEXT));
+        if let Some(tenant) = &attestation.tenant {
+            lock(&self.tenants).insert(tenant.clone());
+        }
+        lock(&self.wpes).insert(
+            wpe_key.to_bytes(),
+            RegisteredWpe { shared, tenant: attestation.tenant.clone() },
+        );
+        Ok(self.transport.public_key().to_bytes().to_vec())
+    }
+
+    /// Pre-processes the order `raw` for the registered WPE `wpe_key`: its keys, wrapped for it.
+    /// An order that cannot be unwrapped is refused with the error its response must carry.
+    pub(crate) fn pre_process(&self, wpe_key: &[u8], raw: &[u8]) -> Result<PreProcessed, Failure> {
+        let key = <[u8; 33]>::try_from(wpe_key)
+            .map_err(|_| Failure::new(FailureKind::UnknownWpe, "not a WPE's transport key"))?;
+        let (shared, tenant) = match lock(&self.wpes).get(&key) {
+            Some(wpe) => (Arc::clone(&wpe.shared), wpe.tenant.clone()),
+            None => {
+                return Err(Failure::new(
+                    FailureKind::UnknownWpe,
+                    "no WPE with this key is registered with this KME",
+                ));
+            }
+        };
+        let limits = &self.worker.runtime.config.limits.request;
+        if raw.len() > limits.max_request_bytes {
+            let error = ProcessError::value(limits.too_large_message(raw.len()));
+            return Ok(PreProcessed::Refused(error));
+        }
+        let Ok(Envelope { params: request }) = serde_json::from_slice::<Envelope>(raw) else {
+            // The WPE finds out what is wrong with it, as a singleton worker would.
+            return Ok(PreProcessed::Refused(ProcessError::value(
+                "invalid request; malformed work order parameters",
+            )));
+        };
+        match tenant {
+            Some(tenant) if tenant != request.requester_id => {
+                return Err(Failure::new(
+                    FailureKind::Tenant,
+                    "this WPE is dedicated to another requester",
+                ));
+            }
+            None if lock(&self.tenants).contains(&request.requester_id) => {
+                return Err(Failure::new(
+                    FailureKind::Tenant,
+                    "this requester's orders go to the WPEs dedicated to it",
+                ));
+            }
+            _ => {}
+        }
+        Ok(match self.keys_for(&request, &shared) {
+            Ok(keys) => PreProcessed::Keys(Box::new(keys)),
+            Err(error) => PreProcessed::Refused(error),
+        })
+    }
+
+    fn keys_for(
+        &self,
+        request: &WorkOrderRequest,
+        shared: &AesKey,
+    ) -> Result<PoolKeys, ProcessError> {
+        let keys = &self.worker.keys;
+        let oaep = self.worker.runtime.config.key_encryption.oaep_hash();
+        let session_key =
+            protection::unwrap_session_key(&keys.encryption, oaep, &request.encrypted_session_key)
+                .map_err(|e| crate::process::protection_error(e, "encryptedSessionKey"))?;
+        let wrap = |key: &AesKey| {
+            shared
+                .wrap_key(key)
+                .map_err(|e| ProcessError::crypto(format!("Crypto Error (wrap): {e}")))
+        };
+        let mut data_keys = Vec::new();
+        for item in request.in_data.iter().chain(&request.out_data) {
+            let wrapped = protection::rsa_wrapped_data_key(item, &session_key)
+                .map_err(|e| crate::process::protection_error(e, "encryptedDataEncryptionKey"))?;
+            if let Some(wrapped) = wrapped {
+                let key = keys.encryption.unwrap_key(oaep, &wrapped).map_err(|source| {
+                    crate::process::protection_error(
+                        ProtectionError::DataKey { index: item.index, source },
+                        "encryptedDataEncryptionKey",
+                    )
+                })?;
+                data_keys.push(DataKey { index: item.index, key: wrap(&key)? });
+            }
+        }
+        let order_key = EcdsaSigningKey::generate()
+            .map_err(|e| ProcessError::crypto(format!("Crypto Error (keygen): {e}")))?;
+        let ext_verification_key = order_key.verifying_key().to_pem();
+        let vouched = ext_verification_key_digest(&ext_verification_key, &request.requester_nonce);
+        let ext_verification_key_signature =
+            protection::sign_digest_base64(&keys.signing, &vouched);
+        let signing_key = shared
+            .seal_with_random_iv(&order_key.to_scalar_bytes_for_sealing()[..])
+            .map_err(|e| ProcessError::crypto(format!("Crypto Error (wrap): {e}")))?;
+        Ok(PoolKeys {
+            kme_key: self.transport.public_key().to_bytes().to_vec(),
+            session_key: wrap(&session_key)?,
+            data_keys,
+            signing_key,
+            ext_verification_key,
+            ext_verification_key_signature,
+        })
+    }
+}
+
+/// A Work-order Processing Enclave: the workloads, its transport key, the KMEs it registered
+/// with. It holds none of the pool's private keys.
+pub(crate) struct Wpe {
+    pub(crate) runtime: Arc<Runtime>,
+    transport: EcdhSecret,
+    tenant: Option<String>,
+    kmes: Mutex<HashMap<[u8; 33], Arc<AesKey>>>,
+}
+
+impl Wpe {
+    pub(crate) fn new(runtime: Runtime, tenant: Option<String>) -> Result<Self, Failure> {
+        let transport = EcdhSecret::generate()
+            .map_err(|e| Failure::new(FailureKind::Platform, e.to_string()))?;
+        Ok(Self { runtime: Arc::new(runtime), transport, tenant, kmes: Mutex::default() })
+    }
+
+    /// Evidence for a registration with the KME that issued `nonce`.
+    pub(crate) fn attest(&self, nonce: &[u8]) -> Result<Attestation, Failure> {
+        let transport_key = self.transport.public_key().to_bytes().to_vec();
+        let report_data = registration_report_data(&transport_key, nonce, self.tenant.as_deref());
+        let evidence = self
+            .runtime
+            .platform
+            .evidence(&report_data)
+            .map_err(|e| Failure::new(FailureKind::Platform, e.to_string()))?;
+        Ok(Attestation {
+            evidence_kind: evidence.kind.name().to_owned(),
+            evidence: evidence.document,
+            transport_key,
+            tenant: self.tenant.clone(),
+        })
+    }
+
+    /// The KME whose transport key is `kme_key` registered this WPE: their shared key.
+    pub(crate) fn add_kme(&self, kme_key: &[u8]) -> Result<(), Failure> {
+        let key = EcdhPublicKey::from_bytes(kme_key)
+            .map_err(|_| Failure::new(FailureKind::UnknownKme, "not a KME's transport key"))?;
+        let shared = Arc::new(self.transport.agree(&key, TRANSPORT_CONTEXT));
+        lock(&self.kmes).insert(key.to_bytes(), shared);
+        Ok(())
+    }
+
+    /// The keys of one order from a KME's pre-processing.
+    pub(crate) fn order_keys(&self, keys: PoolKeys) -> Result<PooledKeys, ProcessError> {
+        let unknown = || ProcessError::crypto("Crypto Error: key material from an unknown KME");
+        let kme = <[u8; 33]>::try_from(keys.kme_key.as_slice()).map_err(|_| unknown())?;
+        let shared = lock(&self.kmes).get(&kme).cloned().ok_or_else(unknown)?;
+        Ok(PooledKeys {
+            shared,
+            session_key: keys.session_key,
+            data_keys: keys
+                .data_keys
+                .into_iter()
+                .map(|DataKey { index, key }| (index, key))
+                .collect(),
+            signing_key: keys.signing_key,
+            ext_verification_key: keys.ext_verification_key,
+            ext_verification_key_signature: keys.ext_verification_key_signature,
+        })
+    }
+}
+
+/// One order's keys in a WPE, still wrapped under the key it shares with the KME; each is
+/// unwrapped when it is used.
+pub(crate) struct PooledKeys {
+    shared: Arc<AesKey>,
+    session_key: Vec<u8>,
+    data_keys: BTreeMap<i64, Vec<u8>>,
+    signing_key: Vec<u8>,
+    ext_verification_key: String,
+    ext_verification_key_signature: String,
+}
+
+impl PooledKeys {
+    pub(crate) fn session_key(&self) -> Result<AesKey, ProtectionError> {
+        self.shared.unwrap_key(&self.session_key).map_err(ProtectionError::Encryption)
+    }
+
+    /// Signs `result` with the per-order key, and adds that key and the pool's signature over it.
+    pub(crate) fn sign(&self, result: &mut WorkOrderResult) -> Result<(), ProtectionError> {
+        let scalar = zeroize::Zeroizing::new(
+            self.shared
+                .open_with_prefixed_iv(&self.signing_key)
+                .map_err(ProtectionError::Encryption)?,
+        );
+        let order_key = EcdsaSigningKey::from_scalar_bytes(&scalar).map_err(|_| {
+            ProtectionError::Encryption(afallon_crypto::AesGcmError::Authentication)
+        })?;
+        result.ext_verification_key = Some(self.ext_verification_key.clone());
+        result.ext_verification_key_signature = Some(self.ext_verification_key_signature.clone());
+        result.worker_signature =
+            protection::sign_digest_base64(&order_key, &response_hash(result));
+        Ok(())
+    }
+}
+
+impl DataKeyUnwrap for PooledKeys {
+    fn unwrap_data_key(&self, index: i64, _: OaepHash, _: &[u8]) -> Result<AesKey, RsaError> {
+        let wrapped = self.data_keys.get(&index).ok_or(RsaError::Decryption)?;
+        self.shared.unwrap_key(wrapped).map_err(|_| RsaError::Decryption)
+    }
+}
