@@ -54,6 +54,12 @@ pub(crate) struct Config {
     pub(crate) look_up_page: usize,
     /// Run each worker's enclave in a process of its own (`afallon enclave`).
     pub(crate) enclave_process: bool,
+    /// A worker pool to host: its name (none: no pool).
+    pub(crate) pool: Option<String>,
+    /// The pool's KMEs.
+    pub(crate) pool_kmes: usize,
+    /// The pool's WPEs.
+    pub(crate) pool_wpes: usize,
     pub(crate) workers: Vec<WorkerSettings>,
 }
 
@@ -94,6 +100,9 @@ impl Default for Config {
             store: None,
             look_up_page: 1000,
             enclave_process: false,
+            pool: None,
+            pool_kmes: 1,
+            pool_wpes: 2,
             workers: vec![WorkerSettings {
                 name: "singleton-worker-1".into(),
                 organization_id: None,
@@ -181,6 +190,17 @@ impl Config {
             return Err(ConfigError("look_up_page must be from 1 to 100000".into()));
         }
         node.look_up_page = self.look_up_page;
+        if let Some(name) = self.pool {
+            if !(1..=16).contains(&self.pool_kmes) || !(1..=256).contains(&self.pool_wpes) {
+                return Err(ConfigError(
+                    "a pool has 1 to 16 KMEs and 1 to 256 WPEs (pool_kmes, pool_wpes)".into(),
+                ));
+            }
+            let mut pool = afallon_node::PoolConfig::new(name);
+            pool.kmes = self.pool_kmes;
+            pool.wpes = self.pool_wpes;
+            node.pool = Some(pool);
+        }
         if self.enclave_process {
             let program = std::env::current_exe().map_err(|error| {
                 ConfigError(format!("cannot find this program to start enclave processes: {error}"))

@@ -63,6 +63,10 @@ struct EnclaveArgs {
     /// The node's data directory, whose `sim` directory holds the simulated TEE's secrets.
     #[arg(long)]
     data_dir: PathBuf,
+    /// What the enclave is built as: `singleton`, `kme` or `wpe` (the simulated TEE measures
+    /// each differently).
+    #[arg(long, default_value = "singleton")]
+    role: String,
 }
 
 /// Settings of `afallon up`, `listener` and `worker`; each overrides the config file and the
@@ -96,6 +100,15 @@ struct UpArgs {
     /// pipes, instead of in this process.
     #[arg(long)]
     enclave_process: bool,
+    /// Host a worker pool of this name as well: KMEs holding its keys, WPEs running its orders.
+    #[arg(long, value_name = "NAME")]
+    pool: Option<String>,
+    /// The pool's KMEs [default: 1].
+    #[arg(long, requires = "pool")]
+    kmes: Option<usize>,
+    /// The pool's WPEs [default: 2].
+    #[arg(long, requires = "pool")]
+    wpes: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -106,7 +119,11 @@ fn main() -> ExitCode {
             .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
             .with_writer(std::io::stderr)
             .init();
-        return match afallon_node::serve_enclave_process(&args.data_dir) {
+        let Some(role) = afallon_node::EnclaveRole::from_name(&args.role) else {
+            eprintln!("error: --role is singleton, kme or wpe, not {:?}", args.role);
+            return ExitCode::from(64);
+        };
+        return match afallon_node::serve_enclave_process(&args.data_dir, role) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("error: {error:#}");
@@ -187,6 +204,15 @@ async fn serve(args: UpArgs, roles: Roles) -> anyhow::Result<()> {
     if args.enclave_process {
         config.enclave_process = true;
     }
+    if let Some(pool) = args.pool {
+        config.pool = Some(pool);
+    }
+    if let Some(kmes) = args.kmes {
+        config.pool_kmes = kmes;
+    }
+    if let Some(wpes) = args.wpes {
+        config.pool_wpes = wpes;
+    }
     let store = config.store.clone();
     let mut node_config = config.into_node_config()?;
     node_config.roles = roles;
@@ -209,6 +235,15 @@ async fn serve(args: UpArgs, roles: Roles) -> anyhow::Result<()> {
         Some(url) => shared_store::start(url, node_config.clone()).await?,
     };
     if roles.worker {
+        if let Some(pool) = &node_config.pool {
+            println!(
+                "pool {} ({}): {} KME, {} WPE",
+                pool.name,
+                afallon_proto::worker_id_from_name(&pool.name),
+                pool.kmes,
+                pool.wpes
+            );
+        }
         for worker in &node_config.workers {
             println!(
                 "worker {} ({})",

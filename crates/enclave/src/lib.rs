@@ -449,9 +449,27 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The measurement a simulated TEE reports for this enclave build with these workloads: SHA-256
 /// of the crate version and the workload names. On real hardware the TEE measures the code itself.
 pub fn sim_measurement(registry: &Registry) -> Measurement {
+    sim_measurement_of("", registry)
+}
+
+/// The measurement a simulated TEE reports for a pool's KME of this build (no workloads).
+pub fn sim_kme_measurement() -> Measurement {
+    sim_measurement_of("kme", &Registry::default())
+}
+
+/// The measurement a simulated TEE reports for a pool's WPE of this build with these workloads.
+pub fn sim_wpe_measurement(registry: &Registry) -> Measurement {
+    sim_measurement_of("wpe", registry)
+}
+
+fn sim_measurement_of(role: &str, registry: &Registry) -> Measurement {
     let mut h = Sha256::new();
     h.update(b"afallon-enclave/");
     h.update(env!("CARGO_PKG_VERSION").as_bytes());
+    if !role.is_empty() {
+        h.update(b"/");
+        h.update(role.as_bytes());
+    }
     for name in registry.names() {
         h.update(b"\n");
         h.update(name.as_bytes());

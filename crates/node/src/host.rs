@@ -28,13 +28,14 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use afallon_enclave::{
-    EnclaveClient, EnclaveConfig, EnclaveLink, FailureKind, PendingState, SealedState,
+    EnclaveClient, EnclaveConfig, EnclaveLink, FailureKind, PendingState, SealedState, WpePolicy,
 };
 use afallon_store::{Claimed, Completion, OrderResult, SealedBlob, Store, StoreHealth};
 use afallon_workloads::DirectoryIo;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+use crate::pool::{PoolConfig, PoolEnclaves};
 use crate::{App, NodeError, now_ms};
 
 /// Opens a new enclave for a worker: in this process, or in a process of its own.
@@ -49,6 +50,9 @@ pub(crate) struct LocalWorker {
     new_enclave: NewEnclave,
     config: EnclaveConfig,
     worker_id: String,
+    /// For a pool: its KMEs and WPEs (`enclave` is then its first KME, whose record is the
+    /// pool's).
+    pool: Option<PoolEnclaves>,
     /// Wakes one of the worker's idle tasks.
     pub(crate) wake: Notify,
     /// Wakes the worker's receipt task.
@@ -99,7 +103,12 @@ impl LocalWorker {
 
     /// Loads the workload's stored state into the enclave if another process serving this
     /// worker stored a newer one. Run in the workload's turn.
-    async fn refresh_state<S: Store>(&self, store: &S, workload: &str) {
+    async fn refresh_state<S: Store>(
+        &self,
+        store: &S,
+        workload: &str,
+        load: impl Fn(SealedState) -> Result<bool, afallon_enclave::Failure>,
+    ) {
         let key = self.state_key(workload);
         let stored = match store.sealed(&key).await {
             Ok(stored) => stored.into_iter().find(|blob| blob.key == key),
@@ -114,7 +123,7 @@ impl LocalWorker {
         let version = stored.version;
         let state =
             SealedState { workload: workload.to_owned(), version, based_on: 0, blob: stored.blob };
-        match self.enclave().load_state(state) {
+        match load(state) {
             Ok(true) => tracing::debug!(workload, version, "loaded a newer state"),
             Ok(false) => {}
             Err(error) => {
@@ -133,13 +142,44 @@ impl LocalWorker {
         config: EnclaveConfig,
         data_dir: &Path,
     ) -> Result<Self, NodeError> {
-        let name = config.worker_name.clone();
         let enclave = open_enclave(store, &new_enclave, &config).await?;
+        Self::hosting(store, enclave, None, new_enclave, config, data_dir).await
+    }
+
+    /// Starts the pool `config` names (its KMEs from the store's sealed keys, or signed up) and
+    /// its WPEs, registered with every KME under `policy`; then registers the pool's record.
+    pub(crate) async fn start_pool<S: Store>(
+        store: &S,
+        new_kme: NewEnclave,
+        new_wpe: &NewEnclave,
+        config: EnclaveConfig,
+        pool: &PoolConfig,
+        policy: &WpePolicy,
+        data_dir: &Path,
+    ) -> Result<Self, NodeError> {
+        let states = stored_states(store, &config.worker_name).await?;
+        let (enclaves, first) =
+            PoolEnclaves::start(store, &new_kme, new_wpe, &config, pool, policy, states).await?;
+        Self::hosting(store, first, Some(enclaves), new_kme, config, data_dir).await
+    }
+
+    async fn hosting<S: Store>(
+        store: &S,
+        enclave: EnclaveClient,
+        pool: Option<PoolEnclaves>,
+        new_enclave: NewEnclave,
+        config: EnclaveConfig,
+        data_dir: &Path,
+    ) -> Result<Self, NodeError> {
+        let name = config.worker_name.clone();
         store.put_worker(enclave.worker_id(), enclave.worker_record()).await?;
         let files = data_dir.join("workload-files").join(&name);
         crate::private::create_dir(&files)?;
-        let turns = enclave
-            .workloads()
+        let workloads = match &pool {
+            Some(pool) => pool.wpes[0].client.workloads(),
+            None => enclave.workloads(),
+        };
+        let turns = workloads
             .iter()
             .filter(|workload| workload.stateful)
             .map(|workload| {
@@ -152,6 +192,7 @@ impl LocalWorker {
             replacing: tokio::sync::Mutex::new(()),
             new_enclave,
             config,
+            pool,
             wake: Notify::new(),
             receipts_waiting: Notify::new(),
             io: DirectoryIo::new(&files)?,
@@ -201,6 +242,27 @@ impl LocalWorker {
     }
 }
 
+/// The workloads' states among `sealed` (the blobs under `state_prefix`).
+fn states_among(sealed: &[SealedBlob], state_prefix: &str) -> Vec<SealedState> {
+    sealed
+        .iter()
+        .filter_map(|blob| {
+            blob.key.strip_prefix(state_prefix).map(|workload| SealedState {
+                workload: workload.to_owned(),
+                version: blob.version,
+                based_on: 0,
+                blob: blob.blob.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The last stored states of the workloads of the worker (or pool) `name`.
+async fn stored_states<S: Store>(store: &S, name: &str) -> Result<Vec<SealedState>, NodeError> {
+    let state_prefix = format!("worker/{name}/state/");
+    Ok(states_among(&store.sealed(&state_prefix).await?, &state_prefix))
+}
+
 /// Restores a worker's enclave from its sealed keys and states in the store, or signs the
 /// worker up and stores its sealed keys.
 async fn open_enclave<S: Store>(
@@ -215,17 +277,7 @@ async fn open_enclave<S: Store>(
     let state_prefix = format!("{prefix}state/");
     let sealed = store.sealed(&prefix).await?;
     if let Some(keys) = sealed.iter().find(|blob| blob.key == keys_key) {
-        let states: Vec<SealedState> = sealed
-            .iter()
-            .filter_map(|blob| {
-                blob.key.strip_prefix(&state_prefix).map(|workload| SealedState {
-                    workload: workload.to_owned(),
-                    version: blob.version,
-                    based_on: 0,
-                    blob: blob.blob.clone(),
-                })
-            })
-            .collect();
+        let states = states_among(&sealed, &state_prefix);
         return EnclaveClient::start(
             new_enclave()?,
             config.clone(),
@@ -388,10 +440,21 @@ async fn process<S: Store>(
     let started = Instant::now();
     let held = Held::start(app, claimed.work_order_id, holder);
     let turn = worker.turn(&claimed.request).await;
+    let wpe = worker.pool.as_ref().map(PoolEnclaves::pick_wpe);
     if let Some((workload, _)) = &turn {
-        // Another process serving this worker may have changed the state since this one last
-        // ran an order of the workload.
-        worker.refresh_state(&*app.store, workload).await;
+        // Another process serving this worker (or another WPE of the pool) may have changed the
+        // state since this enclave last ran an order of the workload.
+        match wpe {
+            Some(wpe) => {
+                worker
+                    .refresh_state(&*app.store, workload, |state| wpe.client.load_state(state))
+                    .await
+            }
+            None => {
+                let enclave = worker.enclave();
+                worker.refresh_state(&*app.store, workload, |state| enclave.load_state(state)).await
+            }
+        }
     }
     // An enclave that cannot be reached (its process ended) is replaced, and the order runs
     // once more on the new one; if that fails too, the lease returns the order once it runs out.
@@ -399,15 +462,18 @@ async fn process<S: Store>(
     let (processed, pending) = loop {
         let Ok(slot) = app.enclave_slots.acquire().await else { return };
         let (generation, enclave) = worker.enclave_now();
-        let processed = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            enclave.process(&claimed.request, &worker.io)
+        let processed = std::panic::catch_unwind(AssertUnwindSafe(|| match (&worker.pool, wpe) {
+            (Some(pool), Some(wpe)) => pool
+                .pre_process(wpe, &claimed.request)
+                .and_then(|keys| wpe.client.process(&claimed.request, keys, &worker.io)),
+            _ => enclave.process(&claimed.request, &worker.io),
         }));
         drop(slot);
         match processed {
             Ok(Ok(processed)) => break processed,
             Ok(Err(failure)) => {
                 tracing::error!(work_order_id = %held.work_order_id, %failure, "the enclave did not process the order");
-                if failure.kind != FailureKind::Transport || replaced {
+                if failure.kind != FailureKind::Transport || replaced || worker.pool.is_some() {
                     return;
                 }
                 worker.replace_enclave(&*app.store, generation).await;
@@ -515,11 +581,17 @@ async fn receipt_loop<S: Store>(
         match app.store.receipts_awaiting_update(&worker_id, RECEIPT_BATCH).await {
             Ok(awaiting) if !awaiting.is_empty() => {
                 for (work_order_id, result) in awaiting {
-                    let update = match worker.enclave().receipt_update(
-                        &work_order_id,
-                        &result.response,
-                        result.failed,
-                    ) {
+                    let update = match &worker.pool {
+                        Some(pool) => {
+                            pool.receipt_update(&work_order_id, &result.response, result.failed)
+                        }
+                        None => worker.enclave().receipt_update(
+                            &work_order_id,
+                            &result.response,
+                            result.failed,
+                        ),
+                    };
+                    let update = match update {
                         Ok(update) => update,
                         Err(failure) => {
                             tracing::error!(%failure, %work_order_id, "the enclave did not sign the receipt update");

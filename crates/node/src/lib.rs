@@ -21,6 +21,7 @@ mod enclave_process;
 mod host;
 mod http;
 mod metrics;
+mod pool;
 mod private;
 mod receipts;
 mod rpc;
@@ -43,7 +44,8 @@ use afallon_workloads::Registry;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use crate::enclave_process::serve_enclave_process;
+pub use crate::enclave_process::{EnclaveRole, serve_enclave_process};
+pub use crate::pool::PoolConfig;
 pub use crate::serve::{HttpConfig, TlsError, TlsFiles};
 
 use crate::host::LocalWorker;
@@ -95,6 +97,8 @@ pub struct NodeConfig {
     /// ([`afallon_enclave::pipe`]); none: enclaves run in this process. The enclave process
     /// opens the TEE platform itself.
     pub enclave_process: Option<Vec<std::ffi::OsString>>,
+    /// A worker pool to host as well: its KMEs and WPEs, each an enclave of its own.
+    pub pool: Option<PoolConfig>,
 }
 
 /// The roles a node plays. They share nothing but the store, so each may run in a process of
@@ -140,6 +144,7 @@ impl NodeConfig {
             look_up_page: 1000,
             roles: Roles::BOTH,
             enclave_process: None,
+            pool: None,
         }
     }
 }
@@ -363,40 +368,74 @@ impl Node {
             // Leases of a process that died run out, and the sweeper queues their orders again:
             // nothing here assumes this process is the store's only user.
             let registry = Registry::with_builtins();
-            let new_enclave: host::NewEnclave = match &config.enclave_process {
-                Some(command) => {
-                    let command = command.clone();
-                    Arc::new(move || {
-                        let (program, args) =
-                            command.split_first().ok_or(NodeError::EnclaveProcess(
-                                std::io::Error::other("an empty command line"),
-                            ))?;
-                        let link = PipeLink::spawn(std::process::Command::new(program).args(args))
-                            .map_err(NodeError::EnclaveProcess)?;
-                        Ok(Arc::new(link))
-                    })
-                }
-                None => {
-                    let platform: Arc<dyn afallon_attest::Platform> = Arc::new(SimPlatform::open(
-                        &data_dir.join("sim"),
-                        afallon_enclave::sim_measurement(&registry),
-                    )?);
-                    Arc::new(move || {
-                        Ok(Arc::new(Enclave::new(Arc::clone(&platform), registry.clone())))
-                    })
-                }
+            // The simulated TEE's secrets exist from here on, whichever process opens it next.
+            SimPlatform::open(&data_dir.join("sim"), afallon_enclave::sim_measurement(&registry))?;
+            let local_key = SimPlatform::local_attestation_key(&data_dir.join("sim"))?;
+            let new_enclave = |role: EnclaveRole| -> Result<host::NewEnclave, NodeError> {
+                Ok(match &config.enclave_process {
+                    Some(command) => {
+                        let mut command = command.clone();
+                        command.extend(["--role".into(), role.name().into()]);
+                        Arc::new(move || {
+                            let (program, args) =
+                                command.split_first().ok_or(NodeError::EnclaveProcess(
+                                    std::io::Error::other("an empty command line"),
+                                ))?;
+                            let link =
+                                PipeLink::spawn(std::process::Command::new(program).args(args))
+                                    .map_err(NodeError::EnclaveProcess)?;
+                            Ok(Arc::new(link))
+                        })
+                    }
+                    None => {
+                        let platform: Arc<dyn afallon_attest::Platform> =
+                            Arc::new(SimPlatform::open(
+                                &data_dir.join("sim"),
+                                role.sim_measurement(&registry),
+                            )?);
+                        let registry = registry.clone();
+                        Arc::new(move || {
+                            Ok(Arc::new(Enclave::new(Arc::clone(&platform), registry.clone())))
+                        })
+                    }
+                })
             };
             tracing::warn!(
                 "workers run on the SIMULATED TEE: their keys and data are not protected by hardware"
             );
+            let singleton = new_enclave(EnclaveRole::Singleton)?;
             for worker_config in &config.workers {
                 let mut worker_config = worker_config.clone();
                 worker_config.limits.request = config.limits;
                 let name = worker_config.worker_name.clone();
                 let worker =
-                    LocalWorker::start(&*store, Arc::clone(&new_enclave), worker_config, data_dir)
+                    LocalWorker::start(&*store, Arc::clone(&singleton), worker_config, data_dir)
                         .await?;
                 tracing::info!(worker = %name, worker_id = %worker.worker_id(), "worker registered");
+                workers.push(Arc::new(worker));
+            }
+            if let Some(pool) = &config.pool {
+                let mut pool_config = EnclaveConfig::new(pool.name.clone());
+                pool_config.limits.request = config.limits;
+                // The KMEs admit this build's WPEs, attested by this node's simulated TEE.
+                let policy = afallon_enclave::WpePolicy {
+                    measurements: vec![
+                        afallon_enclave::sim_wpe_measurement(&registry).to_hex_upper(),
+                    ],
+                    allow_simulation: true,
+                    simulation_keys: local_key.iter().map(|key| key.to_pem()).collect(),
+                };
+                let worker = LocalWorker::start_pool(
+                    &*store,
+                    new_enclave(EnclaveRole::Kme)?,
+                    &new_enclave(EnclaveRole::Wpe)?,
+                    pool_config,
+                    pool,
+                    &policy,
+                    data_dir,
+                )
+                .await?;
+                tracing::info!(pool = %pool.name, worker_id = %worker.worker_id(), "pool registered");
                 workers.push(Arc::new(worker));
             }
         }
