@@ -26,8 +26,9 @@ impl WorkerKeys {
         Ok(Self { signing: EcdsaSigningKey::generate()?, encryption: RsaPrivateKey::generate()? })
     }
 
-    /// `len(rsa)(u32 BE) || rsa PKCS#8 DER || ecdsa scalar(32)`, sealed.
-    pub(crate) fn seal(&self, platform: &dyn Platform) -> Result<Vec<u8>, EnclaveError> {
+    /// `len(rsa)(u32 BE) || rsa PKCS#8 DER || ecdsa scalar(32)`: what is sealed, or handed to
+    /// another attested KME of the same pool.
+    pub(crate) fn payload(&self) -> Result<Zeroizing<Vec<u8>>, SealError> {
         let rsa = self.encryption.to_pkcs8_der_for_sealing().ok_or(SealError::Seal)?;
         let scalar = self.signing.to_scalar_bytes_for_sealing();
         let rsa_len = u32::try_from(rsa.len()).map_err(|_| SealError::Seal)?;
@@ -35,15 +36,15 @@ impl WorkerKeys {
         payload.extend_from_slice(&rsa_len.to_be_bytes());
         payload.extend_from_slice(&rsa);
         payload.extend_from_slice(&scalar[..]);
-        Ok(platform.seal(LABEL, &payload)?)
+        Ok(payload)
     }
 
-    pub(crate) fn unseal(platform: &dyn Platform, blob: &[u8]) -> Result<Self, EnclaveError> {
-        let payload = platform.unseal(LABEL, blob)?;
+    /// The keys in a [`WorkerKeys::payload`].
+    pub(crate) fn from_payload(payload: &[u8]) -> Result<Self, SealError> {
         let (len, rest) = payload.split_first_chunk::<4>().ok_or(SealError::Malformed)?;
         let len = usize::try_from(u32::from_be_bytes(*len)).map_err(|_| SealError::Malformed)?;
         if rest.len() != len + 32 {
-            return Err(SealError::Malformed.into());
+            return Err(SealError::Malformed);
         }
         let (rsa, scalar) = rest.split_at(len);
         Ok(Self {
@@ -51,6 +52,15 @@ impl WorkerKeys {
             signing: EcdsaSigningKey::from_scalar_bytes(scalar)
                 .map_err(|_| SealError::Malformed)?,
         })
+    }
+
+    /// The keys, sealed by `platform`.
+    pub(crate) fn seal(&self, platform: &dyn Platform) -> Result<Vec<u8>, EnclaveError> {
+        Ok(platform.seal(LABEL, &self.payload()?)?)
+    }
+
+    pub(crate) fn unseal(platform: &dyn Platform, blob: &[u8]) -> Result<Self, EnclaveError> {
+        Ok(Self::from_payload(&platform.unseal(LABEL, blob)?)?)
     }
 }
 

@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use afallon_attest::{Measurement, Platform, PlatformError, SealError};
-use afallon_crypto::{RandomError, RsaError, Sha256};
+use afallon_crypto::{EcdhSecret, RandomError, RsaError, Sha256};
 pub use afallon_proto::KeyEncryption;
 use afallon_workloads::{Registry, WorkloadError};
 use serde::{Deserialize, Serialize};
@@ -47,8 +47,9 @@ use serde::{Deserialize, Serialize};
 pub use error::ProcessError;
 pub use link::{EnclaveClient, EnclaveLink, PendingState, WpeClient};
 pub use messages::{
-    Attestation, Failure, FailureKind, HostIoFailure, HostIoReply, HostIoRequest, OrderTicket,
-    PoolKeys, PreProcessed, Request, Response, Role, Started, StateTicket, WorkloadInfo, WpePolicy,
+    Attestation, DataKey, Failure, FailureKind, HostIoFailure, HostIoReply, HostIoRequest,
+    OrderTicket, PoolKeys, PoolKeysExport, PreProcessed, Request, Response, Role, Started,
+    StateTicket, WorkloadInfo, WpePolicy,
 };
 
 use host_io::{Running, Step};
@@ -172,6 +173,9 @@ pub struct Enclave {
     registry: Registry,
     core: OnceLock<Core>,
     starting: Mutex<()>,
+    /// Its transport key (secp256k1 ECDH) for pools, made when first needed: what it attests to
+    /// before it joins a pool as a KME, and what it registers with as a WPE.
+    transport: Mutex<Option<Arc<EcdhSecret>>>,
     /// State changes waiting for the host's word.
     changes: Mutex<HashMap<u64, StateTurn>>,
     /// Orders waiting for the host's file access.
@@ -187,6 +191,7 @@ impl Enclave {
             registry,
             core: OnceLock::new(),
             starting: Mutex::new(()),
+            transport: Mutex::new(None),
             changes: Mutex::default(),
             suspended: Mutex::default(),
             next_ticket: AtomicU64::new(1),
@@ -199,6 +204,10 @@ impl Enclave {
             return self.start(config, role, sealed_keys, &states);
         }
         let Some(core) = self.core.get() else {
+            if let Request::Attest { nonce } = request {
+                // An enclave about to join a pool as a KME attests first.
+                return answer(self.attest(&nonce, None).map(Response::Attested));
+            }
             return failed(FailureKind::NotStarted, "the enclave has not been started");
         };
         match (request, core) {
@@ -270,7 +279,10 @@ impl Enclave {
                 answer(kme.pre_process(&wpe_key, &raw).map(Response::PreProcessed))
             }
             (Request::Attest { nonce }, Core::Wpe(wpe)) => {
-                answer(wpe.attest(&nonce).map(Response::Attested))
+                answer(self.attest(&nonce, wpe.tenant.as_deref()).map(Response::Attested))
+            }
+            (Request::ExportPoolKeys { attestation, nonce }, Core::Kme(kme)) => {
+                answer(kme.export(&attestation, &nonce).map(Response::PoolKeysExported))
             }
             (Request::AddKme { kme_key }, Core::Wpe(wpe)) => {
                 answer(wpe.add_kme(&kme_key).map(|()| Response::KmeAdded))
@@ -318,20 +330,34 @@ impl Enclave {
                 let started = started(&worker, keys, worker.runtime.workloads());
                 (Core::Singleton(Arc::new(worker)), started)
             }),
-            Role::Kme(policy) => {
-                signed_up(Registry::default(), &[]).and_then(|(mut worker, keys)| {
+            Role::Kme { policy, import } => {
+                let worker = match import {
+                    // Another KME of the pool handed its keys over: sealed here for restarts.
+                    Some(export) => self.transport().and_then(|transport| {
+                        let keys = pool::import(&transport, &export)?;
+                        let start =
+                            |e: EnclaveError| Failure::new(FailureKind::Start, e.to_string());
+                        let sealed = keys.seal(&*platform).map_err(start)?;
+                        let runtime =
+                            Runtime::new(platform.clone(), Registry::default(), config.clone());
+                        Ok((Worker::assemble(keys, runtime).map_err(start)?, sealed))
+                    }),
+                    None => signed_up(Registry::default(), &[]),
+                };
+                worker.and_then(|(mut worker, keys)| {
                     let measurements =
                         &mut worker.record.details.worker_type_data.extended_measurements;
                     measurements.extend(policy.measurements.iter().map(|m| m.to_uppercase()));
                     let started = started(&worker, keys, vec![]);
-                    Ok((Core::Kme(Arc::new(Kme::new(worker, &policy)?)), started))
+                    let kme = Kme::new(worker, &policy, self.transport()?)?;
+                    Ok((Core::Kme(Arc::new(kme)), started))
                 })
             }
             Role::Wpe { tenant } => {
                 Runtime::restore(platform.clone(), self.registry.clone(), config.clone(), states)
                     .map_err(|error| Failure::new(FailureKind::Start, error.to_string()))
                     .and_then(|runtime| {
-                        let wpe = Wpe::new(runtime, tenant)?;
+                        let wpe = Wpe::new(runtime, tenant, self.transport()?);
                         let started = Started {
                             worker_id: afallon_proto::worker_id_from_name(&config.worker_name),
                             record: None,
@@ -349,6 +375,26 @@ impl Enclave {
             }
             Err(failure) => Response::Failed(failure),
         }
+    }
+
+    /// The enclave's transport key, made the first time.
+    fn transport(&self) -> Result<Arc<EcdhSecret>, Failure> {
+        let mut transport = lock(&self.transport);
+        if let Some(key) = &*transport {
+            return Ok(Arc::clone(key));
+        }
+        let key = Arc::new(
+            EcdhSecret::generate()
+                .map_err(|e| Failure::new(FailureKind::Platform, e.to_string()))?,
+        );
+        *transport = Some(Arc::clone(&key));
+        Ok(key)
+    }
+
+    /// Evidence binding the enclave's transport key, `nonce` and `tenant`.
+    fn attest(&self, nonce: &[u8], tenant: Option<&str>) -> Result<Attestation, Failure> {
+        let transport = self.transport()?;
+        pool::attest(&*self.platform, &transport, nonce, tenant)
     }
 
     /// Waits for a running order's next step: a file access to ask the host for, or its end.

@@ -9,8 +9,8 @@ use afallon_proto::{ReceiptUpdate, WorkerRecord};
 use afallon_workloads::{HostIo, IoError, WorkloadPath};
 
 use crate::messages::{
-    Attestation, Failure, FailureKind, HostIoFailure, HostIoReply, HostIoRequest, PreProcessed,
-    Request, Response, Role, Started, StateTicket, WorkloadInfo,
+    Attestation, Failure, FailureKind, HostIoFailure, HostIoReply, HostIoRequest, PoolKeysExport,
+    PreProcessed, Request, Response, Role, Started, StateTicket, WorkloadInfo, WpePolicy,
 };
 use crate::{EnclaveConfig, Processed, SealedState};
 
@@ -145,6 +145,43 @@ impl EnclaveClient {
             Response::WpeRegistered { kme_key } => Ok(kme_key),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// KME: hands the pool's keys to the KME joining the pool that `attestation` speaks for
+    /// (see [`EnclaveClient::join_pool`]).
+    ///
+    /// # Errors
+    /// [`FailureKind::Registration`] if its evidence does not show this KME's measurement or
+    /// does not bind a nonce this KME issued.
+    pub fn export_pool_keys(
+        &self,
+        attestation: Attestation,
+        nonce: Vec<u8>,
+    ) -> Result<PoolKeysExport, Failure> {
+        match self.link.call(Request::ExportPoolKeys { attestation, nonce }) {
+            Response::PoolKeysExported(export) => Ok(export),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Starts the enclave behind `link` as another KME of the pool `running` serves: it attests
+    /// to `running`, which hands it the pool's keys only if it shows the same measurement.
+    ///
+    /// # Errors
+    /// The enclaves' [`Failure`].
+    pub fn join_pool(
+        link: Arc<dyn EnclaveLink>,
+        running: &EnclaveClient,
+        policy: WpePolicy,
+        config: EnclaveConfig,
+    ) -> Result<Self, Failure> {
+        let nonce = running.issue_nonce()?;
+        let attestation = match link.call(Request::Attest { nonce: nonce.clone() }) {
+            Response::Attested(attestation) => attestation,
+            other => return Err(unexpected(other)),
+        };
+        let export = running.export_pool_keys(attestation, nonce)?;
+        Self::start_as(link, Role::Kme { policy, import: Some(export) }, config, None, vec![])
     }
 
     /// KME: pre-processes the order `raw` for the registered WPE whose transport key is
@@ -393,6 +430,7 @@ fn response_name(response: &Response) -> &'static str {
         Response::WpeRegistered { .. } => "WPE registered",
         Response::KmeAdded => "KME added",
         Response::PreProcessed(_) => "pre-processed",
+        Response::PoolKeysExported(_) => "pool keys exported",
         Response::Failed(_) => "failed",
     }
 }

@@ -64,8 +64,8 @@ pub enum Request {
     },
     /// KME: a fresh nonce for one WPE's registration. Answered [`Response::Nonce`].
     IssueNonce,
-    /// WPE (or a KME attesting to another): evidence binding its transport key, `nonce` and its
-    /// tenant. Answered [`Response::Attested`].
+    /// WPE, or a KME about to join a pool (before it starts): evidence binding its transport
+    /// key, `nonce` and its tenant. Answered [`Response::Attested`].
     Attest {
         /// The nonce of the KME it registers with.
         #[serde(with = "base64_bytes")]
@@ -77,6 +77,16 @@ pub enum Request {
         /// The WPE's [`Response::Attested`].
         attestation: Attestation,
         /// The nonce it was made for; taken, so it cannot serve twice.
+        #[serde(with = "base64_bytes")]
+        nonce: Vec<u8>,
+    },
+    /// KME: hands the pool's keys to the KME that `attestation` speaks for (before it starts),
+    /// if its evidence passes, shows this KME's own measurement and binds a nonce this KME
+    /// issued. Answered [`Response::PoolKeysExported`].
+    ExportPoolKeys {
+        /// The joining KME's [`Response::Attested`].
+        attestation: Attestation,
+        /// The nonce it was made for; taken.
         #[serde(with = "base64_bytes")]
         nonce: Vec<u8>,
     },
@@ -165,6 +175,8 @@ pub enum Response {
     KmeAdded,
     /// Answer to [`Request::PreProcess`].
     PreProcessed(PreProcessed),
+    /// Answer to [`Request::ExportPoolKeys`].
+    PoolKeysExported(PoolKeysExport),
     /// The request could not be carried out; nothing changed.
     Failed(Failure),
 }
@@ -179,7 +191,14 @@ pub enum Role {
     Singleton,
     /// A pool's Key Management Enclave: the pool's keys (those of the worker requesters see),
     /// serving the WPEs its policy admits.
-    Kme(WpePolicy),
+    Kme {
+        /// Which WPEs it admits.
+        policy: WpePolicy,
+        /// The pool's keys from a running KME ([`Response::PoolKeysExported`]), for a KME that
+        /// joins the pool; none: signed up, or restored from its sealed keys.
+        #[serde(default)]
+        import: Option<PoolKeysExport>,
+    },
     /// A pool's Work-order Processing Enclave: the workloads, none of the pool's keys.
     Wpe {
         /// The requester it is dedicated to, bound into its evidence; none: any requester
@@ -198,6 +217,25 @@ pub struct WpePolicy {
     pub allow_simulation: bool,
     /// The simulation attestation keys trusted (PEM); none: any.
     pub simulation_keys: Vec<String>,
+}
+
+/// A pool's keys, as a running KME hands them to a KME joining the pool: wrapped under the key
+/// the two share (ECDH of their attested transport keys).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolKeysExport {
+    /// The exporting KME's transport key.
+    #[serde(with = "base64_bytes")]
+    pub kme_key: Vec<u8>,
+    /// The pool's keys, wrapped.
+    #[serde(with = "base64_bytes")]
+    pub wrapped: Vec<u8>,
+}
+
+impl std::fmt::Debug for PoolKeysExport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolKeysExport").finish_non_exhaustive()
+    }
 }
 
 /// An enclave's evidence for a registration: it binds its transport key, the KME's nonce and its

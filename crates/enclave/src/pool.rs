@@ -29,13 +29,16 @@ use serde::Deserialize;
 use crate::error::ProcessError;
 use crate::lock;
 use crate::messages::{
-    Attestation, DataKey, Failure, FailureKind, PoolKeys, PreProcessed, WpePolicy,
+    Attestation, DataKey, Failure, FailureKind, PoolKeys, PoolKeysExport, PreProcessed, WpePolicy,
 };
 use crate::runtime::Runtime;
 use crate::worker::Worker;
 
 /// What a KME and a WPE derive their shared key for.
 const TRANSPORT_CONTEXT: &[u8] = b"afallon-pool-transport/v1";
+
+/// What two KMEs derive their shared key for: the pool's keys, once.
+const REPLICATION_CONTEXT: &[u8] = b"afallon-pool-replication/v1";
 
 /// Nonces a KME keeps outstanding; beyond this the oldest are forgotten (their registrations
 /// are refused, and their WPEs ask again).
@@ -62,6 +65,27 @@ pub(crate) fn registration_report_data(
 
 /// The policy a KME holds WPEs to, from its settings.
 fn policy(settings: &WpePolicy) -> Result<Policy, Failure> {
+    if settings.measurements.is_empty() {
+        return Err(Failure::new(
+            FailureKind::Start,
+            "a KME must be told which WPE measurements it allows",
+        ));
+    }
+    let mut measurements = Vec::new();
+    for measurement in &settings.measurements {
+        let bytes = hex::decode(measurement)
+            .ok()
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+            .ok_or_else(|| {
+                Failure::new(FailureKind::Start, format!("not a measurement: {measurement:?}"))
+            })?;
+        measurements.push(Measurement(bytes));
+    }
+    attesters(settings, &measurements)
+}
+
+/// A policy admitting `measurements`, attested as `settings` says (simulation, and by whom).
+fn attesters(settings: &WpePolicy, measurements: &[Measurement]) -> Result<Policy, Failure> {
     let mut policy = Policy::new();
     if settings.allow_simulation {
         policy = policy.insecure_allow_simulation();
@@ -71,20 +95,8 @@ fn policy(settings: &WpePolicy) -> Result<Policy, Failure> {
             .map_err(|e| Failure::new(FailureKind::Start, format!("a simulation key: {e}")))?;
         policy = policy.trust_simulation_key(key);
     }
-    if settings.measurements.is_empty() {
-        return Err(Failure::new(
-            FailureKind::Start,
-            "a KME must be told which WPE measurements it allows",
-        ));
-    }
-    for measurement in &settings.measurements {
-        let bytes = hex::decode(measurement)
-            .ok()
-            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
-            .ok_or_else(|| {
-                Failure::new(FailureKind::Start, format!("not a measurement: {measurement:?}"))
-            })?;
-        policy = policy.allow_measurement(Measurement(bytes));
+    for measurement in measurements {
+        policy = policy.allow_measurement(*measurement);
     }
     Ok(policy)
 }
@@ -98,8 +110,10 @@ struct RegisteredWpe {
 /// A Key Management Enclave: the pool's keys, the WPEs it registered, the nonces it issued.
 pub(crate) struct Kme {
     pub(crate) worker: Worker,
-    transport: EcdhSecret,
+    transport: Arc<EcdhSecret>,
     policy: Policy,
+    /// Who may join the pool as another KME: this KME's own measurement, attested as WPEs are.
+    peers: Policy,
     nonces: Mutex<VecDeque<[u8; 32]>>,
     wpes: Mutex<HashMap<[u8; 33], RegisteredWpe>>,
     /// Requesters some registered WPE is dedicated to: only their WPEs get their orders.
@@ -112,14 +126,19 @@ struct Envelope {
 }
 
 impl Kme {
-    /// A KME holding `worker`'s keys (the pool's), admitting WPEs under `settings`.
-    pub(crate) fn new(worker: Worker, settings: &WpePolicy) -> Result<Self, Failure> {
-        let transport = EcdhSecret::generate()
-            .map_err(|e| Failure::new(FailureKind::Platform, e.to_string()))?;
+    /// A KME holding `worker`'s keys (the pool's), admitting WPEs under `settings`, with the
+    /// enclave's transport key.
+    pub(crate) fn new(
+        worker: Worker,
+        settings: &WpePolicy,
+        transport: Arc<EcdhSecret>,
+    ) -> Result<Self, Failure> {
+        let own = worker.runtime.platform.measurement();
         Ok(Self {
             worker,
             transport,
             policy: policy(settings)?,
+            peers: attesters(settings, &[own])?,
             nonces: Mutex::default(),
             wpes: Mutex::default(),
             tenants: Mutex::default(),
@@ -146,6 +165,45 @@ impl Kme {
         attestation: &Attestation,
         nonce: &[u8],
     ) -> Result<Vec<u8>, Failure> {
+        let wpe_key = self.admit(attestation, nonce, &self.policy)?;
+        let shared = Arc::new(self.transport.agree(&wpe_key, TRANSPORT_CONTEXT));
+        if let Some(tenant) = &attestation.tenant {
+            lock(&self.tenants).insert(tenant.clone());
+        }
+        lock(&self.wpes).insert(
+            wpe_key.to_bytes(),
+            RegisteredWpe { shared, tenant: attestation.tenant.clone() },
+        );
+        Ok(self.transport.public_key().to_bytes().to_vec())
+    }
+
+    /// Hands the pool's keys to the KME joining the pool that `attestation` speaks for, if its
+    /// evidence shows this KME's own measurement and binds a nonce this KME issued, wrapped under
+    /// the key the two share.
+    pub(crate) fn export(
+        &self,
+        attestation: &Attestation,
+        nonce: &[u8],
+    ) -> Result<PoolKeysExport, Failure> {
+        if attestation.tenant.is_some() {
+            return Err(Failure::new(FailureKind::Registration, "a KME has no tenant"));
+        }
+        let peer = self.admit(attestation, nonce, &self.peers)?;
+        let shared = self.transport.agree(&peer, REPLICATION_CONTEXT);
+        let failed = |e: &dyn std::fmt::Display| Failure::new(FailureKind::Platform, e.to_string());
+        let payload = self.worker.keys.payload().map_err(|e| failed(&e))?;
+        let wrapped = shared.seal_with_random_iv(&payload).map_err(|e| failed(&e))?;
+        Ok(PoolKeysExport { kme_key: self.transport.public_key().to_bytes().to_vec(), wrapped })
+    }
+
+    /// Checks an attestation for this KME: its nonce (outstanding, and taken now), its evidence
+    /// under `policy`, and what it binds. Returns the attested transport key.
+    fn admit(
+        &self,
+        attestation: &Attestation,
+        nonce: &[u8],
+        policy: &Policy,
+    ) -> Result<EcdhPublicKey, Failure> {
         let refused = |message: String| Failure::new(FailureKind::Registration, message);
         {
             let mut nonces = lock(&self.nonces);
@@ -169,18 +227,10 @@ impl Kme {
             nonce,
             attestation.tenant.as_deref(),
         );
-        self.policy
+        policy
             .verify(&evidence, &expected)
-            .map_err(|error| refused(format!("the WPE's evidence: {error}")))?;
-        let shared = Arc::new(self.transport.agree(&wpe_key, TRANSPORT_CONTEXT));
-        if let Some(tenant) = &attestation.tenant {
-            lock(&self.tenants).insert(tenant.clone());
-        }
-        lock(&self.wpes).insert(
-            wpe_key.to_bytes(),
-            RegisteredWpe { shared, tenant: attestation.tenant.clone() },
-        );
-        Ok(self.transport.public_key().to_bytes().to_vec())
+            .map_err(|error| refused(format!("the evidence: {error}")))?;
+        Ok(wpe_key)
     }
 
     /// Pre-processes the order `raw` for the registered WPE `wpe_key`: its keys, wrapped for it.
@@ -278,37 +328,61 @@ impl Kme {
     }
 }
 
+/// Evidence from `platform` that the enclave holding `transport` runs there, for the KME that
+/// issued `nonce`, dedicated to `tenant`.
+pub(crate) fn attest(
+    platform: &dyn afallon_attest::Platform,
+    transport: &EcdhSecret,
+    nonce: &[u8],
+    tenant: Option<&str>,
+) -> Result<Attestation, Failure> {
+    let transport_key = transport.public_key().to_bytes().to_vec();
+    let report_data = registration_report_data(&transport_key, nonce, tenant);
+    let evidence = platform
+        .evidence(&report_data)
+        .map_err(|e| Failure::new(FailureKind::Platform, e.to_string()))?;
+    Ok(Attestation {
+        evidence_kind: evidence.kind.name().to_owned(),
+        evidence: evidence.document,
+        transport_key,
+        tenant: tenant.map(str::to_owned),
+    })
+}
+
+/// The pool's keys a running KME exported to this enclave (whose transport key it attested).
+pub(crate) fn import(
+    transport: &EcdhSecret,
+    export: &PoolKeysExport,
+) -> Result<crate::keys::WorkerKeys, Failure> {
+    let refused = |message: &str| Failure::new(FailureKind::Start, message.to_owned());
+    let kme = EcdhPublicKey::from_bytes(&export.kme_key)
+        .map_err(|_| refused("not a KME's transport key"))?;
+    let shared = transport.agree(&kme, REPLICATION_CONTEXT);
+    let payload = zeroize::Zeroizing::new(
+        shared
+            .open_with_prefixed_iv(&export.wrapped)
+            .map_err(|_| refused("the pool's keys do not unwrap: not exported to this enclave"))?,
+    );
+    crate::keys::WorkerKeys::from_payload(&payload)
+        .map_err(|_| refused("the pool's keys are malformed"))
+}
+
 /// A Work-order Processing Enclave: the workloads, its transport key, the KMEs it registered
 /// with. It holds none of the pool's private keys.
 pub(crate) struct Wpe {
     pub(crate) runtime: Arc<Runtime>,
-    transport: EcdhSecret,
-    tenant: Option<String>,
+    pub(crate) transport: Arc<EcdhSecret>,
+    pub(crate) tenant: Option<String>,
     kmes: Mutex<HashMap<[u8; 33], Arc<AesKey>>>,
 }
 
 impl Wpe {
-    pub(crate) fn new(runtime: Runtime, tenant: Option<String>) -> Result<Self, Failure> {
-        let transport = EcdhSecret::generate()
-            .map_err(|e| Failure::new(FailureKind::Platform, e.to_string()))?;
-        Ok(Self { runtime: Arc::new(runtime), transport, tenant, kmes: Mutex::default() })
-    }
-
-    /// Evidence for a registration with the KME that issued `nonce`.
-    pub(crate) fn attest(&self, nonce: &[u8]) -> Result<Attestation, Failure> {
-        let transport_key = self.transport.public_key().to_bytes().to_vec();
-        let report_data = registration_report_data(&transport_key, nonce, self.tenant.as_deref());
-        let evidence = self
-            .runtime
-            .platform
-            .evidence(&report_data)
-            .map_err(|e| Failure::new(FailureKind::Platform, e.to_string()))?;
-        Ok(Attestation {
-            evidence_kind: evidence.kind.name().to_owned(),
-            evidence: evidence.document,
-            transport_key,
-            tenant: self.tenant.clone(),
-        })
+    pub(crate) fn new(
+        runtime: Runtime,
+        tenant: Option<String>,
+        transport: Arc<EcdhSecret>,
+    ) -> Self {
+        Self { runtime: Arc::new(runtime), transport, tenant, kmes: Mutex::default() }
     }
 
     /// The KME whose transport key is `kme_key` registered this WPE: their shared key.

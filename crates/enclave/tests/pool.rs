@@ -43,6 +43,7 @@ impl EnclaveLink for Recording {
 struct Pool {
     kme_platform: Arc<SimPlatform>,
     kme: EnclaveClient,
+    policy: WpePolicy,
 }
 
 impl Pool {
@@ -57,13 +58,13 @@ impl Pool {
         let enclave = Enclave::new(kme_platform.clone(), Registry::with_builtins());
         let kme = EnclaveClient::start_as(
             Arc::new(enclave),
-            Role::Kme(policy),
+            Role::Kme { policy: policy.clone(), import: None },
             EnclaveConfig::new(POOL),
             None,
             vec![],
         )
         .expect("the KME starts");
-        Self { kme_platform, kme }
+        Self { kme_platform, kme, policy }
     }
 
     /// A WPE on `platform`, started and registered with the KME, and the link that records what
@@ -117,6 +118,14 @@ impl Pool {
         let body =
             json!({"jsonrpc": "2.0", "method": "WorkOrderSubmit", "id": 3, "params": request});
         (body.to_string().into_bytes(), pending)
+    }
+
+    /// Registers `wpe` with the KME `kme` as well.
+    fn register_with(&self, kme: &EnclaveClient, wpe: &WpeClient) {
+        let nonce = kme.issue_nonce().expect("nonce");
+        let attestation = wpe.attest(nonce.clone()).expect("attest");
+        let kme_key = kme.register_wpe(attestation, nonce).expect("registered");
+        wpe.add_kme(kme_key).expect("added");
     }
 
     /// An order through the KME's pre-processing and the WPE.
@@ -357,4 +366,78 @@ fn a_refused_order_is_answered_by_the_wpe_and_roles_keep_to_their_requests() {
     ));
     let wrong = link.call(Request::PreProcess { wpe_key: wpe_key.clone(), raw });
     assert!(matches!(wrong, Response::Failed(f) if f.kind == FailureKind::WrongRole));
+}
+
+#[test]
+fn a_second_kme_gets_the_pool_s_keys_only_by_attesting_to_the_first() {
+    let wpe_platform = Arc::new(SimPlatform::ephemeral(measurement(0xe1)).expect("platform"));
+    let pool = Pool::new(measurement(0xe1), wpe_platform.clone());
+    let config = || EnclaveConfig::new(POOL);
+    // A KME of the same measurement, on a platform whose attestation the policy trusts: here the
+    // same simulated TEE as the first (its sealing key is another's on real hardware too: the
+    // keys come over attested, not sealed).
+    let joiner = Enclave::new(pool.kme_platform.clone(), Registry::with_builtins());
+    let mut policy = pool.policy.clone();
+    policy.simulation_keys.push(pool.kme_platform.attestation_key().to_pem());
+    let first = EnclaveClient::start_as(
+        Arc::new(Enclave::new(pool.kme_platform.clone(), Registry::with_builtins())),
+        Role::Kme { policy: policy.clone(), import: None },
+        config(),
+        Some(pool.kme.sealed_keys().to_vec()),
+        vec![],
+    )
+    .expect("the first KME, restarted with the peers' key trusted");
+    let second = EnclaveClient::join_pool(Arc::new(joiner), &first, policy.clone(), config())
+        .expect("the second KME joins");
+    let (a, b) = (
+        &first.worker_record().details.worker_type_data,
+        &second.worker_record().details.worker_type_data,
+    );
+    assert_eq!((&a.verification_key, &a.encryption_key), (&b.verification_key, &b.encryption_key));
+    // A WPE served by the second KME alone: its results verify with the pool's key.
+    let (wpe, link) = pool.unregistered_wpe(&wpe_platform, None);
+    pool.register_with(&second, &wpe);
+    let wpe_key = transport_key(&link);
+    let (raw, pending) = pool.order("alice", &[("via the second", InputProtection::DataKey)]);
+    let keys = second.pre_process(&wpe_key, &raw).expect("pre-processed");
+    let (processed, _) = wpe.process(&raw, keys, &NoIo).expect("processed");
+    pending.open(&result_of(&processed), &a.verification_key).expect("two steps verify");
+
+    // An enclave of another measurement gets nothing, nor does a WPE.
+    let stranger_platform = Arc::new(SimPlatform::ephemeral(measurement(0x66)).expect("platform"));
+    let mut trusting = policy.clone();
+    trusting.simulation_keys.push(stranger_platform.attestation_key().to_pem());
+    let first = EnclaveClient::start_as(
+        Arc::new(Enclave::new(pool.kme_platform.clone(), Registry::with_builtins())),
+        Role::Kme { policy: trusting.clone(), import: None },
+        config(),
+        Some(pool.kme.sealed_keys().to_vec()),
+        vec![],
+    )
+    .expect("the first KME, trusting the stranger's attestation key");
+    let stranger = Enclave::new(stranger_platform, Registry::with_builtins());
+    let refused = EnclaveClient::join_pool(Arc::new(stranger), &first, trusting.clone(), config())
+        .expect_err("another measurement");
+    assert_eq!(refused.kind, FailureKind::Registration);
+    assert!(refused.message.contains("measurement"), "{}", refused.message);
+    let nonce = first.issue_nonce().expect("nonce");
+    let (wpe, _) = pool.unregistered_wpe(&wpe_platform, None);
+    let as_wpe = first.export_pool_keys(wpe.attest(nonce.clone()).expect("attest"), nonce);
+    assert_eq!(as_wpe.expect_err("a WPE's attestation").kind, FailureKind::Registration);
+    // Keys exported to one enclave do not open in another.
+    let nonce = first.issue_nonce().expect("nonce");
+    let intended = Enclave::new(pool.kme_platform.clone(), Registry::with_builtins());
+    let Response::Attested(attestation) = intended.call(Request::Attest { nonce: nonce.clone() })
+    else {
+        panic!("attests before it starts");
+    };
+    let export = first.export_pool_keys(attestation, nonce).expect("exported");
+    let thief = Enclave::new(pool.kme_platform.clone(), Registry::with_builtins());
+    let stolen = thief.call(Request::Start {
+        config: config(),
+        role: Role::Kme { policy: trusting, import: Some(export) },
+        sealed_keys: None,
+        states: vec![],
+    });
+    assert!(matches!(&stolen, Response::Failed(f) if f.kind == FailureKind::Start), "{stolen:?}");
 }

@@ -64,7 +64,7 @@ impl PoolEnclaves {
         let name = config.worker_name.clone();
         let enclave_error = |error| NodeError::Enclave { worker: name.clone(), error };
         let keys_key = format!("worker/{name}/keys");
-        let role = || Role::Kme(policy.clone());
+        let role = || Role::Kme { policy: policy.clone(), import: None };
         let stored = store.sealed(&keys_key).await?.into_iter().find(|b| b.key == keys_key);
         let first = match stored {
             Some(keys) => {
@@ -97,13 +97,12 @@ impl PoolEnclaves {
                 }
             }
         };
+        // The other KMEs attest to the first, which hands them the pool's keys.
         let mut kmes = vec![first.clone()];
         for _ in 1..pool.kmes.max(1) {
-            let keys = first.sealed_keys().to_vec();
-            kmes.push(
-                EnclaveClient::start_as(new_kme()?, role(), config.clone(), Some(keys), vec![])
-                    .map_err(enclave_error)?,
-            );
+            let kme = EnclaveClient::join_pool(new_kme()?, &first, policy.clone(), config.clone())
+                .map_err(enclave_error)?;
+            kmes.push(kme);
         }
         let mut wpes = Vec::new();
         for _ in 0..pool.wpes.max(1) {
