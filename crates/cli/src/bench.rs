@@ -22,6 +22,9 @@ enum ModeArg {
     Sync,
 }
 
+/// The pool `afallon bench --pool` loads.
+const BENCH_POOL: &str = "bench-pool";
+
 /// `afallon bench`.
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
@@ -79,6 +82,13 @@ pub(crate) struct BenchArgs {
     /// enclave`, over pipes), as `afallon up --enclave-process` does.
     #[arg(long, conflicts_with = "url")]
     enclave_process: bool,
+    /// The bench's own node hosts a worker pool of this many KMEs (and `--wpes` WPEs), and the
+    /// load goes to the pool instead of the singleton worker.
+    #[arg(long, value_name = "KMES", conflicts_with = "url")]
+    pool: Option<usize>,
+    /// The pool's WPEs.
+    #[arg(long, default_value_t = 2, requires = "pool")]
+    wpes: usize,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -111,6 +121,11 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
                     embedded_dir.clone().into(),
                 ]);
             }
+            if let Some(kmes) = args.pool {
+                let mut pool = afallon_node::PoolConfig::new(BENCH_POOL);
+                (pool.kmes, pool.wpes) = (kmes, args.wpes);
+                config.pool = Some(pool);
+            }
             let node = EmbeddedNode::start(config).await?;
             (format!("http://{}", node.addr), Some(node), embedded_dir.join("sim"))
         }
@@ -124,7 +139,8 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             None => Policy::new(),
         }
     };
-    let worker_id = afallon_proto::worker_id_from_name("singleton-worker-1");
+    let worker_name = if args.pool.is_some() { BENCH_POOL } else { "singleton-worker-1" };
+    let worker_id = afallon_proto::worker_id_from_name(worker_name);
     let worker =
         Arc::new(client.verify_worker(&worker_id, &policy).await.context("verifying the worker")?);
 
