@@ -210,7 +210,14 @@ pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         for (_, data) in &outputs {
             println!("{}", String::from_utf8_lossy(data));
         }
-        eprintln!("signature verified: the result is signed by worker {worker_id}'s key");
+        if result.ext_verification_key.is_some() {
+            eprintln!(
+                "signature verified in two steps: the result is signed by a key of its own for this \
+                 order, which worker {worker_id}'s key vouched for (a pool)"
+            );
+        } else {
+            eprintln!("signature verified: the result is signed by worker {worker_id}'s key");
+        }
         if let Some(receipt) = &receipt {
             eprintln!("receipt status: {}", receipt_status_name(receipt.receipt_current_status));
         }
