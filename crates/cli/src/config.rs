@@ -60,6 +60,12 @@ pub(crate) struct Config {
     pub(crate) pool_kmes: usize,
     /// The pool's WPEs.
     pub(crate) pool_wpes: usize,
+    /// Serve the pool's KME here, to WPE hosts and joining KMEs elsewhere.
+    pub(crate) kme_listen: Option<SocketAddr>,
+    /// The pool's KMEs run elsewhere, at these endpoints: this node runs WPEs only.
+    pub(crate) kmes: Vec<SocketAddr>,
+    /// Join the pool by attesting to the KME at this endpoint.
+    pub(crate) join: Option<SocketAddr>,
     pub(crate) workers: Vec<WorkerSettings>,
 }
 
@@ -103,6 +109,9 @@ impl Default for Config {
             pool: None,
             pool_kmes: 1,
             pool_wpes: 2,
+            kme_listen: None,
+            kmes: vec![],
+            join: None,
             workers: vec![WorkerSettings {
                 name: "singleton-worker-1".into(),
                 organization_id: None,
@@ -191,14 +200,29 @@ impl Config {
         }
         node.look_up_page = self.look_up_page;
         if let Some(name) = self.pool {
-            if !(1..=16).contains(&self.pool_kmes) || !(1..=256).contains(&self.pool_wpes) {
+            if !(1..=16).contains(&self.pool_kmes) || self.pool_wpes > 256 {
                 return Err(ConfigError(
-                    "a pool has 1 to 16 KMEs and 1 to 256 WPEs (pool_kmes, pool_wpes)".into(),
+                    "a pool has 1 to 16 KMEs and up to 256 WPEs (pool_kmes, pool_wpes)".into(),
+                ));
+            }
+            if self.pool_wpes == 0 && self.kme_listen.is_none() {
+                return Err(ConfigError(
+                    "a node without the pool's WPEs serves its KME to others: give kme_listen"
+                        .into(),
                 ));
             }
             let mut pool = afallon_node::PoolConfig::new(name);
             pool.kmes = self.pool_kmes;
             pool.wpes = self.pool_wpes;
+            pool.kme_listen = self.kme_listen;
+            pool.remote_kmes = self.kmes;
+            pool.join = self.join;
+            if !pool.remote_kmes.is_empty() && (pool.join.is_some() || pool.kme_listen.is_some()) {
+                return Err(ConfigError(
+                    "a node whose pool KMEs run elsewhere (kmes) runs no KME: no join, no kme_listen"
+                        .into(),
+                ));
+            }
             node.pool = Some(pool);
         }
         if self.enclave_process {
@@ -209,8 +233,8 @@ impl Config {
             node.enclave_process =
                 Some(vec![program.into(), "enclave".into(), "--data-dir".into(), data_dir]);
         }
-        if self.workers.is_empty() {
-            return Err(ConfigError("at least one worker must be configured".into()));
+        if self.workers.is_empty() && node.pool.is_none() {
+            return Err(ConfigError("at least one worker (or a pool) must be configured".into()));
         }
         node.workers = self
             .workers

@@ -40,8 +40,12 @@ enum Command {
     /// Runs the JSON-RPC listener alone, on a shared store (`--store postgres://...`).
     Listener(UpArgs),
     /// Runs the worker host alone (the workers' enclaves), on a shared store
-    /// (`--store postgres://...`); `--listen` serves only /healthz, /readyz and /metrics.
+    /// (`--store postgres://...`); `--listen` serves only /healthz, /readyz and /metrics. With
+    /// `--pool NAME --kme ADDR...` it runs the pool's WPEs, served by KMEs elsewhere.
     Worker(UpArgs),
+    /// Runs a pool's KME alone (`--pool NAME --kme-listen ADDR`, on a shared store), serving
+    /// WPE hosts and joining KMEs on its KME endpoint; `--join ADDR` joins a running KME.
+    Kme(UpArgs),
     /// Submits a work order, waits for the result, verifies and decrypts it.
     Submit(requester::SubmitArgs),
     /// Lists the registered workers.
@@ -109,6 +113,17 @@ struct UpArgs {
     /// The pool's WPEs [default: 2].
     #[arg(long, requires = "pool")]
     wpes: Option<usize>,
+    /// Serve the pool's KME endpoint here (internal: for WPE hosts and joining KMEs, not for
+    /// requesters).
+    #[arg(long, requires = "pool", value_name = "ADDR")]
+    kme_listen: Option<SocketAddr>,
+    /// A KME endpoint of the pool, elsewhere (repeat for each): this node runs the pool's WPEs
+    /// only, registered with each.
+    #[arg(long = "kme", requires = "pool", value_name = "ADDR")]
+    kme: Vec<SocketAddr>,
+    /// Join the pool by attesting to the KME at this endpoint.
+    #[arg(long, requires = "pool", value_name = "ADDR")]
+    join: Option<SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -131,7 +146,10 @@ fn main() -> ExitCode {
             }
         };
     }
-    let serving = matches!(cli.command, Command::Up(_) | Command::Listener(_) | Command::Worker(_));
+    let serving = matches!(
+        cli.command,
+        Command::Up(_) | Command::Listener(_) | Command::Worker(_) | Command::Kme(_)
+    );
     let default_log = if serving { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("AFALLON_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log));
@@ -153,6 +171,7 @@ fn main() -> ExitCode {
             Command::Up(args) => serve(args, Roles::BOTH).await,
             Command::Listener(args) => serve(args, Roles::LISTENER).await,
             Command::Worker(args) => serve(args, Roles::WORKER).await,
+            Command::Kme(args) => serve_kme(args).await,
             Command::Submit(args) => requester::submit(args).await,
             Command::Workers(args) => requester::workers(args).await,
             Command::Result(args) => requester::result(args).await,
@@ -180,8 +199,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs a pool's KME alone until a signal.
+async fn serve_kme(args: UpArgs) -> anyhow::Result<()> {
+    serve_as(args, Roles::WORKER, true).await
+}
+
 /// Runs a node with `roles` until a signal.
 async fn serve(args: UpArgs, roles: Roles) -> anyhow::Result<()> {
+    serve_as(args, roles, false).await
+}
+
+/// Runs a node with `roles` (a KME host alone if `kme_only`) until a signal.
+async fn serve_as(args: UpArgs, roles: Roles, kme_only: bool) -> anyhow::Result<()> {
     let mut config = config::load(args.config.as_deref())?;
     if let Some(listen) = args.listen {
         config.listen = listen;
@@ -212,6 +241,26 @@ async fn serve(args: UpArgs, roles: Roles) -> anyhow::Result<()> {
     }
     if let Some(wpes) = args.wpes {
         config.pool_wpes = wpes;
+    }
+    if let Some(address) = args.kme_listen {
+        config.kme_listen = Some(address);
+    }
+    if !args.kme.is_empty() {
+        config.kmes = args.kme;
+    }
+    if let Some(address) = args.join {
+        config.join = Some(address);
+    }
+    if kme_only {
+        // A KME host runs no worker of its own and no WPE.
+        config.workers.clear();
+        config.pool_wpes = 0;
+        if config.pool.is_none() || config.kme_listen.is_none() {
+            return Err(config::ConfigError::new(
+                "afallon kme serves a pool's KME: give --pool NAME and --kme-listen ADDR",
+            )
+            .into());
+        }
     }
     let store = config.store.clone();
     let mut node_config = config.into_node_config()?;
@@ -260,6 +309,9 @@ async fn serve(args: UpArgs, roles: Roles) -> anyhow::Result<()> {
     }
     if let Some(admin) = node.admin_addr() {
         println!("health and metrics on http://{admin}");
+    }
+    if let Some(kme) = node.kme_addr() {
+        println!("kme endpoint on {kme}");
     }
     node.run_until(shutdown_signal()).await?;
     eprintln!("stopped");

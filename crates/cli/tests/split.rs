@@ -884,3 +884,75 @@ async fn postgres_restarted_under_load_loses_no_acknowledged_order_and_answers_n
 }
 
 const SUBMITTED: &str = "afallon_workorders_submitted_total";
+
+/// A worker pool split across processes on one store: two `afallon kme` hosts (the second
+/// joined the first by attesting to it), an `afallon worker --pool` host running the WPEs with
+/// both KMEs, and a listener. Pool results verify in two steps; the first KME killed under load
+/// loses no order; a WPE host that restarts registers again and goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_split_across_kme_hosts_and_a_wpe_host_survives_a_kme_and_a_wpe_host_dying() {
+    let test = "a_pool_split_across_kme_hosts_and_a_wpe_host_survives_a_kme_and_a_wpe_host_dying";
+    let Some(store) = fresh_database(test) else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let pool = "pool-1";
+    let any = "127.0.0.1:0";
+    let kme = |extra: &[&str]| {
+        let mut args =
+            vec!["--store", &store, "--pool", pool, "--kme-listen", any, "--listen", any];
+        args.extend_from_slice(extra);
+        Service::start_role("kme", &data, &args, "kme endpoint on ")
+    };
+    let first = kme(&[]);
+    let second = kme(&["--join", &first.url]);
+    let wpe_host = |kmes: &[&str]| {
+        let mut args = vec!["--store", &store, "--pool", pool, "--listen", any];
+        for address in kmes {
+            args.extend_from_slice(&["--kme", address]);
+        }
+        Service::start_role("worker", &data, &args, "health and metrics on ")
+    };
+    let mut wpes = Some(wpe_host(&[&first.url, &second.url]));
+    let listener = Service::start_role(
+        "listener",
+        &data,
+        &["--store", &store, "--listen", any],
+        "listening on ",
+    );
+    let client = Arc::new(listener.client());
+    let worker = client
+        .verify_worker(&afallon_proto::worker_id_from_name(pool), &listener.policy())
+        .await
+        .expect("the pool's record, registered by its KME host, verifies");
+    assert_eq!(echoes(&client, &worker, "before", 100).await, Vec::<String>::new());
+
+    // The first KME killed under load: every order completes through the second.
+    let load = {
+        let (client, worker) = (Arc::clone(&client), worker.clone());
+        tokio::spawn(async move { echoes(&client, &worker, "under load", 300).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    first.kill();
+    assert_eq!(load.await.expect("load"), Vec::<String>::new(), "no order lost or refused");
+
+    // The WPE host dies and comes back: its new WPEs register with the live KME again.
+    if let Some(host) = wpes.take() {
+        host.kill();
+    }
+    let _wpes = wpe_host(&[&second.url]);
+    assert_eq!(echoes(&client, &worker, "after", 50).await, Vec::<String>::new());
+    let (result, two_steps) = {
+        let mut builder = worker.work_order("echo-result").expect("builder");
+        builder.input(b"two steps", InputProtection::Session).expect("input");
+        let (request, pending) = builder.build(None).expect("build");
+        client.submit(&request).await.expect("submit");
+        let result = client
+            .wait_result(&request.work_order_id, Duration::from_millis(20), Duration::from_secs(60))
+            .await
+            .expect("result");
+        let opened = pending.open(&result, &worker.verification_key).expect("two steps verify");
+        (opened, result.ext_verification_key.is_some())
+    };
+    assert_eq!(result[0].1, b"RESULT: two steps");
+    assert!(two_steps, "signed by a per-order key");
+}

@@ -270,6 +270,21 @@ impl Enclave {
                     None => core.wrong_role(),
                 }
             }
+            (Request::Describe, _) => {
+                let started = match core {
+                    Core::Singleton(worker) => started(worker, vec![], worker.runtime.workloads()),
+                    Core::Kme(kme) => started(&kme.worker, vec![], vec![]),
+                    Core::Wpe(wpe) => Started {
+                        worker_id: afallon_proto::worker_id_from_name(
+                            &wpe.runtime.config.worker_name,
+                        ),
+                        record: None,
+                        sealed_keys: vec![],
+                        workloads: wpe.runtime.workloads(),
+                    },
+                };
+                Response::Started(Box::new(started))
+            }
             (Request::IssueNonce, Core::Kme(kme)) => answer(kme.issue_nonce().map(Response::Nonce)),
             (Request::RegisterWpe { attestation, nonce }, Core::Kme(kme)) => answer(
                 kme.register(&attestation, &nonce)

@@ -83,6 +83,30 @@ impl EnclaveClient {
         }
     }
 
+    /// A client for the enclave behind `link`, started already (by another host: a KME that
+    /// serves WPE hosts over the network, say). It knows no sealed keys.
+    ///
+    /// # Errors
+    /// [`Failure`] if the enclave is not started, or is a WPE.
+    pub fn connect(link: Arc<dyn EnclaveLink>) -> Result<Self, Failure> {
+        match link.call(Request::Describe) {
+            Response::Started(started) => match started.record.clone() {
+                Some(record) => {
+                    Ok(Self { link, started: Arc::from(started), record: Arc::new(record) })
+                }
+                None => {
+                    Err(Failure::new(FailureKind::WrongRole, "the enclave has no worker record"))
+                }
+            },
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The link the enclave is reached by.
+    pub fn link(&self) -> &Arc<dyn EnclaveLink> {
+        &self.link
+    }
+
     /// The worker's id: SHA-256 of its name, lower-case hex.
     pub fn worker_id(&self) -> &str {
         &self.started.worker_id

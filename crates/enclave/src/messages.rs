@@ -62,6 +62,9 @@ pub enum Request {
         /// The stored state.
         state: SealedState,
     },
+    /// What the started enclave is: its worker id, record and workloads (no sealed keys).
+    /// Answered [`Response::Started`].
+    Describe,
     /// KME: a fresh nonce for one WPE's registration. Answered [`Response::Nonce`].
     IssueNonce,
     /// WPE, or a KME about to join a pool (before it starts): evidence binding its transport

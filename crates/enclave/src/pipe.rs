@@ -17,8 +17,8 @@ use std::sync::{Arc, Condvar, Mutex, mpsc};
 use serde::{Deserialize, Serialize};
 
 use crate::link::EnclaveLink;
+use crate::lock;
 use crate::messages::{Failure, FailureKind, Request, Response};
-use crate::{Enclave, lock};
 
 /// The largest frame either side accepts: a work order at its 8 MiB limit, in base64, with room.
 pub const MAX_FRAME_BYTES: usize = 32 << 20;
@@ -111,13 +111,13 @@ pub fn decode_answer(frame: &[u8]) -> Result<(u64, Response), PipeError> {
     Ok((call, response))
 }
 
-/// Serves `enclave` to the host at the other end of `input` and `output` until `input` ends,
-/// each call on a thread of its own.
+/// Serves `enclave` (an [`Enclave`], or a link that passes some requests on to one) to the host
+/// at the other end of `input` and `output` until `input` ends, each call on a thread of its own.
 ///
 /// # Errors
 /// [`PipeError`] if the stream fails or the host sends a frame that does not decode.
 pub fn serve(
-    enclave: Arc<Enclave>,
+    enclave: Arc<dyn EnclaveLink>,
     input: impl Read,
     output: impl Write + Send + 'static,
 ) -> Result<(), PipeError> {

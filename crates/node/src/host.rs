@@ -172,11 +172,16 @@ impl LocalWorker {
         data_dir: &Path,
     ) -> Result<Self, NodeError> {
         let name = config.worker_name.clone();
-        store.put_worker(enclave.worker_id(), enclave.worker_record()).await?;
+        // A pool whose KMEs run elsewhere is registered there.
+        if pool.as_ref().is_none_or(|pool| pool.local_kmes) {
+            store.put_worker(enclave.worker_id(), enclave.worker_record()).await?;
+        }
         let files = data_dir.join("workload-files").join(&name);
         crate::private::create_dir(&files)?;
-        let workloads = match &pool {
-            Some(pool) => pool.wpes[0].client.workloads(),
+        let workloads = match pool.as_ref().map(|pool| pool.wpes.first()) {
+            Some(Some(wpe)) => wpe.client.workloads(),
+            // A node serving only the pool's KME runs no workload.
+            Some(None) => &[],
             None => enclave.workloads(),
         };
         let turns = workloads
@@ -207,6 +212,21 @@ impl LocalWorker {
     /// The worker's id.
     pub(crate) fn worker_id(&self) -> &str {
         &self.worker_id
+    }
+
+    /// Whether this node runs the worker's orders: a pool's only if it has WPEs here.
+    fn runs_orders(&self) -> bool {
+        self.pool.as_ref().is_none_or(|pool| !pool.wpes.is_empty())
+    }
+
+    /// Whether this node signs the worker's receipt updates: a pool's only if its KMEs are here.
+    fn signs_receipts(&self) -> bool {
+        self.pool.as_ref().is_none_or(|pool| pool.local_kmes)
+    }
+
+    /// The pool's enclaves, for a pool.
+    pub(crate) fn pool(&self) -> Option<&PoolEnclaves> {
+        self.pool.as_ref()
     }
 
     /// The worker's enclave as it is now, with its generation.
@@ -322,7 +342,9 @@ pub(crate) fn spawn<S: Store>(
     // containers (each worker pod's process is often 1), so a random tag names this process.
     let process = afallon_crypto::random_array::<8>()
         .map_or_else(|_| format!("{:x}", crate::now_ms()), hex::encode);
-    let processing = enclaves.map(|pool| app.workers.iter().map(move |worker| (pool, worker)));
+    let processing = enclaves.map(|pool| {
+        app.workers.iter().filter(|worker| worker.runs_orders()).map(move |worker| (pool, worker))
+    });
     for (enclaves, worker) in processing.into_iter().flatten() {
         for task in 0..app.config.processors_per_worker {
             let holder = format!("{process}/{}/{}/{task}", std::process::id(), worker.name);
@@ -334,7 +356,7 @@ pub(crate) fn spawn<S: Store>(
             )));
         }
     }
-    for worker in &app.workers {
+    for worker in app.workers.iter().filter(|worker| worker.signs_receipts()) {
         tasks.push(tokio::spawn(receipt_loop(
             Arc::clone(app),
             Arc::clone(worker),
@@ -440,7 +462,7 @@ async fn process<S: Store>(
     let started = Instant::now();
     let held = Held::start(app, claimed.work_order_id, holder);
     let turn = worker.turn(&claimed.request).await;
-    let wpe = worker.pool.as_ref().map(PoolEnclaves::pick_wpe);
+    let wpe = worker.pool.as_ref().and_then(PoolEnclaves::pick_wpe);
     if let Some((workload, _)) = &turn {
         // Another process serving this worker (or another WPE of the pool) may have changed the
         // state since this enclave last ran an order of the workload.

@@ -223,6 +223,7 @@ impl<S> App<S> {
 pub struct RunningNode {
     local_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
+    kme_addr: Option<SocketAddr>,
     /// Stops the listeners: they accept nothing more and close each connection after its
     /// current request.
     stop_serving: watch::Sender<bool>,
@@ -276,6 +277,11 @@ impl RunningNode {
     /// listener's.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
+    }
+
+    /// The address the pool's KME endpoint is served on ([`PoolConfig::kme_listen`]).
+    pub fn kme_addr(&self) -> Option<SocketAddr> {
+        self.kme_addr
     }
 
     /// Stops accepting requests, lets the requests in flight finish (the workers go on running
@@ -360,6 +366,7 @@ impl Node {
         // Subscribed first: nothing committed from here on is missed.
         let wakeups = store.wakeups();
         let mut workers = Vec::new();
+        let mut kme_addr = None;
         if config.roles.worker {
             if !config.insecure_simulation {
                 return Err(NodeError::NoTeePlatform);
@@ -436,6 +443,11 @@ impl Node {
                 )
                 .await?;
                 tracing::info!(pool = %pool.name, worker_id = %worker.worker_id(), "pool registered");
+                if let (Some(address), Some(enclaves)) = (pool.kme_listen, worker.pool()) {
+                    let listener = std::net::TcpListener::bind(address)?;
+                    kme_addr = Some(listener.local_addr()?);
+                    pool::serve_kme_endpoint(listener, enclaves.first_kme());
+                }
                 workers.push(Arc::new(worker));
             }
         }
@@ -502,6 +514,7 @@ impl Node {
         Ok(RunningNode {
             local_addr,
             admin_addr,
+            kme_addr,
             stop_serving,
             stop_working,
             servers,

@@ -5,8 +5,13 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+
+use afallon_enclave::pipe::{self, PipeLink};
 use afallon_enclave::{
-    EnclaveClient, EnclaveConfig, Failure, FailureKind, PreProcessed, Role, WpeClient, WpePolicy,
+    EnclaveClient, EnclaveConfig, EnclaveLink, Failure, FailureKind, PreProcessed, Request,
+    Response, Role, WpeClient, WpePolicy,
 };
 use afallon_proto::ReceiptUpdate;
 use afallon_store::{SealedBlob, Store};
@@ -22,14 +27,29 @@ pub struct PoolConfig {
     pub name: String,
     /// The KMEs: at least one. Each holds the pool's keys; WPEs use any live one.
     pub kmes: usize,
-    /// The WPEs: at least one.
+    /// The WPEs this node runs (none: a node that only serves the pool's KME to others).
     pub wpes: usize,
+    /// Serve this node's first KME here, to WPE hosts and joining KMEs elsewhere.
+    pub kme_listen: Option<SocketAddr>,
+    /// KMEs that run elsewhere, at these endpoints: this node starts none of its own, and its WPEs
+    /// register with each of these.
+    pub remote_kmes: Vec<SocketAddr>,
+    /// Join the pool by attesting to the KME at this endpoint, which hands over the pool's keys,
+    /// instead of restoring the pool's keys from the store or signing the pool up.
+    pub join: Option<SocketAddr>,
 }
 
 impl PoolConfig {
     /// The pool `name` with one KME and two WPEs.
     pub fn new(name: impl Into<String>) -> Self {
-        Self { name: name.into(), kmes: 1, wpes: 2 }
+        Self {
+            name: name.into(),
+            kmes: 1,
+            wpes: 2,
+            kme_listen: None,
+            remote_kmes: vec![],
+            join: None,
+        }
     }
 }
 
@@ -42,16 +62,20 @@ pub(crate) struct PoolWpe {
 /// A pool's enclaves.
 pub(crate) struct PoolEnclaves {
     kmes: Vec<EnclaveClient>,
+    /// Whether the KMEs are this node's own: then it registers the pool's record and signs its
+    /// receipt updates.
+    pub(crate) local_kmes: bool,
     pub(crate) wpes: Vec<PoolWpe>,
     next_kme: AtomicUsize,
     next_wpe: AtomicUsize,
 }
 
 impl PoolEnclaves {
-    /// Starts the pool `config` names: its first KME signs the pool up (or restores it from its
-    /// sealed keys in the store), the others restore from the same keys, and each WPE registers
-    /// with every KME under `policy`. Returns the enclaves and the first KME, whose record is the
-    /// pool's.
+    /// Starts the pool `config` names: its first KME restores the pool from its sealed keys in
+    /// the store (or signs it up), or joins a KME running elsewhere; the others attest to the
+    /// first, which hands them the pool's keys; or, with remote KMEs, none of its own. Each WPE
+    /// registers with every KME under `policy`. Returns the enclaves and the first KME, whose
+    /// record is the pool's.
     pub(crate) async fn start<S: Store>(
         store: &S,
         new_kme: &NewEnclave,
@@ -63,49 +87,35 @@ impl PoolEnclaves {
     ) -> Result<(Self, EnclaveClient), NodeError> {
         let name = config.worker_name.clone();
         let enclave_error = |error| NodeError::Enclave { worker: name.clone(), error };
-        let keys_key = format!("worker/{name}/keys");
-        let role = || Role::Kme { policy: policy.clone(), import: None };
-        let stored = store.sealed(&keys_key).await?.into_iter().find(|b| b.key == keys_key);
-        let first = match stored {
-            Some(keys) => {
-                EnclaveClient::start_as(new_kme()?, role(), config.clone(), Some(keys.blob), vec![])
-                    .map_err(enclave_error)?
-            }
-            None => {
-                let kme = EnclaveClient::start_as(new_kme()?, role(), config.clone(), None, vec![])
-                    .map_err(enclave_error)?;
-                let keys = kme.sealed_keys().to_vec();
-                store
-                    .put_sealed(SealedBlob {
-                        based_on: None,
-                        key: keys_key.clone(),
-                        version: 0,
-                        blob: keys.clone(),
-                    })
-                    .await?;
-                let stored = store.sealed(&keys_key).await?.into_iter().find(|b| b.key == keys_key);
-                match stored {
-                    Some(first) if first.blob != keys => EnclaveClient::start_as(
-                        new_kme()?,
-                        role(),
-                        config.clone(),
-                        Some(first.blob),
-                        vec![],
-                    )
-                    .map_err(enclave_error)?,
-                    _ => kme,
+        let kmes = if pool.remote_kmes.is_empty() {
+            let first = match pool.join {
+                Some(running) => {
+                    let running =
+                        EnclaveClient::connect(connect(running)?).map_err(enclave_error)?;
+                    EnclaveClient::join_pool(new_kme()?, &running, policy.clone(), config.clone())
+                        .map_err(enclave_error)?
                 }
+                None => Self::own_kme(store, new_kme, config, policy).await?,
+            };
+            // The other KMEs attest to the first, which hands them the pool's keys.
+            let mut kmes = vec![first.clone()];
+            for _ in 1..pool.kmes.max(1) {
+                let kme =
+                    EnclaveClient::join_pool(new_kme()?, &first, policy.clone(), config.clone())
+                        .map_err(enclave_error)?;
+                kmes.push(kme);
             }
+            kmes
+        } else {
+            let mut kmes = Vec::new();
+            for address in &pool.remote_kmes {
+                kmes.push(EnclaveClient::connect(connect(*address)?).map_err(enclave_error)?);
+            }
+            kmes
         };
-        // The other KMEs attest to the first, which hands them the pool's keys.
-        let mut kmes = vec![first.clone()];
-        for _ in 1..pool.kmes.max(1) {
-            let kme = EnclaveClient::join_pool(new_kme()?, &first, policy.clone(), config.clone())
-                .map_err(enclave_error)?;
-            kmes.push(kme);
-        }
+        let first = kmes[0].clone();
         let mut wpes = Vec::new();
-        for _ in 0..pool.wpes.max(1) {
+        for _ in 0..pool.wpes {
             let client = WpeClient::start(new_wpe()?, config.clone(), None, states.clone())
                 .map_err(enclave_error)?;
             let mut key = Vec::new();
@@ -119,15 +129,68 @@ impl PoolEnclaves {
             wpes.push(PoolWpe { client, key });
         }
         tracing::info!(pool = %name, kmes = kmes.len(), wpes = wpes.len(), "pool started");
-        let enclaves =
-            Self { kmes, wpes, next_kme: AtomicUsize::new(0), next_wpe: AtomicUsize::new(0) };
+        let enclaves = Self {
+            kmes,
+            local_kmes: pool.remote_kmes.is_empty(),
+            wpes,
+            next_kme: AtomicUsize::new(0),
+            next_wpe: AtomicUsize::new(0),
+        };
         Ok((enclaves, first))
     }
 
-    /// The WPE to run the next order on, in turn.
-    pub(crate) fn pick_wpe(&self) -> &PoolWpe {
+    /// The pool's KME, restored from its sealed keys in the store, or the pool signed up and its
+    /// sealed keys stored (the first process to store them is the one all use).
+    async fn own_kme<S: Store>(
+        store: &S,
+        new_kme: &NewEnclave,
+        config: &EnclaveConfig,
+        policy: &WpePolicy,
+    ) -> Result<EnclaveClient, NodeError> {
+        let name = config.worker_name.clone();
+        let enclave_error = |error| NodeError::Enclave { worker: name.clone(), error };
+        let keys_key = format!("worker/{name}/keys");
+        let role = || Role::Kme { policy: policy.clone(), import: None };
+        let stored = store.sealed(&keys_key).await?.into_iter().find(|b| b.key == keys_key);
+        if let Some(keys) = stored {
+            return EnclaveClient::start_as(
+                new_kme()?,
+                role(),
+                config.clone(),
+                Some(keys.blob),
+                vec![],
+            )
+            .map_err(enclave_error);
+        }
+        let kme = EnclaveClient::start_as(new_kme()?, role(), config.clone(), None, vec![])
+            .map_err(enclave_error)?;
+        let keys = kme.sealed_keys().to_vec();
+        let blob =
+            SealedBlob { based_on: None, key: keys_key.clone(), version: 0, blob: keys.clone() };
+        store.put_sealed(blob).await?;
+        let stored = store.sealed(&keys_key).await?.into_iter().find(|b| b.key == keys_key);
+        match stored {
+            Some(first) if first.blob != keys => EnclaveClient::start_as(
+                new_kme()?,
+                role(),
+                config.clone(),
+                Some(first.blob),
+                vec![],
+            )
+            .map_err(enclave_error),
+            _ => Ok(kme),
+        }
+    }
+
+    /// The first KME: the one this node serves on its KME endpoint.
+    pub(crate) fn first_kme(&self) -> &EnclaveClient {
+        &self.kmes[0]
+    }
+
+    /// The WPE to run the next order on, in turn; none on a node that only serves KMEs.
+    pub(crate) fn pick_wpe(&self) -> Option<&PoolWpe> {
         let next = self.next_wpe.fetch_add(1, Ordering::Relaxed);
-        &self.wpes[next % self.wpes.len()]
+        self.wpes.get(next % self.wpes.len().max(1))
     }
 
     /// Pre-processes `raw` for `wpe` at a live KME, in turn; a KME that cannot be reached is
@@ -163,5 +226,61 @@ impl PoolEnclaves {
             }
         }
         Err(last.unwrap_or_else(|| Failure::new(FailureKind::Transport, "the pool has no KME")))
+    }
+}
+
+/// A link to the KME endpoint at `address` (frames over TCP).
+fn connect(address: SocketAddr) -> Result<Arc<dyn EnclaveLink>, NodeError> {
+    let stream = TcpStream::connect(address).map_err(NodeError::EnclaveProcess)?;
+    stream.set_nodelay(true).map_err(NodeError::EnclaveProcess)?;
+    let reader = stream.try_clone().map_err(NodeError::EnclaveProcess)?;
+    Ok(Arc::new(PipeLink::over(reader, stream)))
+}
+
+/// What the KME endpoint passes on to its KME: what WPE hosts and joining KMEs need, and nothing
+/// else (no receipt signing, no start, no state).
+struct KmeEndpoint(Arc<dyn EnclaveLink>);
+
+impl EnclaveLink for KmeEndpoint {
+    fn call(&self, request: Request) -> Response {
+        match request {
+            Request::Describe
+            | Request::IssueNonce
+            | Request::RegisterWpe { .. }
+            | Request::PreProcess { .. }
+            | Request::ExportPoolKeys { .. } => self.0.call(request),
+            _ => Response::Failed(Failure::new(
+                FailureKind::WrongRole,
+                "the KME endpoint serves registrations and pre-processing only",
+            )),
+        }
+    }
+}
+
+/// Serves `kme` on `listener`: each connection a stream of the enclave's frames
+/// ([`afallon_enclave::pipe`]), restricted to [`KmeEndpoint`]'s requests, on threads of its own.
+/// Nothing it hands out is readable off the network: key material is wrapped for an attested
+/// enclave.
+pub(crate) fn serve_kme_endpoint(listener: TcpListener, kme: &EnclaveClient) {
+    let endpoint: Arc<dyn EnclaveLink> = Arc::new(KmeEndpoint(Arc::clone(kme.link())));
+    let accepting = std::thread::Builder::new().name("kme-endpoint".into()).spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let endpoint = Arc::clone(&endpoint);
+            let served =
+                std::thread::Builder::new().name("kme-connection".into()).spawn(move || {
+                    let _ = stream.set_nodelay(true);
+                    let Ok(reader) = stream.try_clone() else { return };
+                    if let Err(error) = pipe::serve(endpoint, reader, stream) {
+                        tracing::warn!(%error, "a KME endpoint connection ended");
+                    }
+                });
+            if let Err(error) = served {
+                tracing::error!(%error, "cannot serve a KME endpoint connection");
+            }
+        }
+    });
+    if let Err(error) = accepting {
+        tracing::error!(%error, "cannot serve the KME endpoint");
     }
 }
