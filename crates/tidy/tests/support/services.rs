@@ -3,7 +3,8 @@
 //! `deploy/nginx/afallon.conf` rewritten to point at loopback listeners.
 //!
 //! One file, included by path from every test crate that needs it (`crates/tidy/tests/deploy.rs`,
-//! `crates/cli/tests/split.rs`), so that the documented config is rendered one way only.
+//! `crates/cli/tests/split.rs`, `crates/enclave/tests/pool_python.rs`), so that the documented
+//! config is rendered one way only and a missing tool means the same everywhere.
 
 #![allow(dead_code, unreachable_pub)]
 
