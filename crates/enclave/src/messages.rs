@@ -290,12 +290,16 @@ pub struct PoolKeys {
     pub ext_verification_key_signature: String,
 }
 
-/// One item's key in [`PoolKeys`].
+/// One item's key in [`PoolKeys`]. An input and an output may share an index, so the key is
+/// known by its RSA ciphertext's digest.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DataKey {
-    /// The item's index.
+    /// The item's index (inputs and outputs each have their own).
     pub index: i64,
+    /// SHA-256 of the item's RSA-wrapped key, as the request carries it.
+    #[serde(with = "base64_bytes")]
+    pub wrapped_sha256: Vec<u8>,
     /// Its key, wrapped.
     #[serde(with = "base64_bytes")]
     pub key: Vec<u8>,

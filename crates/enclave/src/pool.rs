@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use afallon_attest::{Evidence, EvidenceKind, Measurement, Policy, ReportData};
 use afallon_crypto::{
     AesKey, EcdhPublicKey, EcdhSecret, EcdsaSigningKey, EcdsaVerifyingKey, OaepHash, RsaError,
-    Sha256, random_array,
+    Sha256, random_array, sha256,
 };
 use afallon_proto::protection::{self, DataKeyUnwrap, ProtectionError};
 use afallon_proto::{
@@ -305,7 +305,11 @@ impl Kme {
                         "encryptedDataEncryptionKey",
                     )
                 })?;
-                data_keys.push(DataKey { index: item.index, key: wrap(&key)? });
+                data_keys.push(DataKey {
+                    index: item.index,
+                    wrapped_sha256: sha256(&wrapped).as_bytes().to_vec(),
+                    key: wrap(&key)?,
+                });
             }
         }
         let order_key = EcdsaSigningKey::generate()
@@ -405,7 +409,7 @@ impl Wpe {
             data_keys: keys
                 .data_keys
                 .into_iter()
-                .map(|DataKey { index, key }| (index, key))
+                .map(|DataKey { wrapped_sha256, key, .. }| (wrapped_sha256, key))
                 .collect(),
             signing_key: keys.signing_key,
             ext_verification_key: keys.ext_verification_key,
@@ -419,7 +423,8 @@ impl Wpe {
 pub(crate) struct PooledKeys {
     shared: Arc<AesKey>,
     session_key: Vec<u8>,
-    data_keys: BTreeMap<i64, Vec<u8>>,
+    /// By the digest of the RSA-wrapped key they stand for.
+    data_keys: BTreeMap<Vec<u8>, Vec<u8>>,
     signing_key: Vec<u8>,
     ext_verification_key: String,
     ext_verification_key_signature: String,
@@ -449,8 +454,10 @@ impl PooledKeys {
 }
 
 impl DataKeyUnwrap for PooledKeys {
-    fn unwrap_data_key(&self, index: i64, _: OaepHash, _: &[u8]) -> Result<AesKey, RsaError> {
-        let wrapped = self.data_keys.get(&index).ok_or(RsaError::Decryption)?;
+    fn unwrap_data_key(&self, _: i64, _: OaepHash, rsa: &[u8]) -> Result<AesKey, RsaError> {
+        let digest = sha256(rsa);
+        let wrapped =
+            self.data_keys.get(digest.as_bytes().as_slice()).ok_or(RsaError::Decryption)?;
         self.shared.unwrap_key(wrapped).map_err(|_| RsaError::Decryption)
     }
 }

@@ -35,15 +35,14 @@ const INPUTS: [(&str, InputProtection); 4] = [
     ("sealed key", InputProtection::SealedKey),
 ];
 /// Its output slots, one of each protection too, so that the output items carry every field the
-/// response hash covers (`encryptedDataEncryptionKey` and `iv` as well). No `DataKey` output
-/// shares its index with the `DataKey` input: a pool cannot run such an order at this commit
-/// (the WPE holds the KME's per-item data keys by index alone, so the output's key replaces the
-/// input's and the input does not decrypt).
+/// response hash covers (`encryptedDataEncryptionKey` and `iv` as well). Each has the index of the
+/// input of the same protection: a `DataKey` output shares its index with the `DataKey` input
+/// (their keys must not be taken for one another).
 const OUTPUTS: [InputProtection; 4] = [
-    InputProtection::DataKey,
-    InputProtection::SealedKey,
     InputProtection::Session,
     InputProtection::Plain,
+    InputProtection::DataKey,
+    InputProtection::SealedKey,
 ];
 
 // ---------------------------------------------------------------------------------------------
