@@ -62,6 +62,12 @@ pub trait Platform: Send + Sync {
     /// same key.
     fn sealing_key(&self) -> AesKey;
 
+    /// The key that signs this platform's simulated evidence, for a simulated platform: enclaves
+    /// on it trust simulated evidence from this key alone. None for real hardware.
+    fn simulation_key(&self) -> Option<afallon_crypto::EcdsaVerifyingKey> {
+        None
+    }
+
     /// Seals `payload`, labelled `label` (what it holds), so that only an enclave with the same
     /// measurement on the same platform opens it ([`sealing`]'s format under
     /// [`Platform::sealing_key`] unless the platform seals in a way of its own).

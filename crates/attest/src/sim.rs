@@ -131,6 +131,10 @@ impl Platform for SimPlatform {
     fn sealing_key(&self) -> AesKey {
         derive_aes_key(SEALING_SALT, &self.node_secret[..], &[&self.measurement.0])
     }
+
+    fn simulation_key(&self) -> Option<EcdsaVerifyingKey> {
+        Some(self.attestation_key())
+    }
 }
 
 /// The `sim` evidence document.

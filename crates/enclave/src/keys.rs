@@ -11,6 +11,7 @@ use afallon_proto::{WorkOrderRequest, WorkOrderResult, response_hash};
 use zeroize::Zeroizing;
 
 use crate::EnclaveError;
+use crate::error::ProcessError;
 use crate::pool::PooledKeys;
 
 const LABEL: &str = "worker-keys";
@@ -82,14 +83,15 @@ impl OrderKeys {
         &self,
         request: &WorkOrderRequest,
         oaep: OaepHash,
-    ) -> Result<AesKey, ProtectionError> {
+    ) -> Result<AesKey, ProcessError> {
         match self {
             Self::Worker(keys) => protection::unwrap_session_key(
                 &keys.encryption,
                 oaep,
                 &request.encrypted_session_key,
-            ),
-            Self::Pooled(keys) => keys.session_key(),
+            )
+            .map_err(|e| crate::process::protection_error(e, "encryptedSessionKey")),
+            Self::Pooled(keys) => keys.session_key(request),
         }
     }
 

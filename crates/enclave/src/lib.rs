@@ -28,7 +28,7 @@ mod keys;
 mod link;
 mod messages;
 pub mod pipe;
-mod pool;
+pub mod pool;
 mod process;
 mod runtime;
 mod state;
@@ -49,12 +49,12 @@ pub use link::{EnclaveClient, EnclaveLink, PendingState, WpeClient};
 pub use messages::{
     Attestation, DataKey, Failure, FailureKind, HostIoFailure, HostIoReply, HostIoRequest,
     OrderTicket, PoolKeys, PoolKeysExport, PreProcessed, Request, Response, Role, Started,
-    StateTicket, WorkloadInfo, WpePolicy,
+    StateTicket, WorkloadInfo,
 };
 
 use host_io::{Running, Step};
 use keys::OrderKeys;
-use pool::{Kme, Wpe};
+use pool::{Kme, Purpose, Wpe};
 use process::Begun;
 use runtime::Runtime;
 use state::StateTurn;
@@ -205,8 +205,12 @@ impl Enclave {
         }
         let Some(core) = self.core.get() else {
             if let Request::Attest { nonce } = request {
-                // An enclave about to join a pool as a KME attests first.
-                return answer(self.attest(&nonce, None).map(Response::Attested));
+                // An enclave about to join a pool as a KME attests first; only one measured as
+                // a KME does.
+                if self.platform.measurement() != sim_kme_measurement() {
+                    return failed(FailureKind::WrongRole, "only a KME attests before it starts");
+                }
+                return answer(self.attest(Purpose::Join, &nonce, None).map(Response::Attested));
             }
             return failed(FailureKind::NotStarted, "the enclave has not been started");
         };
@@ -287,20 +291,24 @@ impl Enclave {
             }
             (Request::IssueNonce, Core::Kme(kme)) => answer(kme.issue_nonce().map(Response::Nonce)),
             (Request::RegisterWpe { attestation, nonce }, Core::Kme(kme)) => answer(
-                kme.register(&attestation, &nonce)
-                    .map(|kme_key| Response::WpeRegistered { kme_key }),
+                kme.register(&attestation, &nonce, |purpose, bound| {
+                    self.attest(purpose, bound, None)
+                })
+                .map(|kme| Response::WpeRegistered { kme }),
             ),
             (Request::PreProcess { wpe_key, raw }, Core::Kme(kme)) => {
                 answer(kme.pre_process(&wpe_key, &raw).map(Response::PreProcessed))
             }
             (Request::Attest { nonce }, Core::Wpe(wpe)) => {
-                answer(self.attest(&nonce, wpe.tenant.as_deref()).map(Response::Attested))
+                let tenant = wpe.tenant.as_deref();
+                answer(self.attest(Purpose::Register, &nonce, tenant).map(Response::Attested))
             }
             (Request::ExportPoolKeys { attestation, nonce }, Core::Kme(kme)) => {
-                answer(kme.export(&attestation, &nonce).map(Response::PoolKeysExported))
+                let attest = |purpose, bound: &[u8]| self.attest(purpose, bound, None);
+                answer(kme.export(&attestation, &nonce, attest).map(Response::PoolKeysExported))
             }
-            (Request::AddKme { kme_key }, Core::Wpe(wpe)) => {
-                answer(wpe.add_kme(&kme_key).map(|()| Response::KmeAdded))
+            (Request::AddKme { kme }, Core::Wpe(wpe)) => {
+                answer(wpe.add_kme(&kme).map(|()| Response::KmeAdded))
             }
             (_, core) => core.wrong_role(),
         }
@@ -329,6 +337,19 @@ impl Enclave {
         if self.core.get().is_some() {
             return failed(FailureKind::AlreadyStarted, "the enclave runs already");
         }
+        // The simulated TEE measures each role differently, and an enclave serves only the role
+        // it is measured as: a KME's measurement never runs as a singleton worker or a WPE.
+        let expected = match &role {
+            Role::Singleton => sim_measurement(&self.registry),
+            Role::Kme { .. } => sim_kme_measurement(),
+            Role::Wpe { .. } => sim_wpe_measurement(&self.registry),
+        };
+        if self.platform.simulation_key().is_some() && self.platform.measurement() != expected {
+            return failed(
+                FailureKind::WrongRole,
+                "this enclave is not measured as the role it was asked to start as",
+            );
+        }
         let platform = Arc::clone(&self.platform);
         let signed_up = |registry: Registry, states: &[SealedState]| {
             match &sealed_keys {
@@ -345,11 +366,11 @@ impl Enclave {
                 let started = started(&worker, keys, worker.runtime.workloads());
                 (Core::Singleton(Arc::new(worker)), started)
             }),
-            Role::Kme { policy, import } => {
+            Role::Kme { import } => {
                 let worker = match import {
                     // Another KME of the pool handed its keys over: sealed here for restarts.
                     Some(export) => self.transport().and_then(|transport| {
-                        let keys = pool::import(&transport, &export)?;
+                        let keys = pool::import(&*platform, &transport, &export)?;
                         let start =
                             |e: EnclaveError| Failure::new(FailureKind::Start, e.to_string());
                         let sealed = keys.seal(&*platform).map_err(start)?;
@@ -362,9 +383,10 @@ impl Enclave {
                 worker.and_then(|(mut worker, keys)| {
                     let measurements =
                         &mut worker.record.details.worker_type_data.extended_measurements;
-                    measurements.extend(policy.measurements.iter().map(|m| m.to_uppercase()));
+                    let wpe_measurement = sim_wpe_measurement(&self.registry);
+                    measurements.push(wpe_measurement.to_hex_upper());
                     let started = started(&worker, keys, vec![]);
-                    let kme = Kme::new(worker, &policy, self.transport()?)?;
+                    let kme = Kme::new(worker, wpe_measurement, self.transport()?);
                     Ok((Core::Kme(Arc::new(kme)), started))
                 })
             }
@@ -372,7 +394,8 @@ impl Enclave {
                 Runtime::restore(platform.clone(), self.registry.clone(), config.clone(), states)
                     .map_err(|error| Failure::new(FailureKind::Start, error.to_string()))
                     .and_then(|runtime| {
-                        let wpe = Wpe::new(runtime, tenant, self.transport()?);
+                        let wpe =
+                            Wpe::new(runtime, tenant, self.transport()?, sim_kme_measurement());
                         let started = Started {
                             worker_id: afallon_proto::worker_id_from_name(&config.worker_name),
                             record: None,
@@ -406,10 +429,16 @@ impl Enclave {
         Ok(key)
     }
 
-    /// Evidence binding the enclave's transport key, `nonce` and `tenant`.
-    fn attest(&self, nonce: &[u8], tenant: Option<&str>) -> Result<Attestation, Failure> {
+    /// Evidence binding the enclave's transport key, for `purpose`, to `bound` (the other side's
+    /// nonce or transport key) and `tenant`.
+    fn attest(
+        &self,
+        purpose: Purpose,
+        bound: &[u8],
+        tenant: Option<&str>,
+    ) -> Result<Attestation, Failure> {
         let transport = self.transport()?;
-        pool::attest(&*self.platform, &transport, nonce, tenant)
+        pool::attest(&*self.platform, &transport, purpose, bound, tenant)
     }
 
     /// Waits for a running order's next step: a file access to ask the host for, or its end.

@@ -10,7 +10,7 @@ use afallon_workloads::{HostIo, IoError, WorkloadPath};
 
 use crate::messages::{
     Attestation, Failure, FailureKind, HostIoFailure, HostIoReply, HostIoRequest, PoolKeysExport,
-    PreProcessed, Request, Response, Role, Started, StateTicket, WorkloadInfo, WpePolicy,
+    PreProcessed, Request, Response, Role, Started, StateTicket, WorkloadInfo,
 };
 use crate::{EnclaveConfig, Processed, SealedState};
 
@@ -154,8 +154,8 @@ impl EnclaveClient {
         }
     }
 
-    /// KME: registers the WPE that `attestation` speaks for; returns the KME's transport key,
-    /// for the WPE.
+    /// KME: registers the WPE that `attestation` speaks for; returns the KME's attestation, for
+    /// the WPE ([`WpeClient::add_kme`]).
     ///
     /// # Errors
     /// [`FailureKind::Registration`] if the KME's policy refuses the WPE, or the nonce is not
@@ -164,9 +164,9 @@ impl EnclaveClient {
         &self,
         attestation: Attestation,
         nonce: Vec<u8>,
-    ) -> Result<Vec<u8>, Failure> {
+    ) -> Result<Attestation, Failure> {
         match self.link.call(Request::RegisterWpe { attestation, nonce }) {
-            Response::WpeRegistered { kme_key } => Ok(kme_key),
+            Response::WpeRegistered { kme } => Ok(kme),
             other => Err(unexpected(other)),
         }
     }
@@ -189,14 +189,14 @@ impl EnclaveClient {
     }
 
     /// Starts the enclave behind `link` as another KME of the pool `running` serves: it attests
-    /// to `running`, which hands it the pool's keys only if it shows the same measurement.
+    /// to `running`, which hands it the pool's keys only if it shows the same measurement (and
+    /// which it takes only from a KME of its own measurement).
     ///
     /// # Errors
     /// The enclaves' [`Failure`].
     pub fn join_pool(
         link: Arc<dyn EnclaveLink>,
         running: &EnclaveClient,
-        policy: WpePolicy,
         config: EnclaveConfig,
     ) -> Result<Self, Failure> {
         let nonce = running.issue_nonce()?;
@@ -205,7 +205,7 @@ impl EnclaveClient {
             other => return Err(unexpected(other)),
         };
         let export = running.export_pool_keys(attestation, nonce)?;
-        Self::start_as(link, Role::Kme { policy, import: Some(export) }, config, None, vec![])
+        Self::start_as(link, Role::Kme { import: Some(export) }, config, None, vec![])
     }
 
     /// KME: pre-processes the order `raw` for the registered WPE whose transport key is
@@ -309,12 +309,13 @@ impl WpeClient {
         }
     }
 
-    /// The KME with transport key `kme_key` registered this WPE.
+    /// The KME that `kme` (its answer to the registration) speaks for registered this WPE.
     ///
     /// # Errors
-    /// [`Failure`] for a key that is not one.
-    pub fn add_kme(&self, kme_key: Vec<u8>) -> Result<(), Failure> {
-        match self.link.call(Request::AddKme { kme_key }) {
+    /// [`FailureKind::UnknownKme`] if its evidence does not show this build's KME measurement on
+    /// a trusted platform, or does not bind this WPE's transport key.
+    pub fn add_kme(&self, kme: Attestation) -> Result<(), Failure> {
+        match self.link.call(Request::AddKme { kme }) {
             Response::KmeAdded => Ok(()),
             other => Err(unexpected(other)),
         }

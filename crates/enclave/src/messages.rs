@@ -93,11 +93,11 @@ pub enum Request {
         #[serde(with = "base64_bytes")]
         nonce: Vec<u8>,
     },
-    /// WPE: the KME with this transport key registered it. Answered [`Response::KmeAdded`].
+    /// WPE: the KME that registered it, if its evidence shows this build's KME measurement on
+    /// a trusted platform and binds this WPE's transport key. Answered [`Response::KmeAdded`].
     AddKme {
-        /// The KME's transport key, from [`Response::WpeRegistered`].
-        #[serde(with = "base64_bytes")]
-        kme_key: Vec<u8>,
+        /// The KME's attestation, from [`Response::WpeRegistered`].
+        kme: Attestation,
     },
     /// KME: pre-processes an order for the registered WPE `wpe_key`. Answered
     /// [`Response::PreProcessed`].
@@ -168,11 +168,11 @@ pub enum Response {
     Nonce(#[serde(with = "base64_bytes")] Vec<u8>),
     /// Answer to [`Request::Attest`].
     Attested(Attestation),
-    /// Answer to [`Request::RegisterWpe`]: the KME's transport key, for [`Request::AddKme`].
+    /// Answer to [`Request::RegisterWpe`]: the KME's evidence, binding its transport key to the
+    /// WPE's, for [`Request::AddKme`].
     WpeRegistered {
-        /// The KME's transport key.
-        #[serde(with = "base64_bytes")]
-        kme_key: Vec<u8>,
+        /// The KME's attestation.
+        kme: Attestation,
     },
     /// Answer to [`Request::AddKme`].
     KmeAdded,
@@ -193,10 +193,9 @@ pub enum Role {
     #[default]
     Singleton,
     /// A pool's Key Management Enclave: the pool's keys (those of the worker requesters see),
-    /// serving the WPEs its policy admits.
+    /// serving the WPEs it admits: those of this build's WPE measurement, attested by its own
+    /// platform (the policy is the enclave's own, not the host's).
     Kme {
-        /// Which WPEs it admits.
-        policy: WpePolicy,
         /// The pool's keys from a running KME ([`Response::PoolKeysExported`]), for a KME that
         /// joins the pool; none: signed up, or restored from its sealed keys.
         #[serde(default)]
@@ -210,26 +209,14 @@ pub enum Role {
     },
 }
 
-/// Which WPEs a KME admits.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WpePolicy {
-    /// The WPE measurements allowed (hex); at least one.
-    pub measurements: Vec<String>,
-    /// Accept simulated evidence (development only).
-    pub allow_simulation: bool,
-    /// The simulation attestation keys trusted (PEM); none: any.
-    pub simulation_keys: Vec<String>,
-}
-
 /// A pool's keys, as a running KME hands them to a KME joining the pool: wrapped under the key
 /// the two share (ECDH of their attested transport keys).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PoolKeysExport {
-    /// The exporting KME's transport key.
-    #[serde(with = "base64_bytes")]
-    pub kme_key: Vec<u8>,
+    /// The exporting KME's evidence, binding its transport key to the joining enclave's: the
+    /// joiner takes the keys only from a KME of its own measurement.
+    pub kme: Attestation,
     /// The pool's keys, wrapped.
     #[serde(with = "base64_bytes")]
     pub wrapped: Vec<u8>,
@@ -284,6 +271,10 @@ pub struct PoolKeys {
     /// The per-order signing key, sealed.
     #[serde(with = "base64_bytes")]
     pub signing_key: Vec<u8>,
+    /// The digest of the request they were made for (`request_digest`), sealed: the WPE runs
+    /// them for exactly that request.
+    #[serde(with = "base64_bytes")]
+    pub order: Vec<u8>,
     /// The per-order verification key (PEM): the result's `extVerificationKey`.
     pub ext_verification_key: String,
     /// The pool's signature over it and the requester's nonce: `extVerificationKeySignature`.
@@ -445,7 +436,8 @@ pub enum FailureKind {
     Registration,
     /// Pre-processing for a WPE this KME has not registered.
     UnknownWpe,
-    /// Key material from a KME this WPE has not registered with.
+    /// Key material from a KME this WPE has not registered with, or a KME whose evidence does
+    /// not pass.
     UnknownKme,
     /// The order's requester is not the WPE's tenant (or has WPEs of its own).
     Tenant,

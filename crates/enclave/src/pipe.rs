@@ -13,6 +13,7 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -138,7 +139,15 @@ pub fn serve(
         let (enclave, output, calls) =
             (Arc::clone(&enclave), Arc::clone(&output), Arc::clone(&calls));
         let spawned = std::thread::Builder::new().name("enclave-call".into()).spawn(move || {
-            let response = enclave.call(request);
+            // Every call is answered, and its slot given back, whatever happens in it.
+            let response =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| enclave.call(request)))
+                    .unwrap_or_else(|_| {
+                        Response::Failed(Failure::new(
+                            FailureKind::Platform,
+                            "the enclave failed the call",
+                        ))
+                    });
             let answer = serde_json::to_vec(&AnswerFrame { call, response });
             if let Ok(answer) = answer {
                 // A host that went away hears nothing; the input ends soon after.
@@ -159,6 +168,8 @@ pub struct PipeLink {
     waiting: Arc<Mutex<Waiting>>,
     next_call: AtomicU64,
     child: Mutex<Option<Child>>,
+    /// How long a call may wait for its answer; none: as long as it takes.
+    timeout: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -200,7 +211,17 @@ impl PipeLink {
             waiting,
             next_call: AtomicU64::new(1),
             child: Mutex::new(None),
+            timeout: None,
         }
+    }
+
+    /// The same link, on which a call unanswered for `timeout` fails
+    /// ([`FailureKind::Transport`]) and ends the link: an enclave that stopped answering, or a
+    /// peer cut off without the stream closing, is given up rather than waited on for ever.
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
     }
 }
 
@@ -251,8 +272,20 @@ impl EnclaveLink for PipeLink {
             return transport(format!("cannot reach the enclave: {error}"));
         }
         drop(frame);
-        answered.recv().unwrap_or_else(|_| {
-            let closed = lock(&self.waiting).closed.clone();
+        let answer = match self.timeout {
+            Some(timeout) => answered.recv_timeout(timeout).map_err(|error| match error {
+                mpsc::RecvTimeoutError::Timeout => Some(timeout),
+                mpsc::RecvTimeoutError::Disconnected => None,
+            }),
+            None => answered.recv().map_err(|_| None),
+        };
+        answer.unwrap_or_else(|timed_out| {
+            let mut waiting = lock(&self.waiting);
+            if let Some(timeout) = timed_out {
+                waiting.calls.remove(&call);
+                waiting.closed = Some(format!("the enclave did not answer within {timeout:?}"));
+            }
+            let closed = waiting.closed.clone();
             transport(closed.unwrap_or_else(|| "the enclave process ended".into()))
         })
     }

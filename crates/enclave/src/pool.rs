@@ -15,21 +15,21 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use afallon_attest::{Evidence, EvidenceKind, Measurement, Policy, ReportData};
+use afallon_attest::{Evidence, EvidenceKind, Measurement, Platform, Policy, ReportData};
 use afallon_crypto::{
-    AesKey, EcdhPublicKey, EcdhSecret, EcdsaSigningKey, EcdsaVerifyingKey, OaepHash, RsaError,
-    Sha256, random_array, sha256,
+    AesKey, EcdhPublicKey, EcdhSecret, EcdsaSigningKey, OaepHash, RsaError, Sha256, random_array,
+    sha256,
 };
 use afallon_proto::protection::{self, DataKeyUnwrap, ProtectionError};
 use afallon_proto::{
-    WorkOrderRequest, WorkOrderResult, ext_verification_key_digest, response_hash,
+    WorkOrderRequest, WorkOrderResult, ext_verification_key_digest, request_digest, response_hash,
 };
 use serde::Deserialize;
 
 use crate::error::ProcessError;
 use crate::lock;
 use crate::messages::{
-    Attestation, DataKey, Failure, FailureKind, PoolKeys, PoolKeysExport, PreProcessed, WpePolicy,
+    Attestation, DataKey, Failure, FailureKind, PoolKeys, PoolKeysExport, PreProcessed,
 };
 use crate::runtime::Runtime;
 use crate::worker::Worker;
@@ -44,16 +44,46 @@ const REPLICATION_CONTEXT: &[u8] = b"afallon-pool-replication/v1";
 /// are refused, and their WPEs ask again).
 const MAX_NONCES: usize = 1024;
 
-/// The report data a registration's evidence carries: SHA-256 of what it binds (the enclave's
-/// transport key, the KME's nonce, and the tenant, if any), in its first 32 bytes.
+/// WPEs a KME serves at once: registrations beyond it are refused.
+const MAX_WPES: usize = 4096;
+
+/// What an attestation between pool enclaves is for: part of what its evidence binds, so that
+/// one made for a purpose cannot serve another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A WPE registering with a KME (bound to the KME's nonce).
+    Register,
+    /// A KME answering a WPE's registration (bound to the WPE's transport key).
+    Registered,
+    /// An enclave joining the pool as a KME (bound to the running KME's nonce).
+    Join,
+    /// A KME handing the pool's keys to a joining one (bound to the joiner's transport key).
+    Export,
+}
+
+impl Purpose {
+    fn label(self) -> &'static [u8] {
+        match self {
+            Self::Register => b"register",
+            Self::Registered => b"registered",
+            Self::Join => b"join",
+            Self::Export => b"export",
+        }
+    }
+}
+
+/// The report data an attestation between pool enclaves carries: SHA-256 of its purpose and what
+/// it binds (the enclave's transport key, the other side's nonce or key, and the tenant, if any),
+/// each length-prefixed, in its first 32 bytes.
 pub(crate) fn registration_report_data(
+    purpose: Purpose,
     transport_key: &[u8],
     nonce: &[u8],
     tenant: Option<&str>,
 ) -> ReportData {
     let mut h = Sha256::new();
-    h.update(b"afallon-pool-registration/v1\n");
-    for part in [transport_key, nonce, tenant.unwrap_or("").as_bytes()] {
+    h.update(b"afallon-pool-attestation/v2\n");
+    for part in [purpose.label(), transport_key, nonce, tenant.unwrap_or("").as_bytes()] {
         h.update(&(part.len() as u64).to_be_bytes());
         h.update(part);
     }
@@ -63,42 +93,44 @@ pub(crate) fn registration_report_data(
     ReportData(data)
 }
 
-/// The policy a KME holds WPEs to, from its settings.
-fn policy(settings: &WpePolicy) -> Result<Policy, Failure> {
-    if settings.measurements.is_empty() {
-        return Err(Failure::new(
-            FailureKind::Start,
-            "a KME must be told which WPE measurements it allows",
-        ));
+/// A policy admitting `measurement` as attested on `platform`'s kind of TEE: on the simulated
+/// TEE, simulated evidence signed by this platform's own simulation key and no other. The policy
+/// is the enclave's own: nothing the host says widens it.
+pub(crate) fn trusting(platform: &dyn Platform, measurement: Measurement) -> Policy {
+    let mut policy = Policy::new().allow_measurement(measurement);
+    if let Some(key) = platform.simulation_key() {
+        policy = policy.insecure_allow_simulation().trust_simulation_key(key);
     }
-    let mut measurements = Vec::new();
-    for measurement in &settings.measurements {
-        let bytes = hex::decode(measurement)
-            .ok()
-            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
-            .ok_or_else(|| {
-                Failure::new(FailureKind::Start, format!("not a measurement: {measurement:?}"))
-            })?;
-        measurements.push(Measurement(bytes));
-    }
-    attesters(settings, &measurements)
+    policy
 }
 
-/// A policy admitting `measurements`, attested as `settings` says (simulation, and by whom).
-fn attesters(settings: &WpePolicy, measurements: &[Measurement]) -> Result<Policy, Failure> {
-    let mut policy = Policy::new();
-    if settings.allow_simulation {
-        policy = policy.insecure_allow_simulation();
-    }
-    for key in &settings.simulation_keys {
-        let key = EcdsaVerifyingKey::from_pem(key)
-            .map_err(|e| Failure::new(FailureKind::Start, format!("a simulation key: {e}")))?;
-        policy = policy.trust_simulation_key(key);
-    }
-    for measurement in measurements {
-        policy = policy.allow_measurement(*measurement);
-    }
-    Ok(policy)
+/// Checks `attestation` under `policy` for `purpose`, bound to `nonce`; returns the attested
+/// transport key.
+pub(crate) fn verify(
+    policy: &Policy,
+    attestation: &Attestation,
+    purpose: Purpose,
+    nonce: &[u8],
+    failure: FailureKind,
+) -> Result<EcdhPublicKey, Failure> {
+    let refused = |message: String| Failure::new(failure, message);
+    let key = EcdhPublicKey::from_bytes(&attestation.transport_key)
+        .map_err(|_| refused("the transport key is not a secp256k1 point".into()))?;
+    let kind = match attestation.evidence_kind.as_str() {
+        "sim" => EvidenceKind::Sim,
+        other => return Err(refused(format!("evidence of unknown kind {other:?}"))),
+    };
+    let evidence = Evidence { kind, document: attestation.evidence.clone() };
+    let expected = registration_report_data(
+        purpose,
+        &attestation.transport_key,
+        nonce,
+        attestation.tenant.as_deref(),
+    );
+    policy
+        .verify(&evidence, &expected)
+        .map_err(|error| refused(format!("the evidence: {error}")))?;
+    Ok(key)
 }
 
 /// A registered WPE, as its KME knows it.
@@ -111,8 +143,9 @@ struct RegisteredWpe {
 pub(crate) struct Kme {
     pub(crate) worker: Worker,
     transport: Arc<EcdhSecret>,
+    /// The WPEs it admits: this build's WPE measurement, on its own platform.
     policy: Policy,
-    /// Who may join the pool as another KME: this KME's own measurement, attested as WPEs are.
+    /// Who may join the pool as another KME: its own measurement, on its own platform.
     peers: Policy,
     nonces: Mutex<VecDeque<[u8; 32]>>,
     wpes: Mutex<HashMap<[u8; 33], RegisteredWpe>>,
@@ -126,23 +159,25 @@ struct Envelope {
 }
 
 impl Kme {
-    /// A KME holding `worker`'s keys (the pool's), admitting WPEs under `settings`, with the
-    /// enclave's transport key.
+    /// A KME holding `worker`'s keys (the pool's), admitting the WPEs of `wpe_measurement` on its
+    /// own platform, with the enclave's transport key.
     pub(crate) fn new(
         worker: Worker,
-        settings: &WpePolicy,
+        wpe_measurement: Measurement,
         transport: Arc<EcdhSecret>,
-    ) -> Result<Self, Failure> {
-        let own = worker.runtime.platform.measurement();
-        Ok(Self {
+    ) -> Self {
+        let platform = &*worker.runtime.platform;
+        let (policy, peers) =
+            (trusting(platform, wpe_measurement), trusting(platform, platform.measurement()));
+        Self {
             worker,
             transport,
-            policy: policy(settings)?,
-            peers: attesters(settings, &[own])?,
+            policy,
+            peers,
             nonces: Mutex::default(),
             wpes: Mutex::default(),
             tenants: Mutex::default(),
-        })
+        }
     }
 
     /// A fresh nonce for one registration.
@@ -159,78 +194,78 @@ impl Kme {
 
     /// Registers the WPE that `attestation` speaks for, if its evidence passes the policy and
     /// binds its transport key, this KME's `nonce` (outstanding, and taken now) and its tenant.
-    /// Returns this KME's transport key, for the WPE.
+    /// Returns this KME's attestation, binding its transport key to the WPE's.
     pub(crate) fn register(
         &self,
         attestation: &Attestation,
         nonce: &[u8],
-    ) -> Result<Vec<u8>, Failure> {
-        let wpe_key = self.admit(attestation, nonce, &self.policy)?;
+        attest: impl Fn(Purpose, &[u8]) -> Result<Attestation, Failure>,
+    ) -> Result<Attestation, Failure> {
+        let wpe_key = self.admit(attestation, Purpose::Register, nonce, &self.policy)?;
         let shared = Arc::new(self.transport.agree(&wpe_key, TRANSPORT_CONTEXT));
         if let Some(tenant) = &attestation.tenant {
             lock(&self.tenants).insert(tenant.clone());
         }
-        lock(&self.wpes).insert(
+        let mut wpes = lock(&self.wpes);
+        if wpes.len() >= MAX_WPES && !wpes.contains_key(&wpe_key.to_bytes()) {
+            return Err(Failure::new(
+                FailureKind::Registration,
+                "this KME serves as many WPEs as it can",
+            ));
+        }
+        wpes.insert(
             wpe_key.to_bytes(),
             RegisteredWpe { shared, tenant: attestation.tenant.clone() },
         );
-        Ok(self.transport.public_key().to_bytes().to_vec())
+        drop(wpes);
+        attest(Purpose::Registered, &attestation.transport_key)
     }
 
     /// Hands the pool's keys to the KME joining the pool that `attestation` speaks for, if its
-    /// evidence shows this KME's own measurement and binds a nonce this KME issued, wrapped under
-    /// the key the two share.
+    /// evidence shows this KME's own measurement on its platform and binds a nonce this KME
+    /// issued; wrapped under the key the two share, with this KME's attestation binding its
+    /// transport key to the joiner's.
     pub(crate) fn export(
         &self,
         attestation: &Attestation,
         nonce: &[u8],
+        attest: impl Fn(Purpose, &[u8]) -> Result<Attestation, Failure>,
     ) -> Result<PoolKeysExport, Failure> {
         if attestation.tenant.is_some() {
             return Err(Failure::new(FailureKind::Registration, "a KME has no tenant"));
         }
-        let peer = self.admit(attestation, nonce, &self.peers)?;
+        let peer = self.admit(attestation, Purpose::Join, nonce, &self.peers)?;
         let shared = self.transport.agree(&peer, REPLICATION_CONTEXT);
         let failed = |e: &dyn std::fmt::Display| Failure::new(FailureKind::Platform, e.to_string());
         let payload = self.worker.keys.payload().map_err(|e| failed(&e))?;
         let wrapped = shared.seal_with_random_iv(&payload).map_err(|e| failed(&e))?;
-        Ok(PoolKeysExport { kme_key: self.transport.public_key().to_bytes().to_vec(), wrapped })
+        Ok(PoolKeysExport { kme: attest(Purpose::Export, &attestation.transport_key)?, wrapped })
     }
 
-    /// Checks an attestation for this KME: its nonce (outstanding, and taken now), its evidence
-    /// under `policy`, and what it binds. Returns the attested transport key.
+    /// Checks an attestation for this KME: its evidence under `policy` for `purpose`, bound to
+    /// `nonce`, which must be outstanding (taken once the evidence passed, so that nobody can
+    /// spend another's nonce with junk). Returns the attested transport key.
     fn admit(
         &self,
         attestation: &Attestation,
+        purpose: Purpose,
         nonce: &[u8],
         policy: &Policy,
     ) -> Result<EcdhPublicKey, Failure> {
-        let refused = |message: String| Failure::new(FailureKind::Registration, message);
-        {
-            let mut nonces = lock(&self.nonces);
-            let position = nonces.iter().position(|issued| issued.as_slice() == nonce);
-            let Some(position) = position else {
-                return Err(refused(
-                    "the nonce was not issued by this KME, or was used already".into(),
-                ));
-            };
-            nonces.remove(position);
+        let issued = lock(&self.nonces).iter().any(|issued| issued.as_slice() == nonce);
+        if !issued {
+            return Err(Failure::new(
+                FailureKind::Registration,
+                "the nonce was not issued by this KME, or was used already",
+            ));
         }
-        let wpe_key = EcdhPublicKey::from_bytes(&attestation.transport_key)
-            .map_err(|_| refused("the transport key is not a secp256k1 point".into()))?;
-        let kind = match attestation.evidence_kind.as_str() {
-            "sim" => EvidenceKind::Sim,
-            other => return Err(refused(format!("evidence of unknown kind {other:?}"))),
+        let key = verify(policy, attestation, purpose, nonce, FailureKind::Registration)?;
+        let mut nonces = lock(&self.nonces);
+        let Some(position) = nonces.iter().position(|issued| issued.as_slice() == nonce) else {
+            return Err(Failure::new(FailureKind::Registration, "the nonce was used meanwhile"));
         };
-        let evidence = Evidence { kind, document: attestation.evidence.clone() };
-        let expected = registration_report_data(
-            &attestation.transport_key,
-            nonce,
-            attestation.tenant.as_deref(),
-        );
-        policy
-            .verify(&evidence, &expected)
-            .map_err(|error| refused(format!("the evidence: {error}")))?;
-        Ok(wpe_key)
+        nonces.remove(position);
+        Ok(key)
     }
 
     /// Pre-processes the order `raw` for the registered WPE `wpe_key`: its keys, wrapped for it.
@@ -258,6 +293,13 @@ impl Kme {
                 "invalid request; malformed work order parameters",
             )));
         };
+        // One RSA decryption per item: no more items than an order may carry.
+        let items = request.in_data.len() + request.out_data.len();
+        if items > limits.max_data_items {
+            return Ok(PreProcessed::Refused(ProcessError::value(
+                limits.too_many_items_message(items),
+            )));
+        }
         match tenant {
             Some(tenant) if tenant != request.requester_id => {
                 return Err(Failure::new(
@@ -318,49 +360,74 @@ impl Kme {
         let vouched = ext_verification_key_digest(&ext_verification_key, &request.requester_nonce);
         let ext_verification_key_signature =
             protection::sign_digest_base64(&keys.signing, &vouched);
-        let signing_key = shared
-            .seal_with_random_iv(&order_key.to_scalar_bytes_for_sealing()[..])
-            .map_err(|e| ProcessError::crypto(format!("Crypto Error (wrap): {e}")))?;
+        let sealed = |bytes: &[u8]| {
+            shared
+                .seal_with_random_iv(bytes)
+                .map_err(|e| ProcessError::crypto(format!("Crypto Error (wrap): {e}")))
+        };
+        let signing_key = sealed(&order_key.to_scalar_bytes_for_sealing()[..])?;
+        let order = sealed(request_digest(request).as_bytes())?;
         Ok(PoolKeys {
             kme_key: self.transport.public_key().to_bytes().to_vec(),
             session_key: wrap(&session_key)?,
             data_keys,
             signing_key,
+            order,
             ext_verification_key,
             ext_verification_key_signature,
         })
     }
 }
 
-/// Evidence from `platform` that the enclave holding `transport` runs there, for the KME that
-/// issued `nonce`, dedicated to `tenant`.
+/// Evidence from `platform` that the enclave holding `transport` runs there, for `purpose`, bound
+/// to `nonce` (the other side's nonce or transport key), dedicated to `tenant`.
 pub(crate) fn attest(
-    platform: &dyn afallon_attest::Platform,
+    platform: &dyn Platform,
     transport: &EcdhSecret,
+    purpose: Purpose,
     nonce: &[u8],
     tenant: Option<&str>,
 ) -> Result<Attestation, Failure> {
-    let transport_key = transport.public_key().to_bytes().to_vec();
-    let report_data = registration_report_data(&transport_key, nonce, tenant);
+    attestation(platform, purpose, &transport.public_key().to_bytes(), nonce, tenant)
+}
+
+/// Evidence from `platform` for `purpose` binding the transport key `transport_key` to `bound`
+/// (the other side's nonce or transport key) and `tenant`: what a pool enclave on `platform`
+/// attests. Public so that tests can make the evidence an enclave of another build would.
+///
+/// # Errors
+/// [`FailureKind::Platform`] if the platform cannot attest.
+pub fn attestation(
+    platform: &dyn Platform,
+    purpose: Purpose,
+    transport_key: &[u8],
+    bound: &[u8],
+    tenant: Option<&str>,
+) -> Result<Attestation, Failure> {
+    let report_data = registration_report_data(purpose, transport_key, bound, tenant);
     let evidence = platform
         .evidence(&report_data)
         .map_err(|e| Failure::new(FailureKind::Platform, e.to_string()))?;
     Ok(Attestation {
         evidence_kind: evidence.kind.name().to_owned(),
         evidence: evidence.document,
-        transport_key,
+        transport_key: transport_key.to_vec(),
         tenant: tenant.map(str::to_owned),
     })
 }
 
-/// The pool's keys a running KME exported to this enclave (whose transport key it attested).
+/// The pool's keys a running KME exported to this enclave, if the exporter's evidence shows this
+/// enclave's own measurement (a KME of the same build) on a platform it trusts, and binds this
+/// enclave's transport key.
 pub(crate) fn import(
+    platform: &dyn Platform,
     transport: &EcdhSecret,
     export: &PoolKeysExport,
 ) -> Result<crate::keys::WorkerKeys, Failure> {
     let refused = |message: &str| Failure::new(FailureKind::Start, message.to_owned());
-    let kme = EcdhPublicKey::from_bytes(&export.kme_key)
-        .map_err(|_| refused("not a KME's transport key"))?;
+    let own_key = transport.public_key().to_bytes();
+    let policy = trusting(platform, platform.measurement());
+    let kme = verify(&policy, &export.kme, Purpose::Export, &own_key, FailureKind::Start)?;
     let shared = transport.agree(&kme, REPLICATION_CONTEXT);
     let payload = zeroize::Zeroizing::new(
         shared
@@ -377,6 +444,8 @@ pub(crate) struct Wpe {
     pub(crate) runtime: Arc<Runtime>,
     pub(crate) transport: Arc<EcdhSecret>,
     pub(crate) tenant: Option<String>,
+    /// The KMEs it accepts: this build's KME measurement, on its own platform.
+    kme_policy: Policy,
     kmes: Mutex<HashMap<[u8; 33], Arc<AesKey>>>,
 }
 
@@ -385,14 +454,18 @@ impl Wpe {
         runtime: Runtime,
         tenant: Option<String>,
         transport: Arc<EcdhSecret>,
+        kme_measurement: Measurement,
     ) -> Self {
-        Self { runtime: Arc::new(runtime), transport, tenant, kmes: Mutex::default() }
+        let kme_policy = trusting(&*runtime.platform, kme_measurement);
+        Self { runtime: Arc::new(runtime), transport, tenant, kme_policy, kmes: Mutex::default() }
     }
 
-    /// The KME whose transport key is `kme_key` registered this WPE: their shared key.
-    pub(crate) fn add_kme(&self, kme_key: &[u8]) -> Result<(), Failure> {
-        let key = EcdhPublicKey::from_bytes(kme_key)
-            .map_err(|_| Failure::new(FailureKind::UnknownKme, "not a KME's transport key"))?;
+    /// The KME that `kme` speaks for registered this WPE: its evidence must show this build's
+    /// KME measurement and bind this WPE's transport key.
+    pub(crate) fn add_kme(&self, kme: &Attestation) -> Result<(), Failure> {
+        let own_key = self.transport.public_key().to_bytes();
+        let key =
+            verify(&self.kme_policy, kme, Purpose::Registered, &own_key, FailureKind::UnknownKme)?;
         let shared = Arc::new(self.transport.agree(&key, TRANSPORT_CONTEXT));
         lock(&self.kmes).insert(key.to_bytes(), shared);
         Ok(())
@@ -404,6 +477,8 @@ impl Wpe {
         let kme = <[u8; 33]>::try_from(keys.kme_key.as_slice()).map_err(|_| unknown())?;
         let shared = lock(&self.kmes).get(&kme).cloned().ok_or_else(unknown)?;
         Ok(PooledKeys {
+            tenant: self.tenant.clone(),
+            order: keys.order,
             shared,
             session_key: keys.session_key,
             data_keys: keys
@@ -421,6 +496,10 @@ impl Wpe {
 /// One order's keys in a WPE, still wrapped under the key it shares with the KME; each is
 /// unwrapped when it is used.
 pub(crate) struct PooledKeys {
+    /// The WPE's tenant: it runs that requester's orders only.
+    tenant: Option<String>,
+    /// The digest of the request the keys were made for, sealed.
+    order: Vec<u8>,
     shared: Arc<AesKey>,
     session_key: Vec<u8>,
     /// By the digest of the RSA-wrapped key they stand for.
@@ -431,8 +510,23 @@ pub(crate) struct PooledKeys {
 }
 
 impl PooledKeys {
-    pub(crate) fn session_key(&self) -> Result<AesKey, ProtectionError> {
-        self.shared.unwrap_key(&self.session_key).map_err(ProtectionError::Encryption)
+    /// The session key, if the keys were made for `request` and its requester is this WPE's
+    /// tenant (when it has one).
+    pub(crate) fn session_key(&self, request: &WorkOrderRequest) -> Result<AesKey, ProcessError> {
+        let foreign = || {
+            ProcessError::crypto(
+                "Crypto Error: the KME's key material was made for another work order, or the \
+                 requester is not this WPE's tenant",
+            )
+        };
+        let order = self.shared.open_with_prefixed_iv(&self.order).map_err(|_| foreign())?;
+        if order != request_digest(request).as_bytes() {
+            return Err(foreign());
+        }
+        if self.tenant.as_deref().is_some_and(|tenant| tenant != request.requester_id) {
+            return Err(foreign());
+        }
+        self.shared.unwrap_key(&self.session_key).map_err(|_| foreign())
     }
 
     /// Signs `result` with the per-order key, and adds that key and the pool's signature over it.

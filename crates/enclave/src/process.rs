@@ -194,8 +194,7 @@ fn check_and_decrypt(
     }
 
     // 2. The session key, then every input.
-    let session_key =
-        keys.session_key(request, oaep).map_err(|e| protection_error(e, "encryptedSessionKey"))?;
+    let session_key = keys.session_key(request, oaep)?;
     let session_iv = protection::decode_iv("sessionKeyIv", iv_hex).map_err(|_| {
         ProcessError::value("invalid request; sessionKeyIv must be 12 bytes in hex")
     })?;

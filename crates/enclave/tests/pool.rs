@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex};
 
 use afallon_attest::{Measurement, Platform, SimPlatform};
 use afallon_crypto::{OaepHash, RsaPublicKey};
+use afallon_enclave::pool::{self, Purpose};
 use afallon_enclave::{
-    Enclave, EnclaveClient, EnclaveConfig, EnclaveLink, FailureKind, PreProcessed, Processed,
-    Request, Response, Role, WpeClient, WpePolicy,
+    Enclave, EnclaveClient, EnclaveConfig, EnclaveLink, FailureKind, PoolKeysExport, PreProcessed,
+    Processed, Request, Response, Role, WpeClient, sim_kme_measurement, sim_wpe_measurement,
 };
 use afallon_proto::requester::{InputProtection, PendingResult, WorkOrderBuilder};
 use afallon_proto::{WorkOrderResult, protection, response_hash};
@@ -19,10 +20,6 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
 
 const POOL: &str = "pool-1";
-
-fn measurement(byte: u8) -> Measurement {
-    Measurement([byte; 32])
-}
 
 /// A link that keeps a copy of every message it carries, as JSON.
 struct Recording {
@@ -41,30 +38,39 @@ impl EnclaveLink for Recording {
 }
 
 struct Pool {
+    /// The node's simulated TEE: every enclave of the pool on it, each with its own
+    /// measurement, all attested by its one simulation key.
+    dir: tempfile::TempDir,
     kme_platform: Arc<SimPlatform>,
     kme: EnclaveClient,
-    policy: WpePolicy,
 }
 
 impl Pool {
-    /// A KME admitting WPEs measured `allowed` and attested by `wpe_platform`'s key.
-    fn new(allowed: Measurement, wpe_platform: Arc<SimPlatform>) -> Self {
-        let kme_platform = Arc::new(SimPlatform::ephemeral(measurement(0x4b)).expect("platform"));
-        let policy = WpePolicy {
-            measurements: vec![allowed.to_hex_upper()],
-            allow_simulation: true,
-            simulation_keys: vec![wpe_platform.attestation_key().to_pem()],
-        };
+    /// A pool signed up by a KME on a simulated TEE of its own.
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kme_platform =
+            Arc::new(SimPlatform::open(dir.path(), sim_kme_measurement()).expect("platform"));
         let enclave = Enclave::new(kme_platform.clone(), Registry::with_builtins());
         let kme = EnclaveClient::start_as(
             Arc::new(enclave),
-            Role::Kme { policy: policy.clone(), import: None },
+            Role::Kme { import: None },
             EnclaveConfig::new(POOL),
             None,
             vec![],
         )
         .expect("the KME starts");
-        Self { kme_platform, kme, policy }
+        Self { dir, kme_platform, kme }
+    }
+
+    /// The same simulated TEE, measuring `measurement`.
+    fn platform(&self, measurement: Measurement) -> Arc<SimPlatform> {
+        Arc::new(SimPlatform::open(self.dir.path(), measurement).expect("platform"))
+    }
+
+    /// The TEE as it measures this build's WPEs.
+    fn wpe_platform(&self) -> Arc<SimPlatform> {
+        self.platform(sim_wpe_measurement(&Registry::with_builtins()))
     }
 
     /// A WPE on `platform`, started and registered with the KME, and the link that records what
@@ -75,10 +81,7 @@ impl Pool {
         tenant: Option<&str>,
     ) -> (WpeClient, Arc<Recording>) {
         let (wpe, link) = self.unregistered_wpe(platform, tenant);
-        let nonce = self.kme.issue_nonce().expect("nonce");
-        let attestation = wpe.attest(nonce.clone()).expect("attest");
-        let kme_key = self.kme.register_wpe(attestation, nonce).expect("registered");
-        wpe.add_kme(kme_key).expect("added");
+        self.register_with(&self.kme, &wpe);
         (wpe, link)
     }
 
@@ -124,8 +127,8 @@ impl Pool {
     fn register_with(&self, kme: &EnclaveClient, wpe: &WpeClient) {
         let nonce = kme.issue_nonce().expect("nonce");
         let attestation = wpe.attest(nonce.clone()).expect("attest");
-        let kme_key = kme.register_wpe(attestation, nonce).expect("registered");
-        wpe.add_kme(kme_key).expect("added");
+        let registered = kme.register_wpe(attestation, nonce).expect("registered");
+        wpe.add_kme(registered).expect("added");
     }
 
     /// An order through the KME's pre-processing and the WPE.
@@ -156,8 +159,8 @@ fn transport_key(link: &Recording) -> Vec<u8> {
 
 #[test]
 fn pool_results_verify_in_two_steps_and_not_with_the_pool_s_key_alone() {
-    let wpe_platform = Arc::new(SimPlatform::ephemeral(measurement(0xe1)).expect("platform"));
-    let pool = Pool::new(measurement(0xe1), wpe_platform.clone());
+    let pool = Pool::new();
+    let wpe_platform = pool.wpe_platform();
     let (wpe, link) = pool.wpe(&wpe_platform, None);
     let wpe_key = transport_key(&link);
     let inputs = [
@@ -192,7 +195,11 @@ fn pool_results_verify_in_two_steps_and_not_with_the_pool_s_key_alone() {
     assert!(other_pending.open(&swapped, pool_key).is_err());
     // The KME's record names the WPE measurements it admits.
     let measurements = &pool.kme.worker_record().details.worker_type_data.extended_measurements;
-    assert_eq!(measurements, &[measurement(0x4b).to_hex_upper(), measurement(0xe1).to_hex_upper()]);
+    let wpe_measurement = sim_wpe_measurement(&Registry::with_builtins());
+    assert_eq!(
+        measurements,
+        &[sim_kme_measurement().to_hex_upper(), wpe_measurement.to_hex_upper()]
+    );
     assert_eq!(pool.kme.worker_id(), wpe.worker_id(), "one worker id for the pool");
 }
 
@@ -218,8 +225,8 @@ fn carries(value: &Value, secret: &[u8]) -> bool {
 
 #[test]
 fn the_pool_s_private_keys_never_reach_a_wpe() {
-    let wpe_platform = Arc::new(SimPlatform::ephemeral(measurement(0xe1)).expect("platform"));
-    let pool = Pool::new(measurement(0xe1), wpe_platform.clone());
+    let pool = Pool::new();
+    let wpe_platform = pool.wpe_platform();
     // The pool's private keys, as the KME sealed them: RSA PKCS#8 DER and the ECDSA scalar.
     let sealed = pool.kme_platform.unseal("worker-keys", pool.kme.sealed_keys()).expect("unseal");
     let (len, rest) = sealed.split_at(4);
@@ -272,26 +279,35 @@ fn the_pool_s_private_keys_never_reach_a_wpe() {
 
 #[test]
 fn registrations_outside_the_policy_or_replayed_are_refused() {
-    let wpe_platform = Arc::new(SimPlatform::ephemeral(measurement(0xe1)).expect("platform"));
-    let pool = Pool::new(measurement(0xe1), wpe_platform.clone());
+    let pool = Pool::new();
+    let wpe_platform = pool.wpe_platform();
 
-    // A WPE of another measurement (attested by a trusted key) is refused.
-    let other = Arc::new(SimPlatform::ephemeral(measurement(0xe2)).expect("platform"));
-    let pool_trusting_other = Pool::new(measurement(0xe1), other.clone());
-    let (wpe, _) = pool_trusting_other.unregistered_wpe(&other, None);
-    let nonce = pool_trusting_other.kme.issue_nonce().expect("nonce");
-    let refused = pool_trusting_other
-        .kme
-        .register_wpe(wpe.attest(nonce.clone()).expect("attest"), nonce)
-        .expect_err("measurement not allowed");
+    // Evidence of another build (another measurement), on the same trusted platform, is refused;
+    // such an enclave does not even start as a WPE.
+    let other = pool.platform(Measurement([0xe2; 32]));
+    let nonce = pool.kme.issue_nonce().expect("nonce");
+    let key = afallon_crypto::EcdhSecret::generate().expect("key").public_key().to_bytes();
+    let evidence =
+        pool::attestation(&*other, Purpose::Register, &key, &nonce, None).expect("attest");
+    let refused = pool.kme.register_wpe(evidence, nonce.clone()).expect_err("measurement");
     assert_eq!(refused.kind, FailureKind::Registration);
     assert!(refused.message.contains("measurement"), "{}", refused.message);
-
-    // A registration replayed: the nonce served once.
+    let enclave = Enclave::new(other.clone(), Registry::with_builtins());
+    let wrong = WpeClient::start(Arc::new(enclave), EnclaveConfig::new(POOL), None, vec![]);
+    assert_eq!(wrong.expect_err("not measured as a WPE").kind, FailureKind::WrongRole);
+    // Evidence of this build's WPE from another simulated TEE (another node's key) is refused.
+    let elsewhere = Arc::new(
+        SimPlatform::ephemeral(sim_wpe_measurement(&Registry::with_builtins())).expect("platform"),
+    );
+    let evidence =
+        pool::attestation(&*elsewhere, Purpose::Register, &key, &nonce, None).expect("attest");
+    let refused = pool.kme.register_wpe(evidence, nonce.clone()).expect_err("untrusted key");
+    assert!(refused.message.contains("simulation key"), "{}", refused.message);
+    // The nonce survived those (a refused attestation spends no nonce): the right one uses it.
     let (wpe, _) = pool.unregistered_wpe(&wpe_platform, None);
-    let nonce = pool.kme.issue_nonce().expect("nonce");
     let attestation = wpe.attest(nonce.clone()).expect("attest");
     pool.kme.register_wpe(attestation.clone(), nonce.clone()).expect("first");
+    // A registration replayed: the nonce served once.
     let replayed = pool.kme.register_wpe(attestation.clone(), nonce).expect_err("replayed");
     assert_eq!(replayed.kind, FailureKind::Registration);
     // Evidence made for one nonce, offered with another.
@@ -311,12 +327,17 @@ fn registrations_outside_the_policy_or_replayed_are_refused() {
     let (raw, _) = pool.order("alice", &[("x", InputProtection::Session)]);
     let unknown = pool.kme.pre_process(&[2; 33], &raw).expect_err("unknown WPE");
     assert_eq!(unknown.kind, FailureKind::UnknownWpe);
+    // And a WPE takes no KME that is not one: evidence of a WPE, offered as a KME's.
+    let (wpe, _) = pool.unregistered_wpe(&wpe_platform, None);
+    let posing = pool::attestation(&*wpe_platform, Purpose::Registered, &key, &[0; 33], None)
+        .expect("attest");
+    assert_eq!(wpe.add_kme(posing).expect_err("not a KME").kind, FailureKind::UnknownKme);
 }
 
 #[test]
 fn a_tenant_s_wpe_gets_keys_for_its_tenant_s_orders_only() {
-    let wpe_platform = Arc::new(SimPlatform::ephemeral(measurement(0xe1)).expect("platform"));
-    let pool = Pool::new(measurement(0xe1), wpe_platform.clone());
+    let pool = Pool::new();
+    let wpe_platform = pool.wpe_platform();
     let (for_a, link_a) = pool.wpe(&wpe_platform, Some("tenant-a"));
     let (shared, link_shared) = pool.wpe(&wpe_platform, None);
     let (key_a, key_shared) = (transport_key(&link_a), transport_key(&link_shared));
@@ -344,8 +365,8 @@ fn a_tenant_s_wpe_gets_keys_for_its_tenant_s_orders_only() {
 
 #[test]
 fn a_refused_order_is_answered_by_the_wpe_and_roles_keep_to_their_requests() {
-    let wpe_platform = Arc::new(SimPlatform::ephemeral(measurement(0xe1)).expect("platform"));
-    let pool = Pool::new(measurement(0xe1), wpe_platform.clone());
+    let pool = Pool::new();
+    let wpe_platform = pool.wpe_platform();
     let (wpe, link) = pool.wpe(&wpe_platform, None);
     let wpe_key = transport_key(&link);
     // A session key for another worker: the KME refuses it, and the WPE answers with the error.
@@ -370,27 +391,14 @@ fn a_refused_order_is_answered_by_the_wpe_and_roles_keep_to_their_requests() {
 
 #[test]
 fn a_second_kme_gets_the_pool_s_keys_only_by_attesting_to_the_first() {
-    let wpe_platform = Arc::new(SimPlatform::ephemeral(measurement(0xe1)).expect("platform"));
-    let pool = Pool::new(measurement(0xe1), wpe_platform.clone());
+    let pool = Pool::new();
+    let wpe_platform = pool.wpe_platform();
     let config = || EnclaveConfig::new(POOL);
-    // A KME of the same measurement, on a platform whose attestation the policy trusts: here the
-    // same simulated TEE as the first (its sealing key is another's on real hardware too: the
-    // keys come over attested, not sealed).
     let joiner = Enclave::new(pool.kme_platform.clone(), Registry::with_builtins());
-    let mut policy = pool.policy.clone();
-    policy.simulation_keys.push(pool.kme_platform.attestation_key().to_pem());
-    let first = EnclaveClient::start_as(
-        Arc::new(Enclave::new(pool.kme_platform.clone(), Registry::with_builtins())),
-        Role::Kme { policy: policy.clone(), import: None },
-        config(),
-        Some(pool.kme.sealed_keys().to_vec()),
-        vec![],
-    )
-    .expect("the first KME, restarted with the peers' key trusted");
-    let second = EnclaveClient::join_pool(Arc::new(joiner), &first, policy.clone(), config())
+    let second = EnclaveClient::join_pool(Arc::new(joiner), &pool.kme, config())
         .expect("the second KME joins");
     let (a, b) = (
-        &first.worker_record().details.worker_type_data,
+        &pool.kme.worker_record().details.worker_type_data,
         &second.worker_record().details.worker_type_data,
     );
     assert_eq!((&a.verification_key, &a.encryption_key), (&b.verification_key, &b.encryption_key));
@@ -403,41 +411,77 @@ fn a_second_kme_gets_the_pool_s_keys_only_by_attesting_to_the_first() {
     let (processed, _) = wpe.process(&raw, keys, &NoIo).expect("processed");
     pending.open(&result_of(&processed), &a.verification_key).expect("two steps verify");
 
-    // An enclave of another measurement gets nothing, nor does a WPE.
-    let stranger_platform = Arc::new(SimPlatform::ephemeral(measurement(0x66)).expect("platform"));
-    let mut trusting = policy.clone();
-    trusting.simulation_keys.push(stranger_platform.attestation_key().to_pem());
-    let first = EnclaveClient::start_as(
-        Arc::new(Enclave::new(pool.kme_platform.clone(), Registry::with_builtins())),
-        Role::Kme { policy: trusting.clone(), import: None },
-        config(),
-        Some(pool.kme.sealed_keys().to_vec()),
-        vec![],
-    )
-    .expect("the first KME, trusting the stranger's attestation key");
-    let stranger = Enclave::new(stranger_platform, Registry::with_builtins());
-    let refused = EnclaveClient::join_pool(Arc::new(stranger), &first, trusting.clone(), config())
+    // An enclave of another measurement does not attest as a joining KME, and its evidence,
+    // made anyway, gets nothing; nor does a WPE's.
+    let stranger = Enclave::new(pool.platform(Measurement([0x66; 32])), Registry::with_builtins());
+    let refused = EnclaveClient::join_pool(Arc::new(stranger), &pool.kme, config())
         .expect_err("another measurement");
-    assert_eq!(refused.kind, FailureKind::Registration);
-    assert!(refused.message.contains("measurement"), "{}", refused.message);
-    let nonce = first.issue_nonce().expect("nonce");
-    let (wpe, _) = pool.unregistered_wpe(&wpe_platform, None);
-    let as_wpe = first.export_pool_keys(wpe.attest(nonce.clone()).expect("attest"), nonce);
-    assert_eq!(as_wpe.expect_err("a WPE's attestation").kind, FailureKind::Registration);
-    // Keys exported to one enclave do not open in another.
-    let nonce = first.issue_nonce().expect("nonce");
+    assert_eq!(refused.kind, FailureKind::WrongRole);
+    let key = afallon_crypto::EcdhSecret::generate().expect("key").public_key().to_bytes();
+    for (platform, purpose) in [
+        (pool.platform(Measurement([0x66; 32])), Purpose::Join),
+        (wpe_platform.clone(), Purpose::Join),
+        (pool.kme_platform.clone(), Purpose::Register),
+    ] {
+        let nonce = pool.kme.issue_nonce().expect("nonce");
+        let evidence = pool::attestation(&*platform, purpose, &key, &nonce, None).expect("attest");
+        let refused = pool.kme.export_pool_keys(evidence, nonce).expect_err("not a joining KME");
+        assert_eq!(refused.kind, FailureKind::Registration, "{purpose:?}");
+    }
+    // Keys exported to one enclave do not open in another, and a joining KME takes keys only
+    // from a KME of its own measurement whose evidence binds its own transport key.
+    let nonce = pool.kme.issue_nonce().expect("nonce");
     let intended = Enclave::new(pool.kme_platform.clone(), Registry::with_builtins());
     let Response::Attested(attestation) = intended.call(Request::Attest { nonce: nonce.clone() })
     else {
-        panic!("attests before it starts");
+        panic!("a KME attests before it starts");
     };
-    let export = first.export_pool_keys(attestation, nonce).expect("exported");
+    let export = pool.kme.export_pool_keys(attestation, nonce).expect("exported");
+    let start = |enclave: &Enclave, export: PoolKeysExport| {
+        enclave.call(Request::Start {
+            config: config(),
+            role: Role::Kme { import: Some(export) },
+            sealed_keys: None,
+            states: vec![],
+        })
+    };
     let thief = Enclave::new(pool.kme_platform.clone(), Registry::with_builtins());
-    let stolen = thief.call(Request::Start {
-        config: config(),
-        role: Role::Kme { policy: trusting, import: Some(export) },
-        sealed_keys: None,
-        states: vec![],
-    });
+    let stolen = start(&thief, export.clone());
     assert!(matches!(&stolen, Response::Failed(f) if f.kind == FailureKind::Start), "{stolen:?}");
+    // An exporter that is not a KME of this build (here: a WPE's evidence) is not believed.
+    let mut forged = export.clone();
+    let Response::Attested(joiner) = intended.call(Request::Attest { nonce: vec![1] }) else {
+        panic!("attests");
+    };
+    forged.kme =
+        pool::attestation(&*wpe_platform, Purpose::Export, &key, &joiner.transport_key, None)
+            .expect("attest");
+    let refused = start(&intended, forged);
+    assert!(matches!(&refused, Response::Failed(f) if f.kind == FailureKind::Start), "{refused:?}");
+    assert!(matches!(start(&intended, export), Response::Started(_)), "the intended one joins");
+}
+
+#[test]
+fn key_material_runs_only_the_order_it_was_made_for() {
+    let pool = Pool::new();
+    let wpe_platform = pool.wpe_platform();
+    let (for_u, link) = pool.wpe(&wpe_platform, Some("tenant-u"));
+    let key_u = transport_key(&link);
+    // Tenant T's order, and a copy relabelled as U's: the KME makes keys for the copy, for U's
+    // WPE; the host hands U's WPE T's original with them.
+    let (original, _) = pool.order("tenant-t", &[("t's secret", InputProtection::Session)]);
+    let mut relabelled: Value = serde_json::from_slice(&original).expect("json");
+    relabelled["params"]["requesterId"] = json!("tenant-u");
+    let relabelled = relabelled.to_string().into_bytes();
+    let keys = pool.kme.pre_process(&key_u, &relabelled).expect("keys for the copy");
+    let (processed, _) = for_u.process(&original, keys, &NoIo).expect("answered");
+    let error = processed.error.expect("refused");
+    eprintln!("T's order with keys made for a relabelled copy: {}", error.message);
+    assert!(error.message.starts_with("Crypto Error"), "{}", error.message);
+    // Keys made for one order of U's do not run another of U's.
+    let (first, _) = pool.order("tenant-u", &[("one", InputProtection::Session)]);
+    let (second, _) = pool.order("tenant-u", &[("two", InputProtection::Session)]);
+    let keys = pool.kme.pre_process(&key_u, &first).expect("keys");
+    let (processed, _) = for_u.process(&second, keys, &NoIo).expect("answered");
+    assert!(processed.error.is_some(), "{}", processed.response);
 }

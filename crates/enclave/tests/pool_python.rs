@@ -15,10 +15,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use afallon_attest::{Measurement, Platform, SimPlatform};
+use afallon_attest::{Platform, SimPlatform};
 use afallon_crypto::{OaepHash, RsaPublicKey};
 use afallon_enclave::{
-    Enclave, EnclaveClient, EnclaveConfig, Processed, Role, WpeClient, WpePolicy, sim_measurement,
+    Enclave, EnclaveClient, EnclaveConfig, Processed, Role, WpeClient, sim_kme_measurement,
+    sim_measurement, sim_wpe_measurement,
 };
 use afallon_proto::WorkOrderResult;
 use afallon_proto::requester::{InputProtection, PendingResult, WorkOrderBuilder};
@@ -105,22 +106,16 @@ fn verify(python: &Path, result: &Value, key: &str, nonce: &str, args: &[&str]) 
 // ---------------------------------------------------------------------------------------------
 // A pool and a singleton, in process (as `tests/pool.rs` and `tests/work_orders.rs` set them up).
 
-fn measurement(byte: u8) -> Measurement {
-    Measurement([byte; 32])
-}
-
-/// A KME and one WPE registered with it; the WPE's transport key.
-fn pool() -> (EnclaveClient, WpeClient, Vec<u8>) {
-    let wpe_platform = Arc::new(SimPlatform::ephemeral(measurement(0xe1)).expect("platform"));
-    let kme_platform = Arc::new(SimPlatform::ephemeral(measurement(0x4b)).expect("platform"));
-    let policy = WpePolicy {
-        measurements: vec![measurement(0xe1).to_hex_upper()],
-        allow_simulation: true,
-        simulation_keys: vec![wpe_platform.attestation_key().to_pem()],
-    };
+/// A KME and one WPE registered with it, on one simulated TEE (in `dir`); the WPE's transport
+/// key.
+fn pool(dir: &std::path::Path) -> (EnclaveClient, WpeClient, Vec<u8>) {
+    let registry = Registry::with_builtins();
+    let kme_platform = Arc::new(SimPlatform::open(dir, sim_kme_measurement()).expect("platform"));
+    let wpe_platform =
+        Arc::new(SimPlatform::open(dir, sim_wpe_measurement(&registry)).expect("platform"));
     let kme = EnclaveClient::start_as(
         Arc::new(Enclave::new(kme_platform, Registry::with_builtins())),
-        Role::Kme { policy, import: None },
+        Role::Kme { import: None },
         EnclaveConfig::new(POOL),
         None,
         vec![],
@@ -136,8 +131,8 @@ fn pool() -> (EnclaveClient, WpeClient, Vec<u8>) {
     let nonce = kme.issue_nonce().expect("nonce");
     let attestation = wpe.attest(nonce.clone()).expect("attest");
     let wpe_key = attestation.transport_key.clone();
-    let kme_key = kme.register_wpe(attestation, nonce).expect("registered");
-    wpe.add_kme(kme_key).expect("added");
+    let registered = kme.register_wpe(attestation, nonce).expect("registered");
+    wpe.add_kme(registered).expect("added");
     (kme, wpe, wpe_key)
 }
 
@@ -201,7 +196,8 @@ fn verification_key(worker: &EnclaveClient) -> String {
 fn pool_results_verify_in_two_steps_in_python_and_not_in_one() {
     let test = "pool_results_verify_in_two_steps_in_python_and_not_in_one";
     let Some(python) = verifier(test) else { return };
-    let (kme, wpe, wpe_key) = pool();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (kme, wpe, wpe_key) = pool(dir.path());
     let (raw, nonce, pending) = order(&kme);
     let keys = kme.pre_process(&wpe_key, &raw).expect("pre-processed");
     let (processed, _) = wpe.process(&raw, keys, &NoIo).expect("processed");

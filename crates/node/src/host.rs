@@ -28,7 +28,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use afallon_enclave::{
-    EnclaveClient, EnclaveConfig, EnclaveLink, FailureKind, PendingState, SealedState, WpePolicy,
+    EnclaveClient, EnclaveConfig, EnclaveLink, FailureKind, PendingState, SealedState,
 };
 use afallon_store::{Claimed, Completion, OrderResult, SealedBlob, Store, StoreHealth};
 use afallon_workloads::DirectoryIo;
@@ -154,12 +154,11 @@ impl LocalWorker {
         new_wpe: &NewEnclave,
         config: EnclaveConfig,
         pool: &PoolConfig,
-        policy: &WpePolicy,
         data_dir: &Path,
     ) -> Result<Self, NodeError> {
         let states = stored_states(store, &config.worker_name).await?;
         let (enclaves, first) =
-            PoolEnclaves::start(store, &new_kme, new_wpe, &config, pool, policy, states).await?;
+            PoolEnclaves::start(store, &new_kme, new_wpe, &config, pool, states).await?;
         Self::hosting(store, first, Some(enclaves), new_kme, config, data_dir).await
     }
 
@@ -485,9 +484,15 @@ async fn process<S: Store>(
         let Ok(slot) = app.enclave_slots.acquire().await else { return };
         let (generation, enclave) = worker.enclave_now();
         let processed = std::panic::catch_unwind(AssertUnwindSafe(|| match (&worker.pool, wpe) {
-            (Some(pool), Some(wpe)) => pool
-                .pre_process(wpe, &claimed.request)
-                .and_then(|keys| wpe.client.process(&claimed.request, keys, &worker.io)),
+            (Some(pool), Some(wpe)) => {
+                let processed = pool
+                    .pre_process(wpe, &claimed.request)
+                    .and_then(|keys| wpe.client.process(&claimed.request, keys, &worker.io));
+                if processed.as_ref().is_err_and(|f| f.kind == FailureKind::Transport) {
+                    wpe.lost();
+                }
+                processed
+            }
             _ => enclave.process(&claimed.request, &worker.io),
         }));
         drop(slot);

@@ -377,7 +377,6 @@ impl Node {
             let registry = Registry::with_builtins();
             // The simulated TEE's secrets exist from here on, whichever process opens it next.
             SimPlatform::open(&data_dir.join("sim"), afallon_enclave::sim_measurement(&registry))?;
-            let local_key = SimPlatform::local_attestation_key(&data_dir.join("sim"))?;
             let new_enclave = |role: EnclaveRole| -> Result<host::NewEnclave, NodeError> {
                 Ok(match &config.enclave_process {
                     Some(command) => {
@@ -424,21 +423,12 @@ impl Node {
             if let Some(pool) = &config.pool {
                 let mut pool_config = EnclaveConfig::new(pool.name.clone());
                 pool_config.limits.request = config.limits;
-                // The KMEs admit this build's WPEs, attested by this node's simulated TEE.
-                let policy = afallon_enclave::WpePolicy {
-                    measurements: vec![
-                        afallon_enclave::sim_wpe_measurement(&registry).to_hex_upper(),
-                    ],
-                    allow_simulation: true,
-                    simulation_keys: local_key.iter().map(|key| key.to_pem()).collect(),
-                };
                 let worker = LocalWorker::start_pool(
                     &*store,
                     new_enclave(EnclaveRole::Kme)?,
                     &new_enclave(EnclaveRole::Wpe)?,
                     pool_config,
                     pool,
-                    &policy,
                     data_dir,
                 )
                 .await?;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use afallon_enclave::pipe::{self, PipeLink};
 use afallon_enclave::{
     EnclaveClient, EnclaveConfig, EnclaveLink, Failure, FailureKind, PreProcessed, Request,
-    Response, Role, WpeClient, WpePolicy,
+    Response, Role, WpeClient,
 };
 use afallon_proto::ReceiptUpdate;
 use afallon_store::{SealedBlob, Store};
@@ -57,6 +57,17 @@ impl PoolConfig {
 pub(crate) struct PoolWpe {
     pub(crate) client: WpeClient,
     key: Vec<u8>,
+    /// False once it could not be reached (its process ended): no order goes to it again.
+    alive: std::sync::atomic::AtomicBool,
+}
+
+impl PoolWpe {
+    /// It could not be reached: no order goes to it again.
+    pub(crate) fn lost(&self) {
+        if self.alive.swap(false, Ordering::Relaxed) {
+            tracing::error!("a WPE cannot be reached; the pool goes on with its others");
+        }
+    }
 }
 
 /// A pool's enclaves.
@@ -82,7 +93,6 @@ impl PoolEnclaves {
         new_wpe: &NewEnclave,
         config: &EnclaveConfig,
         pool: &PoolConfig,
-        policy: &WpePolicy,
         states: Vec<afallon_enclave::SealedState>,
     ) -> Result<(Self, EnclaveClient), NodeError> {
         let name = config.worker_name.clone();
@@ -92,24 +102,30 @@ impl PoolEnclaves {
                 Some(running) => {
                     let running =
                         EnclaveClient::connect(connect(running)?).map_err(enclave_error)?;
-                    EnclaveClient::join_pool(new_kme()?, &running, policy.clone(), config.clone())
+                    EnclaveClient::join_pool(new_kme()?, &running, config.clone())
                         .map_err(enclave_error)?
                 }
-                None => Self::own_kme(store, new_kme, config, policy).await?,
+                None => Self::own_kme(store, new_kme, config).await?,
             };
             // The other KMEs attest to the first, which hands them the pool's keys.
             let mut kmes = vec![first.clone()];
             for _ in 1..pool.kmes.max(1) {
-                let kme =
-                    EnclaveClient::join_pool(new_kme()?, &first, policy.clone(), config.clone())
-                        .map_err(enclave_error)?;
+                let kme = EnclaveClient::join_pool(new_kme()?, &first, config.clone())
+                    .map_err(enclave_error)?;
                 kmes.push(kme);
             }
             kmes
         } else {
             let mut kmes = Vec::new();
             for address in &pool.remote_kmes {
-                kmes.push(EnclaveClient::connect(connect(*address)?).map_err(enclave_error)?);
+                let kme = EnclaveClient::connect(connect(*address)?).map_err(enclave_error)?;
+                if kme.worker_id() != afallon_proto::worker_id_from_name(&name) {
+                    return Err(enclave_error(Failure::new(
+                        FailureKind::UnknownKme,
+                        format!("the KME at {address} serves another worker than pool {name}"),
+                    )));
+                }
+                kmes.push(kme);
             }
             kmes
         };
@@ -123,10 +139,10 @@ impl PoolEnclaves {
                 let nonce = kme.issue_nonce().map_err(enclave_error)?;
                 let attestation = client.attest(nonce.clone()).map_err(enclave_error)?;
                 key.clone_from(&attestation.transport_key);
-                let kme_key = kme.register_wpe(attestation, nonce).map_err(enclave_error)?;
-                client.add_kme(kme_key).map_err(enclave_error)?;
+                let kme = kme.register_wpe(attestation, nonce).map_err(enclave_error)?;
+                client.add_kme(kme).map_err(enclave_error)?;
             }
-            wpes.push(PoolWpe { client, key });
+            wpes.push(PoolWpe { client, key, alive: std::sync::atomic::AtomicBool::new(true) });
         }
         tracing::info!(pool = %name, kmes = kmes.len(), wpes = wpes.len(), "pool started");
         let enclaves = Self {
@@ -145,12 +161,11 @@ impl PoolEnclaves {
         store: &S,
         new_kme: &NewEnclave,
         config: &EnclaveConfig,
-        policy: &WpePolicy,
     ) -> Result<EnclaveClient, NodeError> {
         let name = config.worker_name.clone();
         let enclave_error = |error| NodeError::Enclave { worker: name.clone(), error };
         let keys_key = format!("worker/{name}/keys");
-        let role = || Role::Kme { policy: policy.clone(), import: None };
+        let role = || Role::Kme { import: None };
         let stored = store.sealed(&keys_key).await?.into_iter().find(|b| b.key == keys_key);
         if let Some(keys) = stored {
             return EnclaveClient::start_as(
@@ -190,7 +205,9 @@ impl PoolEnclaves {
     /// The WPE to run the next order on, in turn; none on a node that only serves KMEs.
     pub(crate) fn pick_wpe(&self) -> Option<&PoolWpe> {
         let next = self.next_wpe.fetch_add(1, Ordering::Relaxed);
-        self.wpes.get(next % self.wpes.len().max(1))
+        (0..self.wpes.len())
+            .map(|n| &self.wpes[(next + n) % self.wpes.len()])
+            .find(|wpe| wpe.alive.load(Ordering::Relaxed))
     }
 
     /// Pre-processes `raw` for `wpe` at a live KME, in turn; a KME that cannot be reached is
@@ -229,12 +246,19 @@ impl PoolEnclaves {
     }
 }
 
+/// Connections a KME endpoint serves at once.
+const MAX_KME_CONNECTIONS: usize = 64;
+
+/// How long a call to a KME elsewhere may wait for its answer.
+const KME_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A link to the KME endpoint at `address` (frames over TCP).
 fn connect(address: SocketAddr) -> Result<Arc<dyn EnclaveLink>, NodeError> {
     let stream = TcpStream::connect(address).map_err(NodeError::EnclaveProcess)?;
     stream.set_nodelay(true).map_err(NodeError::EnclaveProcess)?;
     let reader = stream.try_clone().map_err(NodeError::EnclaveProcess)?;
-    Ok(Arc::new(PipeLink::over(reader, stream)))
+    // A KME answers in milliseconds; one that does not answer for this long is given up.
+    Ok(Arc::new(PipeLink::over(reader, stream).with_timeout(KME_TIMEOUT)))
 }
 
 /// What the KME endpoint passes on to its KME: what WPE hosts and joining KMEs need, and nothing
@@ -263,19 +287,32 @@ impl EnclaveLink for KmeEndpoint {
 /// enclave.
 pub(crate) fn serve_kme_endpoint(listener: TcpListener, kme: &EnclaveClient) {
     let endpoint: Arc<dyn EnclaveLink> = Arc::new(KmeEndpoint(Arc::clone(kme.link())));
+    let open = Arc::new(AtomicUsize::new(0));
     let accepting = std::thread::Builder::new().name("kme-endpoint".into()).spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
-            let endpoint = Arc::clone(&endpoint);
+            // Each WPE host and joining KME holds one connection: beyond the cap, new ones are
+            // closed at once.
+            if open.fetch_add(1, Ordering::SeqCst) >= MAX_KME_CONNECTIONS {
+                open.fetch_sub(1, Ordering::SeqCst);
+                tracing::warn!(
+                    "the KME endpoint is at its connection cap; a connection is refused"
+                );
+                continue;
+            }
+            let (endpoint, open_now) = (Arc::clone(&endpoint), Arc::clone(&open));
             let served =
                 std::thread::Builder::new().name("kme-connection".into()).spawn(move || {
                     let _ = stream.set_nodelay(true);
-                    let Ok(reader) = stream.try_clone() else { return };
-                    if let Err(error) = pipe::serve(endpoint, reader, stream) {
+                    if let Ok(reader) = stream.try_clone()
+                        && let Err(error) = pipe::serve(endpoint, reader, stream)
+                    {
                         tracing::warn!(%error, "a KME endpoint connection ended");
                     }
+                    open_now.fetch_sub(1, Ordering::SeqCst);
                 });
             if let Err(error) = served {
+                open.fetch_sub(1, Ordering::SeqCst);
                 tracing::error!(%error, "cannot serve a KME endpoint connection");
             }
         }
