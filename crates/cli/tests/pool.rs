@@ -10,7 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use afallon_client::{Client, InputProtection, Submission, Worker};
-use common::Service;
+use common::{Service, children};
 
 const POOL: &str = "pool-1";
 
@@ -69,24 +69,6 @@ async fn a_pool_serves_orders_signed_with_per_order_keys_beside_a_singleton_work
         .await
         .expect("the pool's record");
     assert_eq!(pool_record.details.worker_type_data.extended_measurements.len(), 2, "KME and WPE");
-}
-
-/// The processes whose parent is `parent`, with their command lines.
-fn children(parent: u32) -> Vec<(u32, String)> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|ppid| ppid.parse::<u32>().ok());
-        if ppid == Some(parent) {
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            found.push((pid, String::from_utf8_lossy(&cmdline).replace('\0', " ")));
-        }
-    }
-    found
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -70,17 +70,8 @@ impl EnclaveClient {
         sealed_keys: Option<Vec<u8>>,
         states: Vec<SealedState>,
     ) -> Result<Self, Failure> {
-        match link.call(Request::Start { config, role, sealed_keys, states }) {
-            Response::Started(started) => match started.record.clone() {
-                Some(record) => {
-                    Ok(Self { link, started: Arc::from(started), record: Arc::new(record) })
-                }
-                None => {
-                    Err(Failure::new(FailureKind::WrongRole, "the enclave has no worker record"))
-                }
-            },
-            other => Err(unexpected(other)),
-        }
+        let answer = link.call(Request::Start { config, role, sealed_keys, states });
+        Self::from_answer(link, answer)
     }
 
     /// A client for the enclave behind `link`, started already (by another host: a KME that
@@ -89,7 +80,13 @@ impl EnclaveClient {
     /// # Errors
     /// [`Failure`] if the enclave is not started, or is a WPE.
     pub fn connect(link: Arc<dyn EnclaveLink>) -> Result<Self, Failure> {
-        match link.call(Request::Describe) {
+        let answer = link.call(Request::Describe);
+        Self::from_answer(link, answer)
+    }
+
+    /// A client for a started worker (or KME) that answered `answer`.
+    fn from_answer(link: Arc<dyn EnclaveLink>, answer: Response) -> Result<Self, Failure> {
+        match answer {
             Response::Started(started) => match started.record.clone() {
                 Some(record) => {
                     Ok(Self { link, started: Arc::from(started), record: Arc::new(record) })
