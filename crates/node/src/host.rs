@@ -1,5 +1,6 @@
 //! The worker host: signs up or restarts each worker's enclave, and runs the tasks that claim
-//! work orders, run them through the enclave, and store the responses.
+//! work orders, run them through the enclave (a pool's through a KME and a WPE: `pool.rs`), and
+//! store the responses.
 //!
 //! The claiming tasks run on the enclave pool, a runtime with one thread per enclave slot (one per
 //! core by default), and run the enclave right there: its work is CPU-bound (RSA above all), and
