@@ -29,7 +29,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use afallon_enclave::{
-    EnclaveClient, EnclaveConfig, EnclaveLink, FailureKind, PendingState, SealedState,
+    EnclaveClient, EnclaveConfig, EnclaveLink, FailureKind, PendingState, Role, SealedState,
 };
 use afallon_store::{Claimed, Completion, OrderResult, SealedBlob, Store, StoreHealth};
 use afallon_workloads::DirectoryIo;
@@ -143,7 +143,7 @@ impl LocalWorker {
         config: EnclaveConfig,
         data_dir: &Path,
     ) -> Result<Self, NodeError> {
-        let enclave = open_enclave(store, &new_enclave, &config).await?;
+        let enclave = open_enclave(store, &new_enclave, Role::Singleton, &config).await?;
         Self::hosting(store, enclave, None, new_enclave, config, data_dir).await
     }
 
@@ -247,7 +247,7 @@ impl LocalWorker {
         if self.enclave_now().0 != ended {
             return;
         }
-        match open_enclave(store, &self.new_enclave, &self.config).await {
+        match open_enclave(store, &self.new_enclave, Role::Singleton, &self.config).await {
             Ok(enclave) => {
                 *self.enclave.write().unwrap_or_else(|poisoned| poisoned.into_inner()) =
                     (ended + 1, enclave);
@@ -283,31 +283,28 @@ async fn stored_states<S: Store>(store: &S, name: &str) -> Result<Vec<SealedStat
     Ok(states_among(&store.sealed(&state_prefix).await?, &state_prefix))
 }
 
-/// Restores a worker's enclave from its sealed keys and states in the store, or signs the
-/// worker up and stores its sealed keys.
-async fn open_enclave<S: Store>(
+/// Restores a worker's enclave (or a pool's KME, as `role` says) from its sealed keys and states
+/// in the store, or signs the worker up and stores its sealed keys. The first process to store a
+/// worker's keys is the one all use.
+pub(crate) async fn open_enclave<S: Store>(
     store: &S,
     new_enclave: &NewEnclave,
+    role: Role,
     config: &EnclaveConfig,
 ) -> Result<EnclaveClient, NodeError> {
     let name = config.worker_name.clone();
     let enclave_error = |error| NodeError::Enclave { worker: name.clone(), error };
+    let start = |sealed_keys, states| {
+        EnclaveClient::start_as(new_enclave()?, role.clone(), config.clone(), sealed_keys, states)
+            .map_err(enclave_error)
+    };
     let prefix = format!("worker/{name}/");
     let keys_key = format!("{prefix}keys");
-    let state_prefix = format!("{prefix}state/");
     let sealed = store.sealed(&prefix).await?;
     if let Some(keys) = sealed.iter().find(|blob| blob.key == keys_key) {
-        let states = states_among(&sealed, &state_prefix);
-        return EnclaveClient::start(
-            new_enclave()?,
-            config.clone(),
-            Some(keys.blob.clone()),
-            states,
-        )
-        .map_err(enclave_error);
+        return start(Some(keys.blob.clone()), states_among(&sealed, &format!("{prefix}state/")));
     }
-    let enclave = EnclaveClient::start(new_enclave()?, config.clone(), None, vec![])
-        .map_err(enclave_error)?;
+    let enclave = start(None, vec![])?;
     let keys = enclave.sealed_keys().to_vec();
     store
         .put_sealed(SealedBlob {
@@ -323,8 +320,7 @@ async fn open_enclave<S: Store>(
     match stored.into_iter().find(|blob| blob.key == keys_key) {
         Some(first) if first.blob != keys => {
             tracing::info!(worker = %name, "another process created this worker's keys first; using them");
-            EnclaveClient::start(new_enclave()?, config.clone(), Some(first.blob), vec![])
-                .map_err(enclave_error)
+            start(Some(first.blob), vec![])
         }
         _ => Ok(enclave),
     }

@@ -14,10 +14,10 @@ use afallon_enclave::{
     Response, Role, WpeClient,
 };
 use afallon_proto::ReceiptUpdate;
-use afallon_store::{SealedBlob, Store};
+use afallon_store::Store;
 
 use crate::NodeError;
-use crate::host::NewEnclave;
+use crate::host::{NewEnclave, open_enclave};
 
 /// A pool: its name (its worker id is SHA-256 of it, as a worker's), and how many KMEs and WPEs
 /// it runs.
@@ -105,7 +105,7 @@ impl PoolEnclaves {
                     EnclaveClient::join_pool(new_kme()?, &running, config.clone())
                         .map_err(enclave_error)?
                 }
-                None => Self::own_kme(store, new_kme, config).await?,
+                None => open_enclave(store, new_kme, Role::Kme { import: None }, config).await?,
             };
             // The other KMEs attest to the first, which hands them the pool's keys.
             let mut kmes = vec![first.clone()];
@@ -153,48 +153,6 @@ impl PoolEnclaves {
             next_wpe: AtomicUsize::new(0),
         };
         Ok((enclaves, first))
-    }
-
-    /// The pool's KME, restored from its sealed keys in the store, or the pool signed up and its
-    /// sealed keys stored (the first process to store them is the one all use).
-    async fn own_kme<S: Store>(
-        store: &S,
-        new_kme: &NewEnclave,
-        config: &EnclaveConfig,
-    ) -> Result<EnclaveClient, NodeError> {
-        let name = config.worker_name.clone();
-        let enclave_error = |error| NodeError::Enclave { worker: name.clone(), error };
-        let keys_key = format!("worker/{name}/keys");
-        let role = || Role::Kme { import: None };
-        let stored = store.sealed(&keys_key).await?.into_iter().find(|b| b.key == keys_key);
-        if let Some(keys) = stored {
-            return EnclaveClient::start_as(
-                new_kme()?,
-                role(),
-                config.clone(),
-                Some(keys.blob),
-                vec![],
-            )
-            .map_err(enclave_error);
-        }
-        let kme = EnclaveClient::start_as(new_kme()?, role(), config.clone(), None, vec![])
-            .map_err(enclave_error)?;
-        let keys = kme.sealed_keys().to_vec();
-        let blob =
-            SealedBlob { based_on: None, key: keys_key.clone(), version: 0, blob: keys.clone() };
-        store.put_sealed(blob).await?;
-        let stored = store.sealed(&keys_key).await?.into_iter().find(|b| b.key == keys_key);
-        match stored {
-            Some(first) if first.blob != keys => EnclaveClient::start_as(
-                new_kme()?,
-                role(),
-                config.clone(),
-                Some(first.blob),
-                vec![],
-            )
-            .map_err(enclave_error),
-            _ => Ok(kme),
-        }
     }
 
     /// The first KME: the one this node serves on its KME endpoint.
