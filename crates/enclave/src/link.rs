@@ -209,7 +209,8 @@ impl EnclaveClient {
     /// `wpe_key`.
     ///
     /// # Errors
-    /// [`FailureKind::UnknownWpe`], [`FailureKind::Tenant`], or a transport failure.
+    /// [`FailureKind::UnknownWpe`] or a transport failure. An order outside the WPE's
+    /// tenancy gets no keys: it is [`PreProcessed::Refused`].
     pub fn pre_process(&self, wpe_key: &[u8], raw: &[u8]) -> Result<PreProcessed, Failure> {
         let request = Request::PreProcess { wpe_key: wpe_key.to_vec(), raw: raw.to_vec() };
         match self.link.call(request) {

@@ -439,8 +439,6 @@ pub enum FailureKind {
     /// Key material from a KME this WPE has not registered with, or a KME whose evidence does
     /// not pass.
     UnknownKme,
-    /// The order's requester is not the WPE's tenant (or has WPEs of its own).
-    Tenant,
     /// The platform failed (no randomness, say).
     Platform,
     /// The enclave's transport failed: the request may or may not have been carried out.

@@ -300,20 +300,19 @@ impl Kme {
                 limits.too_many_items_message(items),
             )));
         }
-        match tenant {
-            Some(tenant) if tenant != request.requester_id => {
-                return Err(Failure::new(
-                    FailureKind::Tenant,
-                    "this WPE is dedicated to another requester",
-                ));
-            }
-            None if lock(&self.tenants).contains(&request.requester_id) => {
-                return Err(Failure::new(
-                    FailureKind::Tenant,
-                    "this requester's orders go to the WPEs dedicated to it",
-                ));
-            }
-            _ => {}
+        // No key material for an order outside the WPE's tenancy: the order is answered with
+        // an error (a shared WPE may have claimed it before its requester's WPEs registered).
+        let foreign = match &tenant {
+            Some(tenant) => *tenant != request.requester_id,
+            None => lock(&self.tenants).contains(&request.requester_id),
+        };
+        if foreign {
+            return Ok(PreProcessed::Refused(ProcessError::value(if tenant.is_some() {
+                "this work order's requester is not the tenant of the WPE it reached"
+            } else {
+                "this work order's requester has WPEs dedicated to it, and the order reached a \
+                 shared WPE (it was queued before they registered); submit it again"
+            })));
         }
         Ok(match self.keys_for(&request, &shared) {
             Ok(keys) => PreProcessed::Keys(Box::new(keys)),

@@ -344,10 +344,19 @@ fn a_tenant_s_wpe_gets_keys_for_its_tenant_s_orders_only() {
     let (from_a, pending_a) = pool.order("tenant-a", &[("a", InputProtection::Session)]);
     let (from_b, pending_b) = pool.order("tenant-b", &[("b", InputProtection::Session)]);
 
-    let refused = pool.kme.pre_process(&key_a, &from_b).expect_err("B's order on A's WPE");
-    assert_eq!(refused.kind, FailureKind::Tenant);
-    let refused = pool.kme.pre_process(&key_shared, &from_a).expect_err("A has WPEs of its own");
-    assert_eq!(refused.kind, FailureKind::Tenant);
+    // No key material for an order outside a WPE's tenancy: the order is refused, with an error
+    // its response carries.
+    for (key, order, why) in
+        [(&key_a, &from_b, "B's order on A's WPE"), (&key_shared, &from_a, "A has WPEs of its own")]
+    {
+        match pool.kme.pre_process(key, order).expect(why) {
+            PreProcessed::Refused(error) => assert!(
+                error.message.contains("tenant") || error.message.contains("dedicated"),
+                "{why}: {error}"
+            ),
+            PreProcessed::Keys(_) => panic!("{why}: the KME made keys"),
+        }
+    }
 
     let pool_key = &pool.kme.worker_record().details.worker_type_data.verification_key;
     let processed = pool.run(&for_a, &key_a, &from_a);
