@@ -157,12 +157,13 @@ async fn fill(
         let orders = chunk.iter().map(|&i| NewOrder {
             work_order_id: order_id(i),
             worker_id: worker_id.to_owned(),
+            requester_id: "look-ups".to_owned(),
             request: b"{}".to_vec(),
         });
         each(&store, orders, |store, order| async move { store.submit(order).await.map(drop) })
             .await?;
         for _ in &chunk {
-            store.claim(worker_id, "fill", 0, u64::MAX / 2).await?;
+            store.claim(worker_id, None, "fill", 0, u64::MAX / 2).await?;
         }
         each(&store, chunk.iter().map(|&i| order_id(i)), |store, id| async move {
             store.complete(&id, "fill", OrderResult::ok("{}"), None).await.map(drop)

@@ -66,6 +66,8 @@ pub(crate) struct Config {
     pub(crate) kmes: Vec<SocketAddr>,
     /// Join the pool by attesting to the KME at this endpoint.
     pub(crate) join: Option<SocketAddr>,
+    /// The requester this node's pool WPEs are dedicated to.
+    pub(crate) tenant: Option<String>,
     pub(crate) workers: Vec<WorkerSettings>,
 }
 
@@ -112,6 +114,7 @@ impl Default for Config {
             kme_listen: None,
             kmes: vec![],
             join: None,
+            tenant: None,
             workers: vec![WorkerSettings {
                 name: "singleton-worker-1".into(),
                 organization_id: None,
@@ -199,6 +202,9 @@ impl Config {
             return Err(ConfigError("look_up_page must be from 1 to 100000".into()));
         }
         node.look_up_page = self.look_up_page;
+        if self.pool.is_none() && self.tenant.is_some() {
+            return Err(ConfigError("a tenant is a pool's: give the pool too".into()));
+        }
         if let Some(name) = self.pool {
             if !(1..=16).contains(&self.pool_kmes) || self.pool_wpes > 256 {
                 return Err(ConfigError(
@@ -217,6 +223,22 @@ impl Config {
             pool.kme_listen = self.kme_listen;
             pool.remote_kmes = self.kmes;
             pool.join = self.join;
+            if let Some(tenant) = &self.tenant {
+                // As the listener takes a requesterId, compared byte for byte.
+                if tenant.len() > afallon_proto::MAX_ID_CHARS
+                    || !afallon_proto::is_schema_hex(tenant)
+                {
+                    return Err(ConfigError(format!(
+                        "a tenant is a requesterId: hex digits (optionally after 0x), at most {} \
+                         characters, written as its requester writes it",
+                        afallon_proto::MAX_ID_CHARS
+                    )));
+                }
+                if self.pool_wpes == 0 {
+                    return Err(ConfigError("a tenant needs the pool's WPEs on this node".into()));
+                }
+            }
+            pool.tenant = self.tenant;
             if !pool.remote_kmes.is_empty() && (pool.join.is_some() || pool.kme_listen.is_some()) {
                 return Err(ConfigError(
                     "a node whose pool KMEs run elsewhere (kmes) runs no KME: no join, no kme_listen"
@@ -312,6 +334,25 @@ mod tests {
             jail.create_file("timeout.toml", "header_timeout_seconds = 0\n")?;
             let error = load(Some(Path::new("timeout.toml"))).expect("parses").into_node_config();
             assert!(error.expect_err("no timeout").to_string().contains("header_timeout_seconds"));
+            for (tenant, refused_for) in [
+                ("pool = \"p\"\ntenant = \"a-b\"\n", "requesterId"),
+                ("pool = \"p\"\ntenant = \"\"\n", "requesterId"),
+                ("tenant = \"ab\"\n", "pool"),
+                (
+                    "pool = \"p\"\npool_wpes = 0\nkme_listen = \"127.0.0.1:0\"\ntenant = \"ab\"\n",
+                    "WPEs",
+                ),
+            ] {
+                jail.create_file("tenant.toml", tenant)?;
+                let error =
+                    load(Some(Path::new("tenant.toml"))).expect("parses").into_node_config();
+                let error = error.expect_err(tenant).to_string();
+                assert!(error.contains(refused_for), "{tenant}: {error}");
+            }
+            jail.create_file("tenant.toml", "pool = \"p\"\ntenant = \"0xAb12\"\n")?;
+            let config = load(Some(Path::new("tenant.toml"))).expect("parses").into_node_config();
+            let pool = config.expect("a tenant").pool.expect("a pool");
+            assert_eq!(pool.tenant.as_deref(), Some("0xAb12"));
             Ok(())
         });
     }

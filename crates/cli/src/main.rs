@@ -124,6 +124,10 @@ struct UpArgs {
     /// Join the pool by attesting to the KME at this endpoint.
     #[arg(long, requires = "pool", value_name = "ADDR")]
     join: Option<SocketAddr>,
+    /// Dedicate this node's WPEs to one requester (its `requesterId`): bound into their
+    /// evidence, they run its orders only, and its orders, submitted from now on, run on them only.
+    #[arg(long, requires = "pool", value_name = "REQUESTER_ID")]
+    tenant: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -251,6 +255,9 @@ async fn serve_as(args: UpArgs, roles: Roles, kme_only: bool) -> anyhow::Result<
     if let Some(address) = args.join {
         config.join = Some(address);
     }
+    if let Some(tenant) = args.tenant {
+        config.tenant = Some(tenant);
+    }
     if kme_only {
         // A KME host runs no worker of its own and no WPE.
         config.workers.clear();
@@ -292,6 +299,9 @@ async fn serve_as(args: UpArgs, roles: Roles, kme_only: bool) -> anyhow::Result<
                 pool.kmes,
                 pool.wpes
             );
+            if let Some(tenant) = &pool.tenant {
+                println!("its WPEs here are dedicated to requester {tenant}");
+            }
         }
         for worker in &node_config.workers {
             println!(

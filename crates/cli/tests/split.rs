@@ -956,3 +956,107 @@ async fn a_pool_split_across_kme_hosts_and_a_wpe_host_survives_a_kme_and_a_wpe_h
     assert_eq!(result[0].1, b"RESULT: two steps");
     assert!(two_steps, "signed by a per-order key");
 }
+
+/// One echo order from `requester`, submitted and awaited; its first output, or the error.
+async fn echo_as(
+    client: &Client,
+    worker: &Worker,
+    requester: &str,
+    text: &str,
+) -> Result<String, ClientError> {
+    let mut builder = worker.work_order("echo-result")?.requester_id(requester);
+    builder.input(text.as_bytes(), InputProtection::Session)?;
+    let (request, pending) = builder.build(None)?;
+    client.submit_surely(&request).await?;
+    let result = client
+        .wait_result(&request.work_order_id, Duration::from_millis(20), Duration::from_secs(60))
+        .await?;
+    assert!(result.ext_verification_key.is_some(), "a pool result carries a per-order key");
+    let outputs = pending.open(&result, &worker.verification_key)?;
+    Ok(String::from_utf8_lossy(&outputs[0].1).into_owned())
+}
+
+/// A pool with a tenant: an `afallon kme` host, an `afallon worker --pool --tenant` host whose
+/// WPEs are dedicated to one requester, a shared WPE host, and a listener, on PostgreSQL. The
+/// tenant's orders run on its WPEs only and everyone else's on the shared ones (each host's
+/// completed-order counter says where each ran); with the tenant's host down its orders wait
+/// for it and others' go on; an order the tenant queued before its WPEs registered is refused
+/// by the KME when a shared WPE takes it, with an error that says to submit it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_s_orders_run_on_its_dedicated_wpes_only_and_no_one_else_s_do() {
+    let test = "a_tenant_s_orders_run_on_its_dedicated_wpes_only_and_no_one_else_s_do";
+    let Some(store) = fresh_database(test) else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let (pool, tenant, any) = ("pool-t", "a0a0a0a0", "127.0.0.1:0");
+    let kme = Service::start_role(
+        "kme",
+        &data,
+        &["--store", &store, "--pool", pool, "--kme-listen", any, "--listen", any],
+        "kme endpoint on ",
+    );
+    let wpe_host = |extra: &[&str]| {
+        let mut args = vec!["--store", &store, "--pool", pool, "--kme", &kme.url, "--listen", any];
+        args.extend_from_slice(extra);
+        Service::start_role("worker", &data, &args, "health and metrics on ")
+    };
+    let listener = Service::start_role(
+        "listener",
+        &data,
+        &["--store", &store, "--listen", any],
+        "listening on ",
+    );
+    let client = Arc::new(listener.client());
+    let worker = client
+        .verify_worker(&afallon_proto::worker_id_from_name(pool), &listener.policy())
+        .await
+        .expect("the pool's record verifies");
+
+    // An order of the tenant's, queued before any WPE (and before the tenant had WPEs).
+    let straggler = {
+        let (client, worker) = (Arc::clone(&client), worker.clone());
+        tokio::spawn(async move { echo_as(&client, &worker, tenant, "early").await })
+    };
+    wait_for_metric(&listener, SUBMITTED, 1.0).await;
+    let tenant_host = wpe_host(&["--tenant", tenant]);
+    let shared_host = wpe_host(&[]);
+    let refused = straggler.await.expect("task").expect_err("a shared WPE gets no keys for it");
+    assert!(refused.to_string().contains("submit it again"), "{refused}");
+
+    // The tenant's orders and other requesters' at once, every result verified in two steps.
+    let mut tasks = Vec::new();
+    for task in 0..8 {
+        let (client, worker) = (Arc::clone(&client), worker.clone());
+        tasks.push(tokio::spawn(async move {
+            for n in 0..10 {
+                let requester = if task % 2 == 0 { tenant.to_owned() } else { format!("b{task}") };
+                let text = format!("{requester} {n}");
+                let echo = echo_as(&client, &worker, &requester, &text).await.expect("order");
+                assert_eq!(echo, format!("RESULT: {text}"));
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("every order completes and verifies");
+    }
+    let completed = [tenant_host.metric(COMPLETED).await, shared_host.metric(COMPLETED).await];
+    assert_eq!(
+        completed,
+        [40.0, 40.0],
+        "the tenant's 40 on its WPEs, the others' 40 on the shared"
+    );
+
+    // The tenant's host down: its order waits, while another requester's completes.
+    tenant_host.kill();
+    let waiting = {
+        let (client, worker) = (Arc::clone(&client), worker.clone());
+        tokio::spawn(async move { echo_as(&client, &worker, tenant, "waits").await })
+    };
+    assert_eq!(echo_as(&client, &worker, "b0", "goes on").await.expect("order"), "RESULT: goes on");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!waiting.is_finished(), "no shared WPE took the tenant's order");
+    assert_eq!(shared_host.metric(COMPLETED).await, 41.0);
+    let _tenant_host = wpe_host(&["--tenant", tenant]);
+    assert_eq!(waiting.await.expect("task").expect("order"), "RESULT: waits");
+    assert_eq!(shared_host.metric(COMPLETED).await, 41.0, "the shared WPEs ran none of it");
+}

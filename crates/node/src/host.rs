@@ -386,7 +386,8 @@ async fn process_loop<S: Store>(
         // before can never pass for the current one.
         claims += 1;
         let holder = format!("{holder}#{claims}");
-        match app.store.claim(&worker.worker_id, &holder, now_ms(), lease_ms).await {
+        let tenant = worker.pool.as_ref().and_then(|pool| pool.tenant.as_deref());
+        match app.store.claim(&worker.worker_id, tenant, &holder, now_ms(), lease_ms).await {
             Ok(Some(claimed)) => process(&app, &worker, claimed, holder).await,
             Ok(None) => {
                 tokio::select! {

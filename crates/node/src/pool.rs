@@ -37,6 +37,10 @@ pub struct PoolConfig {
     /// Join the pool by attesting to the KME at this endpoint, which hands over the pool's keys,
     /// instead of restoring the pool's keys from the store or signing the pool up.
     pub join: Option<SocketAddr>,
+    /// The requester this node's WPEs are dedicated to: bound into their evidence, made a tenant
+    /// of the pool in the store (its orders from then on are queued for these WPEs only), and
+    /// running none but its orders.
+    pub tenant: Option<String>,
 }
 
 impl PoolConfig {
@@ -49,6 +53,7 @@ impl PoolConfig {
             kme_listen: None,
             remote_kmes: vec![],
             join: None,
+            tenant: None,
         }
     }
 }
@@ -77,6 +82,8 @@ pub(crate) struct PoolEnclaves {
     /// receipt updates.
     pub(crate) local_kmes: bool,
     pub(crate) wpes: Vec<PoolWpe>,
+    /// The requester this node's WPEs are dedicated to: they claim its orders only.
+    pub(crate) tenant: Option<String>,
     next_kme: AtomicUsize,
     next_wpe: AtomicUsize,
 }
@@ -130,10 +137,18 @@ impl PoolEnclaves {
             kmes
         };
         let first = kmes[0].clone();
+        if let Some(tenant) = &pool.tenant
+            && pool.wpes > 0
+        {
+            // Before the WPEs register: the tenant's orders submitted from now on wait for them,
+            // and none reaches a shared WPE, which the KMEs would refuse once they register.
+            store.put_tenant(first.worker_id(), tenant).await?;
+        }
         let mut wpes = Vec::new();
         for _ in 0..pool.wpes {
-            let client = WpeClient::start(new_wpe()?, config.clone(), None, states.clone())
-                .map_err(enclave_error)?;
+            let client =
+                WpeClient::start(new_wpe()?, config.clone(), pool.tenant.clone(), states.clone())
+                    .map_err(enclave_error)?;
             let mut key = Vec::new();
             for kme in &kmes {
                 let nonce = kme.issue_nonce().map_err(enclave_error)?;
@@ -144,11 +159,12 @@ impl PoolEnclaves {
             }
             wpes.push(PoolWpe { client, key, alive: std::sync::atomic::AtomicBool::new(true) });
         }
-        tracing::info!(pool = %name, kmes = kmes.len(), wpes = wpes.len(), "pool started");
+        tracing::info!(pool = %name, kmes = kmes.len(), wpes = wpes.len(), tenant = ?pool.tenant, "pool started");
         let enclaves = Self {
             kmes,
             local_kmes: pool.remote_kmes.is_empty(),
             wpes,
+            tenant: pool.tenant.clone(),
             next_kme: AtomicUsize::new(0),
             next_wpe: AtomicUsize::new(0),
         };

@@ -229,6 +229,7 @@ async fn submit<S: Store>(
     let order = NewOrder {
         work_order_id: work_order_id.clone(),
         worker_id: params.worker_id.clone(),
+        requester_id: params.requester_id.clone(),
         request: body.to_vec(),
     };
     // A synchronous submission is answered with its result, so it is written with its result:

@@ -103,9 +103,10 @@ use tokio::sync::{Notify, watch};
 use tokio_postgres::NoTls;
 
 use afallon_store::{
-    Claimed, Completion, LookUp, NewOrder, OrderCounts, OrderResult, OrderStatus, ReceiptCreate,
-    ReceiptCreation, ReceiptFilter, ReceiptUpdate, SealedBlob, Store, StoreError, StoreHealth,
-    StoreStats, StoredReceipt, SubmitOutcome, WakeupSender, Wakeups, WorkerFilter, WorkerRecord,
+    Claimed, Completion, LookUp, MAX_TENANT_BYTES, NewOrder, OrderCounts, OrderResult, OrderStatus,
+    ReceiptCreate, ReceiptCreation, ReceiptFilter, ReceiptUpdate, SealedBlob, Store, StoreError,
+    StoreHealth, StoreStats, StoredReceipt, SubmitOutcome, WakeupSender, Wakeups, WorkerFilter,
+    WorkerRecord,
 };
 
 use crate::db::{AbortOnDrop, Fail, Inner};
@@ -369,16 +370,29 @@ impl Store for PgStore {
         self.inner.request(work_order_id).await
     }
 
+    async fn put_tenant(&self, worker_id: &str, requester_id: &str) -> Result<(), StoreError> {
+        if requester_id.len() > MAX_TENANT_BYTES || requester_id.is_empty() {
+            return Err(StoreError::Invalid { what: "tenant id" });
+        }
+        let (worker, requester) = (worker_id.to_owned(), requester_id.to_owned());
+        self.write(move |inner| async move { inner.put_tenant(&worker, &requester).await }).await
+    }
+
     async fn claim(
         &self,
         worker_id: &str,
+        tenant: Option<&str>,
         holder: &str,
         now_ms: u64,
         lease_ms: u64,
     ) -> Result<Option<Claimed>, StoreError> {
         let (worker, holder) = (worker_id.to_owned(), holder.to_owned());
+        let tenant = tenant.map(str::to_owned);
         let expires = now_ms.saturating_add(lease_ms);
-        self.write(move |inner| async move { inner.claim(&worker, &holder, expires).await }).await
+        self.write(move |inner| async move {
+            inner.claim(&worker, tenant.as_deref(), &holder, expires).await
+        })
+        .await
     }
 
     async fn renew(

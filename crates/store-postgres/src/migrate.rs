@@ -5,7 +5,10 @@ use afallon_store::StoreError;
 use crate::db::Fail;
 
 /// Every migration, in order: its version and its SQL.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_initial.sql")),
+    (2, include_str!("../migrations/0002_tenants.sql")),
+];
 
 /// The newest schema version this program knows: the last migration's.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;

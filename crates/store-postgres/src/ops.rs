@@ -169,11 +169,15 @@ impl Inner {
                      coalesce(sum(finished), 0)::bigint AS finished \
                  FROM order_counts \
              ), inserted AS ( \
-                 INSERT INTO work_orders (id, worker_id, request) \
-                 SELECT $1, $2, $3 FROM admission WHERE known AND stored < $4 \
+                 INSERT INTO work_orders (id, worker_id, request, tenant) \
+                 SELECT $1, $2, $3, (SELECT requester_id FROM tenants \
+                     WHERE worker_id = $2 AND requester_id = $5) \
+                 FROM admission WHERE known AND stored < $4 \
                  ON CONFLICT (id) DO NOTHING RETURNING 1 \
              ) SELECT known, stored, finished, (SELECT count(*) FROM inserted) FROM admission";
-        let insert = "INSERT INTO work_orders (id, worker_id, request) VALUES ($1, $2, $3) \
+        let insert = "INSERT INTO work_orders (id, worker_id, request, tenant) \
+             VALUES ($1, $2, $3, (SELECT requester_id FROM tenants \
+                 WHERE worker_id = $2 AND requester_id = $4)) \
              ON CONFLICT (id) DO NOTHING";
         // After the insert, in a statement of its own (an insert that waited for a concurrent
         // purge of the same id to commit sees its record here), with the counters (last) and
@@ -185,8 +189,13 @@ impl Inner {
                  pg_notify($4, $5) IS NULL";
         let max_orders = i64::try_from(self.max_orders).unwrap_or(i64::MAX);
         transact!(self, |tx| {
-            let params: [&(dyn ToSql + Sync); 4] =
-                [&order.work_order_id, &order.worker_id, &order.request, &max_orders];
+            let params: [&(dyn ToSql + Sync); 5] = [
+                &order.work_order_id,
+                &order.worker_id,
+                &order.request,
+                &max_orders,
+                &order.requester_id,
+            ];
             let row = query_one(tx, admit_and_insert, &params).await?;
             if !row.try_get::<_, bool>(0)? {
                 return Ok(End::Rollback(SubmitOutcome::NoSuchWorker));
@@ -210,8 +219,8 @@ impl Inner {
                         }
                     }
                 }
-                let params: [&(dyn ToSql + Sync); 3] =
-                    [&order.work_order_id, &order.worker_id, &order.request];
+                let params: [&(dyn ToSql + Sync); 4] =
+                    [&order.work_order_id, &order.worker_id, &order.request, &order.requester_id];
                 if execute(tx, insert, &params).await? == 0 {
                     return Ok(End::Rollback(SubmitOutcome::Duplicate));
                 }
@@ -259,24 +268,46 @@ impl Inner {
         })
     }
 
+    pub(crate) async fn put_tenant(&self, worker: &str, requester: &str) -> Result<(), StoreError> {
+        let sql = "INSERT INTO tenants (worker_id, requester_id) VALUES ($1, $2) \
+             ON CONFLICT DO NOTHING";
+        let outcome =
+            with_client!(self, |client| execute(client, sql, &[&worker, &requester]).await);
+        self.written(outcome, |_| true).map(drop)
+    }
+
     pub(crate) async fn claim(
         &self,
         worker_id: &str,
+        tenant: Option<&str>,
         holder: &str,
         expires: u64,
     ) -> Result<Option<Claimed>, StoreError> {
         // FOR NO KEY UPDATE (not FOR UPDATE): the key-share locks of foreign-key checks (a
-        // receipt being created for the order) do not make a claim skip the order.
-        let sql = "UPDATE work_orders SET holder = $2, lease_expires = $3 \
+        // receipt being created for the order) do not make a claim skip the order. One statement
+        // per kind of queue, so that each reads the queued index's (worker, tenant) prefix.
+        let shared = "UPDATE work_orders SET holder = $2, lease_expires = $3 \
              WHERE id = ( \
                  SELECT id FROM work_orders \
-                 WHERE worker_id = $1 AND response IS NULL AND holder IS NULL \
+                 WHERE worker_id = $1 AND tenant IS NULL AND response IS NULL AND holder IS NULL \
+                 ORDER BY seq LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED \
+             ) AND response IS NULL AND holder IS NULL \
+             RETURNING id, request";
+        let tenants = "UPDATE work_orders SET holder = $2, lease_expires = $3 \
+             WHERE id = ( \
+                 SELECT id FROM work_orders \
+                 WHERE worker_id = $1 AND tenant = $4 AND response IS NULL AND holder IS NULL \
                  ORDER BY seq LIMIT 1 FOR NO KEY UPDATE SKIP LOCKED \
              ) AND response IS NULL AND holder IS NULL \
              RETURNING id, request";
         let expires = millis(expires);
         let outcome = with_client!(self, |client| {
-            let rows = query(client, sql, &[&worker_id, &holder, &expires]).await?;
+            let rows = match tenant {
+                None => query(client, shared, &[&worker_id, &holder, &expires]).await?,
+                Some(tenant) => {
+                    query(client, tenants, &[&worker_id, &holder, &expires, &tenant]).await?
+                }
+            };
             let Some(row) = rows.first() else { return Ok(None) };
             Ok(Some(Claimed { work_order_id: row.try_get(0)?, request: row.try_get(1)? }))
         });

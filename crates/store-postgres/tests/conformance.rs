@@ -128,6 +128,7 @@ fn order(id: &str) -> NewOrder {
     NewOrder {
         work_order_id: id.into(),
         worker_id: "w".into(),
+        requester_id: "r".into(),
         request: format!("request {id}").into_bytes(),
     }
 }
@@ -159,7 +160,7 @@ async fn a_submission_through_one_store_wakes_the_other() {
         let mut wakeups = second.wakeups();
         first.submit(order("1")).await.expect("submit");
         assert_eq!(next_wakeup(&mut wakeups).await, Wakeup::Queued { worker_id: "w".into() });
-        let claimed = second.claim("w", "h", 0, 1000).await.expect("claim").expect("queued");
+        let claimed = second.claim("w", None, "h", 0, 1000).await.expect("claim").expect("queued");
         assert_eq!(done(&second, "1", "h", "r").await, Completion::Stored);
         assert_eq!(claimed.work_order_id, "1");
         let mut first_wakeups = first.wakeups();
@@ -196,7 +197,7 @@ async fn claims_through_two_stores_never_share_an_order() {
                     let mut got = Vec::new();
                     let holder = format!("c{c}");
                     while let Some(claimed) =
-                        store.claim("w", &holder, 0, 60_000).await.expect("claim")
+                        store.claim("w", None, &holder, 0, 60_000).await.expect("claim")
                     {
                         got.push(claimed.work_order_id);
                     }
@@ -252,8 +253,8 @@ async fn the_queue_depth_query_counts_queued_and_processing_orders() {
         for id in ["1", "2", "3", "4"] {
             store.submit(order(id)).await.expect("submit");
         }
-        store.claim("w", "h", 0, 1000).await.expect("claim");
-        store.claim("w", "h", 0, 1000).await.expect("claim");
+        store.claim("w", None, "h", 0, 1000).await.expect("claim");
+        store.claim("w", None, "h", 0, 1000).await.expect("claim");
         done(&store, "1", "h", "r").await;
         let counts = store.counts().await.expect("counts");
         assert_eq!((counts.queued, counts.processing, counts.finished), (2, 1, 1));
@@ -273,7 +274,7 @@ async fn requests_and_responses_come_back_byte_for_byte() {
         let request = vec![0, 0xff, b'{', 0x80, b'\n'];
         let submitted = NewOrder { request: request.clone(), ..order("1") };
         store.submit(submitted).await.expect("submit");
-        let claimed = store.claim("w", "h", 0, 1000).await.expect("claim").expect("queued");
+        let claimed = store.claim("w", None, "h", 0, 1000).await.expect("claim").expect("queued");
         assert_eq!(claimed.request, request);
         let response =
             "{\"jsonrpc\":\"2.0\",  \"id\": 1,\n\"result\":{\"b\":1,\"a\":\"\u{e9}\\u0000\"}}  ";
@@ -291,7 +292,7 @@ async fn concurrent_submissions_to_a_full_store_purge_distinct_orders() {
         for i in 0..20 {
             let id = format!("old{i:02}");
             first.submit(order(&id)).await.expect("submit");
-            first.claim("w", "h", 0, 1000).await.expect("claim");
+            first.claim("w", None, "h", 0, 1000).await.expect("claim");
             assert_eq!(done(&first, &id, "h", "r").await, Completion::Stored);
         }
         let submitters: Vec<_> = (0..40)
@@ -333,7 +334,7 @@ async fn concurrent_submissions_to_a_full_store_purge_distinct_orders() {
         let counted = (row.get::<_, i64>(0), row.get::<_, i64>(1));
         assert_eq!(counted, (i64::try_from(stored).ok().unwrap_or(-1), 20 - purged as i64));
         // Later submissions bring an overshooting store back under its limit.
-        while let Some(claimed) = first.claim("w", "h2", 0, 1000).await.expect("claim") {
+        while let Some(claimed) = first.claim("w", None, "h2", 0, 1000).await.expect("claim") {
             done(&first, &claimed.work_order_id, "h2", "r").await;
         }
         for i in 0..4 {
@@ -466,7 +467,8 @@ async fn round_trip_time() {
         for i in 0..ROUNDS {
             let id = format!("t{i}");
             store.submit(order(&id)).await.expect("submit");
-            let claimed = store.claim("w", "h", 0, 60_000).await.expect("claim").expect("queued");
+            let claimed =
+                store.claim("w", None, "h", 0, 60_000).await.expect("claim").expect("queued");
             assert_eq!(claimed.work_order_id, id);
             assert_eq!(done(&store, &id, "h", "r").await, Completion::Stored);
         }

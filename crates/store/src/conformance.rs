@@ -12,7 +12,7 @@ use afallon_proto::{ReceiptCreate, ReceiptUpdate, WorkerDetails, WorkerRecord, W
 
 use crate::{
     Completion, LookUp, NewOrder, OrderResult, OrderStatus, ReceiptCreation, ReceiptFilter,
-    SealedBlob, Store, SubmitOutcome, Wakeup, WorkerFilter,
+    SealedBlob, Store, StoreError, SubmitOutcome, Wakeup, WorkerFilter,
 };
 
 /// How the suite opens stores of a backend.
@@ -58,6 +58,7 @@ macro_rules! conformance_suite {
             wakeups_announce_queued_and_finished_orders,
             a_receipt_created_for_a_finished_order_is_announced,
             a_state_based_on_an_old_version_is_refused_and_the_order_queued_again,
+            a_tenant_s_orders_are_queued_for_its_claims_only,
         );
     };
     (@cases $backend:expr; $($case:ident,)*) => {
@@ -112,6 +113,7 @@ fn order(id: &str, worker: &str) -> NewOrder {
     NewOrder {
         work_order_id: id.into(),
         worker_id: worker.into(),
+        requester_id: "r".into(),
         request: format!("request {id}").into_bytes(),
     }
 }
@@ -180,13 +182,17 @@ pub async fn claims_are_fifo_per_worker_and_exclusive<B: Backend>(backend: &B) {
         store.submit(order(id, "w")).await.expect("submit");
     }
     store.submit(order("x", "other")).await.expect("submit");
-    let first = store.claim("w", "h1", 1000, 500).await.expect("claim").expect("an order");
+    let first = store.claim("w", None, "h1", 1000, 500).await.expect("claim").expect("an order");
     assert_eq!(first.work_order_id, "1");
     assert_eq!(first.request, b"request 1");
     let claim = |worker: &'static str, holder: &'static str| {
         let store = &store;
         async move {
-            store.claim(worker, holder, 1000, 500).await.expect("claim").map(|c| c.work_order_id)
+            store
+                .claim(worker, None, holder, 1000, 500)
+                .await
+                .expect("claim")
+                .map(|c| c.work_order_id)
         }
     };
     assert_eq!(claim("w", "h2").await, Some("2".into()));
@@ -208,7 +214,7 @@ pub async fn concurrent_claims_never_share_an_order<B: Backend>(backend: &B) {
             tokio::spawn(async move {
                 let mut got = Vec::new();
                 while let Some(claimed) =
-                    store.claim("w", &format!("c{c}"), 0, 60_000).await.expect("claim")
+                    store.claim("w", None, &format!("c{c}"), 0, 60_000).await.expect("claim")
                 {
                     got.push(claimed.work_order_id);
                 }
@@ -230,11 +236,12 @@ pub async fn expired_leases_return_to_the_head_of_the_queue<B: Backend>(backend:
     let store = with_workers(backend, 100).await;
     store.submit(order("1", "w")).await.expect("submit");
     store.submit(order("2", "w")).await.expect("submit");
-    store.claim("w", "dead-worker", 1000, 500).await.expect("claim");
+    store.claim("w", None, "dead-worker", 1000, 500).await.expect("claim");
     assert_eq!(store.requeue_expired(1499).await, Ok(0), "the lease still runs");
     assert_eq!(store.requeue_expired(1501).await, Ok(1));
     assert_eq!(store.requeue_expired(1502).await, Ok(0), "requeued once");
-    let again = store.claim("w", "live-worker", 2000, 500).await.expect("claim").expect("an order");
+    let again =
+        store.claim("w", None, "live-worker", 2000, 500).await.expect("claim").expect("an order");
     assert_eq!(again.work_order_id, "1", "a requeued order keeps its place");
 }
 
@@ -242,9 +249,9 @@ pub async fn expired_leases_return_to_the_head_of_the_queue<B: Backend>(backend:
 pub async fn first_completion_wins<B: Backend>(backend: &B) {
     let store = with_workers(backend, 100).await;
     store.submit(order("1", "w")).await.expect("submit");
-    store.claim("w", "slow", 0, 10).await.expect("claim");
+    store.claim("w", None, "slow", 0, 10).await.expect("claim");
     store.requeue_expired(100).await.expect("requeue");
-    store.claim("w", "fast", 100, 10).await.expect("claim");
+    store.claim("w", None, "fast", 100, 10).await.expect("claim");
     assert_eq!(done(&store, "1", "fast", "fast response").await, Completion::Stored);
     assert_eq!(done(&store, "1", "slow", "slow response").await, Completion::AlreadyDone);
     assert_eq!(status(&store, "1").await, finished("fast response"));
@@ -253,7 +260,7 @@ pub async fn first_completion_wins<B: Backend>(backend: &B) {
     assert_eq!((counts.queued, counts.processing, counts.finished), (0, 0, 1));
     // Whether it failed is stored with it.
     store.submit(order("2", "w")).await.expect("submit");
-    store.claim("w", "h", 0, 1000).await.expect("claim");
+    store.claim("w", None, "h", 0, 1000).await.expect("claim");
     let failure = OrderResult::failed("{\"error\": {}}");
     assert_eq!(store.complete("2", "h", failure.clone(), None).await, Ok(Completion::Stored));
     assert_eq!(status(&store, "2").await, OrderStatus::Done(failure));
@@ -263,12 +270,12 @@ pub async fn first_completion_wins<B: Backend>(backend: &B) {
 pub async fn a_holder_that_lost_its_lease_cannot_complete<B: Backend>(backend: &B) {
     let store = with_workers(backend, 100).await;
     store.submit(order("1", "w")).await.expect("submit");
-    store.claim("w", "stale", 0, 10).await.expect("claim");
+    store.claim("w", None, "stale", 0, 10).await.expect("claim");
     store.requeue_expired(100).await.expect("requeue");
     // Queued again, not claimed yet: the stale holder still cannot complete it.
     assert_eq!(done(&store, "1", "stale", "stale response").await, Completion::LeaseLost);
     assert_eq!(store.renew("1", "stale", 100, 10).await, Ok(false));
-    store.claim("w", "current", 100, 10).await.expect("claim");
+    store.claim("w", None, "current", 100, 10).await.expect("claim");
     // Claimed by another: still refused, and nothing is stored, sealed state included.
     let stale = store.complete("1", "stale", OrderResult::ok("stale"), Some(blob("s", 1, b"x")));
     assert_eq!(stale.await, Ok(Completion::LeaseLost));
@@ -285,7 +292,7 @@ pub async fn a_holder_that_lost_its_lease_cannot_complete<B: Backend>(backend: &
 pub async fn a_renewed_lease_does_not_expire<B: Backend>(backend: &B) {
     let store = with_workers(backend, 100).await;
     store.submit(order("1", "w")).await.expect("submit");
-    store.claim("w", "h", 0, 100).await.expect("claim");
+    store.claim("w", None, "h", 0, 100).await.expect("claim");
     assert_eq!(store.renew("1", "h", 90, 100).await, Ok(true));
     assert_eq!(store.renew("1", "someone else", 90, 100).await, Ok(false));
     assert_eq!(store.requeue_expired(150).await, Ok(0), "renewed until 190");
@@ -300,7 +307,7 @@ pub async fn retention_purges_the_oldest_finished_and_is_busy_otherwise<B: Backe
     store.submit(order("2", "w")).await.expect("submit");
     assert_eq!(store.submit(order("3", "w")).await, Ok(SubmitOutcome::Busy), "nothing finished");
     assert_eq!(store.submit_volatile(order("3", "w")).await, Ok(SubmitOutcome::Busy));
-    store.claim("w", "h", 0, 1000).await.expect("claim");
+    store.claim("w", None, "h", 0, 1000).await.expect("claim");
     done(&store, "1", "h", "done").await;
     let receipt = receipt_create("w", "0c", 0);
     store.create_receipt("1", &receipt).await.expect("receipt");
@@ -310,8 +317,8 @@ pub async fn retention_purges_the_oldest_finished_and_is_busy_otherwise<B: Backe
     assert_eq!(store.receipts_awaiting_update("w", 10).await.map(|r| r.len()), Ok(0));
     assert_eq!(status(&store, "2").await, OrderStatus::Pending);
     // The oldest to finish goes first, whatever the submission order.
-    store.claim("w", "h", 0, 1000).await.expect("claim");
-    store.claim("w", "h", 0, 1000).await.expect("claim");
+    store.claim("w", None, "h", 0, 1000).await.expect("claim");
+    store.claim("w", None, "h", 0, 1000).await.expect("claim");
     done(&store, "3", "h", "done 3").await;
     done(&store, "2", "h", "done 2").await;
     assert_eq!(store.submit(order("4", "w")).await, Ok(SubmitOutcome::Accepted));
@@ -323,12 +330,12 @@ pub async fn retention_purges_the_oldest_finished_and_is_busy_otherwise<B: Backe
 pub async fn a_purged_id_is_never_accepted_again<B: Backend>(backend: &B) {
     let store = with_workers(backend, 1).await;
     store.submit(order("replayed", "w")).await.expect("submit");
-    store.claim("w", "h", 0, 1000).await.expect("claim");
+    store.claim("w", None, "h", 0, 1000).await.expect("claim");
     done(&store, "replayed", "h", "done").await;
     assert_eq!(store.submit(order("next", "w")).await, Ok(SubmitOutcome::Accepted));
     assert_eq!(status(&store, "replayed").await, OrderStatus::Purged);
     assert_eq!(store.request("replayed").await, Ok(None));
-    store.claim("w", "h", 0, 1000).await.expect("claim");
+    store.claim("w", None, "h", 0, 1000).await.expect("claim");
     done(&store, "next", "h", "done").await;
     // The replay would find room (by purging "next"), but its id is taken.
     assert_eq!(store.submit(order("replayed", "w")).await, Ok(SubmitOutcome::Duplicate));
@@ -365,7 +372,7 @@ pub async fn a_receipt_gets_exactly_one_worker_update<B: Backend>(backend: &B) {
     let create = receipt_create("w", "0c", 0);
     // Receipt first: the completion makes it await the worker's update.
     store.submit(order("1", "w")).await.expect("submit");
-    store.claim("w", "h", 0, 1000).await.expect("claim");
+    store.claim("w", None, "h", 0, 1000).await.expect("claim");
     store.create_receipt("1", &create).await.expect("receipt");
     assert_eq!(store.receipts_awaiting_update("w", 10).await, Ok(vec![]), "not finished");
     assert_eq!(
@@ -376,7 +383,7 @@ pub async fn a_receipt_gets_exactly_one_worker_update<B: Backend>(backend: &B) {
     done(&store, "1", "h", "r1").await;
     // Order first: the receipt awaits the update as soon as it exists.
     store.submit(order("2", "w")).await.expect("submit");
-    store.claim("w", "h", 0, 1000).await.expect("claim");
+    store.claim("w", None, "h", 0, 1000).await.expect("claim");
     done(&store, "2", "h", "r2").await;
     store.create_receipt("2", &create).await.expect("receipt");
     let awaiting = store.receipts_awaiting_update("w", 10).await.expect("awaiting");
@@ -401,9 +408,9 @@ pub async fn everything_durable_survives_a_reopen<B: Backend>(backend: &B) {
     let store = with_workers(backend, 100).await;
     store.submit(order("1", "w")).await.expect("submit");
     store.submit(order("2", "w")).await.expect("submit");
-    store.claim("w", "h", 0, 1000).await.expect("claim");
+    store.claim("w", None, "h", 0, 1000).await.expect("claim");
     done(&store, "1", "h", "done").await;
-    store.claim("w", "h", 0, 1000).await.expect("claim");
+    store.claim("w", None, "h", 0, 1000).await.expect("claim");
     store.put_sealed(blob("worker/a/keys", 0, b"keys")).await.expect("sealed");
     store.create_receipt("1", &receipt_create("w", "0c", 0)).await.expect("receipt");
     let store = backend.reopen(store, 100).await;
@@ -416,7 +423,7 @@ pub async fn everything_durable_survives_a_reopen<B: Backend>(backend: &B) {
     // "2" was claimed when the process went away: after its lease at the latest, it is queued
     // again, at its place.
     store.requeue_expired(u64::MAX).await.expect("requeue");
-    let claimed = store.claim("w", "h2", 2000, 1000).await.expect("claim");
+    let claimed = store.claim("w", None, "h2", 2000, 1000).await.expect("claim");
     assert_eq!(
         claimed.map(|c| (c.work_order_id, c.request)),
         Some(("2".into(), b"request 2".to_vec()))
@@ -429,8 +436,8 @@ pub async fn sealed_state_commits_with_the_result_and_never_goes_back<B: Backend
     store.put_sealed(blob("worker/a/keys", 0, b"keys")).await.expect("put");
     store.submit(order("1", "w")).await.expect("submit");
     store.submit(order("2", "w")).await.expect("submit");
-    store.claim("w", "h1", 0, 1000).await.expect("claim");
-    store.claim("w", "h2", 0, 1000).await.expect("claim");
+    store.claim("w", None, "h1", 0, 1000).await.expect("claim");
+    store.claim("w", None, "h2", 0, 1000).await.expect("claim");
     let state = |version, bytes: &[u8]| Some(blob("worker/a/state/wallet", version, bytes));
     store.complete("1", "h1", OrderResult::ok("r1"), state(2, b"v2")).await.expect("complete");
     store.complete("2", "h2", OrderResult::ok("r2"), state(1, b"v1")).await.expect("complete");
@@ -457,9 +464,9 @@ pub async fn a_persisted_volatile_order_survives<B: Backend>(backend: &B) {
     assert_eq!(store.request("kept").await, Ok(Some(b"request kept".to_vec())));
     store.persist("kept").await.expect("persist");
     assert_eq!(store.persist("never-submitted").await, Ok(false));
-    let claimed = store.claim("w", "h", 0, 1000).await.expect("claim").expect("queued");
+    let claimed = store.claim("w", None, "h", 0, 1000).await.expect("claim").expect("queued");
     assert_eq!(claimed.work_order_id, "kept");
-    let claimed = store.claim("w", "h2", 0, 1000).await.expect("claim").expect("queued");
+    let claimed = store.claim("w", None, "h2", 0, 1000).await.expect("claim").expect("queued");
     assert_eq!(claimed.work_order_id, "done");
     assert_eq!(done(&store, "done", "h2", "result").await, Completion::Stored);
     assert_eq!(store.persist("done").await, Ok(false), "written with its result");
@@ -467,7 +474,7 @@ pub async fn a_persisted_volatile_order_survives<B: Backend>(backend: &B) {
     assert_eq!(status(&store, "kept").await, OrderStatus::Pending);
     assert_eq!(status(&store, "done").await, finished("result"));
     store.requeue_expired(u64::MAX).await.expect("requeue");
-    let claimed = store.claim("w", "h3", 0, 1000).await.expect("claim");
+    let claimed = store.claim("w", None, "h3", 0, 1000).await.expect("claim");
     assert_eq!(claimed.map(|c| c.work_order_id), Some("kept".into()));
 }
 
@@ -571,10 +578,10 @@ pub async fn wakeups_announce_queued_and_finished_orders<B: Backend>(backend: &B
     assert_eq!(next().await, Wakeup::Queued { worker_id: "w".into() });
     store.submit_volatile(order("2", "other")).await.expect("submit");
     assert_eq!(next().await, Wakeup::Queued { worker_id: "other".into() });
-    store.claim("w", "h", 0, 10).await.expect("claim");
+    store.claim("w", None, "h", 0, 10).await.expect("claim");
     store.requeue_expired(100).await.expect("requeue");
     assert_eq!(next().await, Wakeup::Queued { worker_id: "w".into() }, "requeued");
-    store.claim("w", "h", 100, 1000).await.expect("claim");
+    store.claim("w", None, "h", 100, 1000).await.expect("claim");
     store.create_receipt("1", &receipt_create("w", "0c", 0)).await.expect("receipt");
     done(&store, "1", "h", "r").await;
     let mut seen = vec![next().await, next().await];
@@ -592,7 +599,7 @@ pub async fn wakeups_announce_queued_and_finished_orders<B: Backend>(backend: &B
 pub async fn a_receipt_created_for_a_finished_order_is_announced<B: Backend>(backend: &B) {
     let store = with_workers(backend, 100).await;
     store.submit(order("1", "w")).await.expect("submit");
-    store.claim("w", "h", 0, 1000).await.expect("claim");
+    store.claim("w", None, "h", 0, 1000).await.expect("claim");
     done(&store, "1", "h", "r").await;
     let mut wakeups = store.wakeups();
     store.create_receipt("1", &receipt_create("w", "0c", 0)).await.expect("receipt");
@@ -623,8 +630,8 @@ pub async fn a_state_based_on_an_old_version_is_refused_and_the_order_queued_aga
     for id in ["1", "2"] {
         store.submit(order(id, "w")).await.expect("submit");
     }
-    store.claim("w", "process-a", 0, 1000).await.expect("claim");
-    store.claim("w", "process-b", 0, 1000).await.expect("claim");
+    store.claim("w", None, "process-a", 0, 1000).await.expect("claim");
+    store.claim("w", None, "process-b", 0, 1000).await.expect("claim");
     // Both ran on the initial state; the first to complete wins.
     let first = store.complete("1", "process-a", OrderResult::ok("r1"), Some(state(1, 0)));
     assert_eq!(first.await, Ok(Completion::Stored));
@@ -642,11 +649,76 @@ pub async fn a_state_based_on_an_old_version_is_refused_and_the_order_queued_aga
     });
     assert_eq!(queued.await.expect("announced within 10 s"), "w", "queued again, and said so");
     // It runs again, on version 1.
-    let again = store.claim("w", "process-b2", 0, 1000).await.expect("claim");
+    let again = store.claim("w", None, "process-b2", 0, 1000).await.expect("claim");
     assert_eq!(again.map(|c| c.work_order_id), Some("2".into()));
     let stale = store.complete("2", "process-b", OrderResult::ok("r2"), Some(state(2, 1)));
     assert_eq!(stale.await, Ok(Completion::LeaseLost), "the conflicting run's lease is over");
     let rerun = store.complete("2", "process-b2", OrderResult::ok("r2"), Some(state(2, 1)));
     assert_eq!(rerun.await, Ok(Completion::Stored));
     assert_eq!(store.sealed(key).await.expect("read"), vec![blob(key, 2, b"v2")]);
+}
+
+/// A tenant's orders, submitted once it is one, are claimed by claims for that tenant only, across
+/// lease expiry and a reopen; orders queued before stay shared; other workers are not affected.
+pub async fn a_tenant_s_orders_are_queued_for_its_claims_only<B: Backend>(backend: &B) {
+    let store = with_workers(backend, 100).await;
+    let from = |id: &str, worker: &str, requester: &str| NewOrder {
+        requester_id: requester.into(),
+        ..order(id, worker)
+    };
+    store.submit(from("before", "w", "a")).await.expect("submit");
+    store.put_tenant("w", "a").await.expect("tenant");
+    store.put_tenant("w", "a").await.expect("a tenant again");
+    assert_eq!(store.put_tenant("w", "").await, Err(StoreError::Invalid { what: "tenant id" }));
+    let long = "a".repeat(crate::MAX_TENANT_BYTES + 1);
+    assert_eq!(store.put_tenant("w", &long).await, Err(StoreError::Invalid { what: "tenant id" }));
+    store.submit(from("a1", "w", "a")).await.expect("submit");
+    store.submit_volatile(from("a2", "w", "a")).await.expect("submit");
+    store.submit(from("b1", "w", "b")).await.expect("submit");
+    store.submit(from("o1", "other", "a")).await.expect("submit");
+    let claim = |tenant: Option<&'static str>, worker: &'static str| {
+        let store = &store;
+        async move {
+            let claimed = store.claim(worker, tenant, "h", 1000, 500).await.expect("claim");
+            claimed.map(|c| c.work_order_id)
+        }
+    };
+    // The shared queue: what was queued before "a" became a tenant, and other requesters'.
+    assert_eq!(claim(None, "w").await, Some("before".into()));
+    assert_eq!(claim(None, "w").await, Some("b1".into()));
+    assert_eq!(claim(None, "w").await, None);
+    assert_eq!(claim(Some("b"), "w").await, None);
+    assert_eq!(claim(Some("a"), "w").await, Some("a1".into()));
+    assert_eq!(claim(Some("a"), "w").await, Some("a2".into()));
+    assert_eq!(claim(Some("a"), "w").await, None);
+    // "a" is a tenant of "w" only.
+    assert_eq!(claim(Some("a"), "other").await, None);
+    assert_eq!(claim(None, "other").await, Some("o1".into()));
+    // An expired lease returns a tenant's order to the tenant's queue.
+    done(&store, "a2", "h", "a2 done").await;
+    assert!(store.requeue_expired(u64::MAX).await.expect("requeue") >= 1);
+    assert_eq!(claim(None, "w").await, Some("before".into()));
+    assert_eq!(claim(None, "w").await, Some("b1".into()));
+    assert_eq!(claim(Some("a"), "w").await, Some("a1".into()));
+    assert_eq!(claim(None, "other").await, Some("o1".into()));
+    for id in ["before", "b1", "a1", "o1"] {
+        assert_eq!(done(&store, id, "h", "done").await, Completion::Stored);
+    }
+    // Queued tenant orders and the tenancy itself survive a reopen.
+    store.submit(from("a3", "w", "a")).await.expect("submit");
+    let store = backend.reopen(store, 100).await;
+    store.submit(from("a4", "w", "a")).await.expect("submit");
+    store.submit_volatile(from("b2", "w", "b")).await.expect("submit");
+    let claim = |tenant: Option<&'static str>| {
+        let store = &store;
+        async move {
+            let claimed = store.claim("w", tenant, "h2", 1000, 500).await.expect("claim");
+            claimed.map(|c| c.work_order_id)
+        }
+    };
+    assert_eq!(claim(None).await, Some("b2".into()));
+    assert_eq!(claim(None).await, None);
+    assert_eq!(claim(Some("a")).await, Some("a3".into()));
+    assert_eq!(claim(Some("a")).await, Some("a4".into()));
+    assert_eq!(claim(Some("a")).await, None);
 }

@@ -17,6 +17,9 @@
 //! - [`Store::claim`] hands the oldest queued order of a worker to one holder under a lease, which
 //!   the holder extends while it works ([`Store::renew`]); an order whose lease expires goes back
 //!   to the head of the queue ([`Store::requeue_expired`]).
+//! - A worker has a shared queue and one queue per tenant ([`Store::put_tenant`]): a requester
+//!   that is a tenant of the worker has its orders, submitted from then on, queued apart, and
+//!   only claims for that tenant take them; claims for the shared queue never do.
 //! - [`Store::complete`] stores a result once, and only from the holder of the order's lease:
 //!   the first completion wins, and a holder that lost its lease (expired and queued again, or
 //!   claimed by another) cannot complete the order.
@@ -66,6 +69,9 @@ pub use wakeups::{Wakeup, WakeupSender, Wakeups};
 
 pub use afallon_proto::{ReceiptCreate, ReceiptUpdate, WorkerRecord};
 
+/// The longest tenant (requester) id [`Store::put_tenant`] takes, in bytes.
+pub const MAX_TENANT_BYTES: usize = 1024;
+
 /// The cause of a backend failure, shared between the callers of a failed batch.
 pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
 
@@ -98,6 +104,13 @@ pub enum StoreError {
         "storage failure: a failed commit reached the file after all; the store must be reopened"
     )]
     Uncertain,
+    /// An argument the store does not take (an empty or over-long tenant id); nothing was
+    /// stored.
+    #[error("invalid {what}")]
+    Invalid {
+        /// What was invalid.
+        what: &'static str,
+    },
     /// The database's schema is newer than this program knows.
     #[error("the store's schema is version {found}, newer than this program's {known}")]
     SchemaTooNew {
@@ -126,7 +139,8 @@ impl PartialEq for StoreError {
     /// details); causes are not compared.
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
-            (Self::Corrupt { what: a }, Self::Corrupt { what: b }) => a == b,
+            (Self::Corrupt { what: a }, Self::Corrupt { what: b })
+            | (Self::Invalid { what: a }, Self::Invalid { what: b }) => a == b,
             (
                 Self::SchemaTooNew { found: a, known: b },
                 Self::SchemaTooNew { found: c, known: d },
@@ -218,11 +232,25 @@ pub trait Store: Send + Sync + 'static {
         work_order_id: &str,
     ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
 
-    /// Hands the oldest queued order of `worker_id` to `holder` until `now_ms + lease_ms`. A
-    /// holder names one claim: only it can renew the lease and complete the order.
+    /// Makes `requester_id` a tenant of `worker_id`: the requester's orders for the worker,
+    /// submitted from now on, are queued apart, and only claims for that tenant take them (orders
+    /// queued before stay in the shared queue). Idempotent; there is no undoing it.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for an empty id or one longer than [`MAX_TENANT_BYTES`].
+    fn put_tenant(
+        &self,
+        worker_id: &str,
+        requester_id: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Hands the oldest queued order of `worker_id` to `holder` until `now_ms + lease_ms`: from
+    /// the worker's shared queue, or with `tenant`, from that tenant's queue. A holder names one
+    /// claim: only it can renew the lease and complete the order.
     fn claim(
         &self,
         worker_id: &str,
+        tenant: Option<&str>,
         holder: &str,
         now_ms: u64,
         lease_ms: u64,

@@ -9,6 +9,10 @@ pub struct NewOrder {
     pub work_order_id: String,
     /// The worker it is queued for.
     pub worker_id: String,
+    /// Its `requesterId`: if the requester is a tenant of the worker
+    /// ([`Store::put_tenant`](crate::Store::put_tenant)), the order is queued for that tenant's
+    /// claims only.
+    pub requester_id: String,
     /// The raw `WorkOrderSubmit` request body, stored and handed to the worker as it is.
     pub request: Vec<u8>,
 }

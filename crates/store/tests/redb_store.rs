@@ -49,6 +49,7 @@ fn order(id: &str) -> NewOrder {
     NewOrder {
         work_order_id: id.into(),
         worker_id: "w".into(),
+        requester_id: "r".into(),
         request: format!("request {id}").into_bytes(),
     }
 }
@@ -66,7 +67,7 @@ async fn a_volatile_order_is_written_once_with_its_result() {
         let store = with_worker(&redb, 100).await;
         assert_eq!(store.submit_volatile(order("v")).await, Ok(SubmitOutcome::Accepted));
         let commits = store.stats().commits;
-        let claimed = store.claim("w", "h", 0, 1000).await.expect("claim").expect("queued");
+        let claimed = store.claim("w", None, "h", 0, 1000).await.expect("claim").expect("queued");
         assert_eq!(claimed.work_order_id, "v");
         assert_eq!(store.stats().commits, commits, "queuing and claiming wrote nothing");
         let completion = store.complete("v", "h", OrderResult::ok("done"), None).await;
@@ -113,7 +114,7 @@ async fn leases_live_in_memory_so_a_reopened_store_queues_claimed_orders_at_once
     {
         let store = with_worker(&redb, 100).await;
         store.submit(order("1")).await.expect("submit");
-        store.claim("w", "h", 0, 1_000_000).await.expect("claim");
+        store.claim("w", None, "h", 0, 1_000_000).await.expect("claim");
     }
     let store = redb.open_now(100);
     assert_eq!(store.counts().await.expect("counts").queued, 1);
@@ -146,7 +147,7 @@ async fn the_purge_order_survives_a_reopen() {
         let store = with_worker(&redb, 2).await;
         for id in ["first", "second"] {
             store.submit(order(id)).await.expect("submit");
-            store.claim("w", id, 0, 1000).await.expect("claim");
+            store.claim("w", None, id, 0, 1000).await.expect("claim");
         }
         // Finished in the other order than submitted.
         for id in ["second", "first"] {

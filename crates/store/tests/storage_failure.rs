@@ -150,6 +150,7 @@ fn order(id: &str) -> NewOrder {
     NewOrder {
         work_order_id: id.into(),
         worker_id: "w".into(),
+        requester_id: "r".into(),
         request: format!("request {id}").into_bytes(),
     }
 }
@@ -179,7 +180,7 @@ async fn until(store: &RedbStore, wanted: StoreHealth) -> Duration {
 /// holds in memory.
 async fn drain(store: &RedbStore) -> Vec<String> {
     let mut ids = Vec::new();
-    while let Some(claimed) = store.claim("w", "drain", 0, 1).await.expect("claim") {
+    while let Some(claimed) = store.claim("w", None, "drain", 0, 1).await.expect("claim") {
         ids.push(claimed.work_order_id);
     }
     store.requeue_expired(u64::MAX).await.expect("requeue");
@@ -205,7 +206,8 @@ async fn a_failed_commit_stores_nothing_and_the_store_recovers_by_itself() {
         assert_eq!(store.submit(order(id)).await, Ok(SubmitOutcome::Accepted));
     }
     store.put_sealed(blob(1)).await.expect("sealed state 1");
-    let claimed = store.claim("w", "holder-a", 1000, 60_000).await.expect("claim").expect("a");
+    let claimed =
+        store.claim("w", None, "holder-a", 1000, 60_000).await.expect("claim").expect("a");
     assert_eq!(claimed.work_order_id, "a");
 
     // The disk fills: the next commit fails, whatever is in it.
@@ -260,7 +262,7 @@ async fn a_failed_commit_stores_nothing_and_the_store_recovers_by_itself() {
 
     // Writes work, and an id that was not stored is free.
     assert_eq!(store.submit(order("c")).await, Ok(SubmitOutcome::Accepted));
-    let next = store.claim("w", "holder-a2", 2000, 60_000).await.expect("claim").expect("a");
+    let next = store.claim("w", None, "holder-a2", 2000, 60_000).await.expect("claim").expect("a");
     assert_eq!(next.work_order_id, "a", "a kept its place");
     assert_eq!(
         store.complete("a", "holder-a2", OrderResult::ok("response a"), Some(blob(2))).await,
@@ -298,7 +300,7 @@ async fn a_commit_cut_short_at_any_write_is_all_or_nothing() {
         let ids: Vec<String> = (0..4).map(|n| format!("{writes}-{n}")).collect();
         // An order stored in an earlier round is completed in this one.
         let holder = format!("holder-{writes}");
-        let claimed = store.claim("w", &holder, 0, u64::MAX / 2).await.expect("claim");
+        let claimed = store.claim("w", None, &holder, 0, u64::MAX / 2).await.expect("claim");
         fault.fill_after(writes);
         // Sent together, so that they share commits.
         let complete = async {

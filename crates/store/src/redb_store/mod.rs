@@ -49,7 +49,7 @@ use tokio::sync::watch;
 
 use afallon_proto::{ReceiptCreate, ReceiptUpdate, WorkerRecord};
 
-use self::queues::{Queued, Queues, Volatile};
+use self::queues::{QueueKey, Queued, Queues, Volatile};
 use self::tables::{
     AWAITING, ORDERS, PURGED, RECEIPT_INDEX, RECEIPT_UPDATES, RECEIPTS, SEALED, WORKER_INDEX,
     WORKERS,
@@ -57,9 +57,9 @@ use self::tables::{
 use self::writer::{Job, Pending, WriteOp, Writer};
 use crate::wakeups::WakeupSender;
 use crate::{
-    Claimed, Completion, LookUp, NewOrder, OrderCounts, OrderResult, OrderStatus, ReceiptCreation,
-    ReceiptFilter, SealedBlob, Store, StoreError, StoreHealth, StoreStats, StoredReceipt,
-    SubmitOutcome, Wakeup, Wakeups, WorkerFilter,
+    Claimed, Completion, LookUp, MAX_TENANT_BYTES, NewOrder, OrderCounts, OrderResult, OrderStatus,
+    ReceiptCreation, ReceiptFilter, SealedBlob, Store, StoreError, StoreHealth, StoreStats,
+    StoredReceipt, SubmitOutcome, Wakeup, Wakeups, WorkerFilter,
 };
 
 /// Opens the database file: when the store opens, and again after a failed commit.
@@ -173,7 +173,8 @@ pub(crate) fn fuzz_order_record(bytes: &[u8]) {
     if let Ok(record) = tables::decode_order(bytes)
         && record.finished.is_none()
     {
-        let again = tables::encode_order(record.seq, record.worker, record.request, None);
+        let again =
+            tables::encode_order(record.seq, record.worker, record.tenant, record.request, None);
         assert_eq!(again, bytes, "an unfinished order record re-encodes to itself");
     }
 }
@@ -380,14 +381,14 @@ impl Store for RedbStore {
                 return Ok(SubmitOutcome::Duplicate);
             }
             let full = queues.stored + queues.volatile.len() as u64 >= self.max_orders
-                || order.worker_id.len() > usize::from(u16::MAX);
+                || order.worker_id.len() > tables::MAX_RECORD_ID;
             if !full {
                 // Reserved before the file is read: a durable submission of the same id from now
                 // on sees it, and one committed before is in the snapshot read below.
                 let seq = self.next_submit.fetch_add(1, Ordering::Relaxed);
                 let request: Arc<[u8]> = Arc::from(std::mem::take(&mut order.request));
-                let worker = std::mem::take(&mut order.worker_id);
-                queues.volatile.insert(id.clone(), Volatile { worker, seq, request });
+                let queue = queues.queue_for(&order.worker_id, &order.requester_id);
+                queues.volatile.insert(id.clone(), Volatile { queue, seq, request });
             }
             full
         };
@@ -396,7 +397,7 @@ impl Store for RedbStore {
             return self.submit(order).await;
         }
         // An id in the file, or purged from it, is taken; the worker must exist.
-        let worker = lock(&self.queues).volatile.get(&id).map(|v| v.worker.clone());
+        let worker = lock(&self.queues).volatile.get(&id).map(|v| v.queue.worker.clone());
         let checked = self.read(|txn| {
             if txn.open_table(ORDERS)?.get(id.as_str())?.is_some()
                 || tables::was_purged(&txn.open_table(PURGED)?, &id)?
@@ -418,9 +419,9 @@ impl Store for RedbStore {
             queues.volatile.remove(&id);
             return checked;
         };
-        let worker_id = volatile.worker.clone();
+        let worker_id = volatile.queue.worker.clone();
         let queued = Queued { id, request: volatile.request };
-        queues.enqueue(&volatile.worker, volatile.seq, queued);
+        queues.enqueue(volatile.queue, volatile.seq, queued);
         drop(queues);
         self.wakeups.send(Wakeup::Queued { worker_id });
         Ok(SubmitOutcome::Accepted)
@@ -467,15 +468,25 @@ impl Store for RedbStore {
         })
     }
 
+    async fn put_tenant(&self, worker_id: &str, requester_id: &str) -> Result<(), StoreError> {
+        if requester_id.len() > MAX_TENANT_BYTES || requester_id.is_empty() {
+            return Err(StoreError::Invalid { what: "tenant id" });
+        }
+        let (worker, requester) = (worker_id.to_owned(), requester_id.to_owned());
+        self.write(ops::PutTenant { worker, requester }).await
+    }
+
     async fn claim(
         &self,
         worker_id: &str,
+        tenant: Option<&str>,
         holder: &str,
         now_ms: u64,
         lease_ms: u64,
     ) -> Result<Option<Claimed>, StoreError> {
+        let queue = QueueKey::new(worker_id, tenant);
         let mut queues = lock(&self.queues);
-        let Some((seq, queued)) = queues.by_worker.get_mut(worker_id).and_then(BTreeMap::pop_first)
+        let Some((seq, queued)) = queues.by_queue.get_mut(&queue).and_then(BTreeMap::pop_first)
         else {
             return Ok(None);
         };
@@ -484,7 +495,7 @@ impl Store for RedbStore {
         let request = queued.request.to_vec();
         let lease = queues::Lease {
             holder: holder.to_owned(),
-            worker: worker_id.to_owned(),
+            queue,
             seq,
             expires,
             request: queued.request,
@@ -543,7 +554,7 @@ impl Store for RedbStore {
     async fn counts(&self) -> Result<OrderCounts, StoreError> {
         let (queued, processing) = {
             let queues = lock(&self.queues);
-            (queues.by_worker.values().map(|q| q.len() as u64).sum(), queues.leases.len() as u64)
+            (queues.by_queue.values().map(|q| q.len() as u64).sum(), queues.leases.len() as u64)
         };
         let finished = self.finished.load(Ordering::Relaxed);
         Ok(OrderCounts { queued, processing, finished })

@@ -9,8 +9,10 @@ use redb::ReadableTable;
 use afallon_proto::{ReceiptCreate, ReceiptUpdate, WorkerRecord};
 
 use super::lock;
-use super::queues::{Queued, Queues};
-use super::tables::{self, AWAITING, Finished, ORDERS, PURGED, RECEIPTS, SEALED, WORKERS};
+use super::queues::{QueueKey, Queued, Queues};
+use super::tables::{
+    self, AWAITING, Finished, MAX_RECORD_ID, ORDERS, PURGED, RECEIPTS, SEALED, TENANTS, WORKERS,
+};
 use super::writer::{Batch, Effect, WriteOp};
 use crate::retention::{Admission, admit};
 use crate::wakeups::WakeupSender;
@@ -31,6 +33,22 @@ impl WriteOp for PutWorker {
     }
 }
 
+pub(super) struct PutTenant {
+    pub(super) worker: String,
+    pub(super) requester: String,
+}
+
+impl WriteOp for PutTenant {
+    type Output = ();
+
+    fn apply(&self, batch: &mut Batch<'_>) -> Result<(), redb::Error> {
+        let key = (self.worker.as_str(), self.requester.as_str());
+        batch.txn.open_table(TENANTS)?.insert(key, ())?;
+        batch.effects.push(Effect::Tenant(self.worker.clone(), self.requester.clone()));
+        Ok(())
+    }
+}
+
 pub(super) struct Submit(pub(super) NewOrder);
 
 impl WriteOp for Submit {
@@ -38,7 +56,7 @@ impl WriteOp for Submit {
 
     fn apply(&self, batch: &mut Batch<'_>) -> Result<SubmitOutcome, redb::Error> {
         let order = &self.0;
-        if order.worker_id.len() > usize::from(u16::MAX)
+        if order.worker_id.len() > MAX_RECORD_ID
             || batch.txn.open_table(WORKERS)?.get(order.worker_id.as_str())?.is_none()
         {
             return Ok(SubmitOutcome::NoSuchWorker);
@@ -62,13 +80,18 @@ impl WriteOp for Submit {
             return Ok(SubmitOutcome::Duplicate);
         }
         let seq = batch.sequences.next_submit.fetch_add(1, Ordering::Relaxed);
-        orders.insert(
-            id,
-            tables::encode_order(seq, &order.worker_id, &order.request, None).as_slice(),
-        )?;
+        let queue = lock(batch.queues).queue_for(&order.worker_id, &order.requester_id);
+        let record = tables::encode_order(
+            seq,
+            &order.worker_id,
+            queue.tenant.as_deref(),
+            &order.request,
+            None,
+        );
+        orders.insert(id, record.as_slice())?;
         *batch.stored += 1;
         let queued = Queued { id: id.to_owned(), request: Arc::from(order.request.as_slice()) };
-        batch.effects.push(Effect::Enqueue { worker: order.worker_id.clone(), seq, queued });
+        batch.effects.push(Effect::Enqueue { queue, seq, queued });
         Ok(SubmitOutcome::Accepted)
     }
 
@@ -136,13 +159,19 @@ impl WriteOp for Complete {
             failed: self.result.failed,
             response: &self.result.response,
         };
-        let (worker, seq, record) = match volatile {
+        let (queue, seq, record) = match volatile {
             // Written once, with its result.
             Some(order) => {
                 let done = finished(batch.sequences.finish(id));
-                let record =
-                    tables::encode_order(order.seq, &order.worker, &order.request, Some(done));
-                (order.worker, order.seq, record)
+                let queue = &order.queue;
+                let record = tables::encode_order(
+                    order.seq,
+                    &queue.worker,
+                    queue.tenant.as_deref(),
+                    &order.request,
+                    Some(done),
+                );
+                (order.queue, order.seq, record)
             }
             None => {
                 let Some(stored) = orders.get(id)? else { return Ok(Completion::Unknown) };
@@ -151,9 +180,14 @@ impl WriteOp for Complete {
                     return Ok(Completion::AlreadyDone);
                 }
                 let done = finished(batch.sequences.finish(id));
-                let record =
-                    tables::encode_order(stored.seq, stored.worker, stored.request, Some(done));
-                (stored.worker.to_owned(), stored.seq, record)
+                let record = tables::encode_order(
+                    stored.seq,
+                    stored.worker,
+                    stored.tenant,
+                    stored.request,
+                    Some(done),
+                );
+                (QueueKey::new(stored.worker, stored.tenant), stored.seq, record)
             }
         };
         orders.insert(id, record.as_slice())?;
@@ -164,12 +198,11 @@ impl WriteOp for Complete {
         if batch.txn.open_table(RECEIPTS)?.get(id)?.is_some()
             && tables::receipt_without_updates(batch.txn, id)?
         {
+            let worker = queue.worker.clone();
             batch.txn.open_table(AWAITING)?.insert((worker.as_str(), id), ())?;
-            batch
-                .effects
-                .push(Effect::Announce(Wakeup::ReceiptAwaiting { worker_id: worker.clone() }));
+            batch.effects.push(Effect::Announce(Wakeup::ReceiptAwaiting { worker_id: worker }));
         }
-        batch.effects.push(Effect::Finish { id: self.id.clone(), worker, seq });
+        batch.effects.push(Effect::Finish { id: self.id.clone(), queue, seq });
         Ok(Completion::Stored)
     }
 

@@ -1,6 +1,6 @@
-//! What the embedded store keeps in memory only: the per-worker queues, the leases, the
-//! synchronous submissions not written yet, and the purge order, all rebuilt from the file when
-//! the store opens.
+//! What the embedded store keeps in memory only: the queues (a worker's shared one and one per
+//! tenant of it), the leases, the synchronous submissions not written yet, and the purge order,
+//! all rebuilt from the file when the store opens.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicU64;
 
 use redb::{Database, ReadableDatabase, ReadableTableMetadata};
 
-use super::tables::{ORDERS, decode_order};
+use super::tables::{ORDERS, TENANTS, decode_order};
 
 /// An order waiting in memory, with its request, so that claiming reads nothing from disk.
 #[derive(Debug, Clone)]
@@ -17,11 +17,25 @@ pub(super) struct Queued {
     pub(super) request: Arc<[u8]>,
 }
 
+/// A queue: a worker's shared one, or the one of a tenant of the worker (a requester whose
+/// orders only that tenant's claims take).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct QueueKey {
+    pub(super) worker: String,
+    pub(super) tenant: Option<String>,
+}
+
+impl QueueKey {
+    pub(super) fn new(worker: &str, tenant: Option<&str>) -> Self {
+        Self { worker: worker.to_owned(), tenant: tenant.map(str::to_owned) }
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct Lease {
     /// Who claimed it: the only one who may renew it and complete the order.
     pub(super) holder: String,
-    pub(super) worker: String,
+    pub(super) queue: QueueKey,
     pub(super) seq: u64,
     pub(super) expires: u64,
     pub(super) request: Arc<[u8]>,
@@ -30,7 +44,7 @@ pub(super) struct Lease {
 /// An order queued by `submit_volatile` and not written yet.
 #[derive(Debug, Clone)]
 pub(super) struct Volatile {
-    pub(super) worker: String,
+    pub(super) queue: QueueKey,
     pub(super) seq: u64,
     pub(super) request: Arc<[u8]>,
 }
@@ -38,7 +52,10 @@ pub(super) struct Volatile {
 /// The queues and leases: memory only.
 #[derive(Debug, Default)]
 pub(super) struct Queues {
-    pub(super) by_worker: HashMap<String, BTreeMap<u64, Queued>>,
+    pub(super) by_queue: HashMap<QueueKey, BTreeMap<u64, Queued>>,
+    /// (worker, requester) of every tenant: the requester's orders for the worker are queued
+    /// apart, for the tenant's claims only.
+    pub(super) tenants: HashSet<(String, String)>,
     pub(super) leases: HashMap<String, Lease>,
     pub(super) expiries: BTreeSet<(u64, String)>,
     /// Orders stored (finished or not), for retention.
@@ -51,17 +68,23 @@ pub(super) struct Queues {
 }
 
 impl Queues {
-    pub(super) fn enqueue(&mut self, worker: &str, seq: u64, queued: Queued) {
-        self.by_worker.entry(worker.to_owned()).or_default().insert(seq, queued);
+    /// The queue of `worker`'s orders from `requester`: the tenant's, if it is one.
+    pub(super) fn queue_for(&self, worker: &str, requester: &str) -> QueueKey {
+        let tenant = self.tenants.contains(&(worker.to_owned(), requester.to_owned()));
+        QueueKey::new(worker, tenant.then_some(requester))
+    }
+
+    pub(super) fn enqueue(&mut self, queue: QueueKey, seq: u64, queued: Queued) {
+        self.by_queue.entry(queue).or_default().insert(seq, queued);
     }
 
     /// Forgets a finished order, whether leased or queued again after its lease expired.
-    pub(super) fn finish(&mut self, id: &str, worker: &str, seq: u64) {
+    pub(super) fn finish(&mut self, id: &str, queue: &QueueKey, seq: u64) {
         if let Some(lease) = self.leases.remove(id) {
             self.expiries.remove(&(lease.expires, id.to_owned()));
         }
-        if let Some(queue) = self.by_worker.get_mut(worker) {
-            queue.remove(&seq);
+        if let Some(queued) = self.by_queue.get_mut(queue) {
+            queued.remove(&seq);
         }
     }
 
@@ -72,8 +95,8 @@ impl Queues {
         if let Some(lease) = self.leases.remove(id) {
             self.expiries.remove(&(lease.expires, id.to_owned()));
         }
-        if let Some(queue) = self.by_worker.get_mut(&volatile.worker) {
-            queue.remove(&volatile.seq);
+        if let Some(queued) = self.by_queue.get_mut(&volatile.queue) {
+            queued.remove(&volatile.seq);
         }
         true
     }
@@ -87,8 +110,9 @@ impl Queues {
         let lease = self.leases.remove(id)?;
         self.expiries.remove(&(lease.expires, id.to_owned()));
         let queued = Queued { id: id.to_owned(), request: lease.request };
-        self.enqueue(&lease.worker, lease.seq, queued);
-        Some(lease.worker)
+        let worker = lease.queue.worker.clone();
+        self.enqueue(lease.queue, lease.seq, queued);
+        Some(worker)
     }
 
     /// Queues again every order whose lease ended before `now_ms`; returns their workers.
@@ -100,8 +124,8 @@ impl Queues {
             self.expiries.remove(key);
             if let Some(lease) = self.leases.remove(&key.1) {
                 let queued = Queued { id: key.1.clone(), request: lease.request };
-                self.enqueue(&lease.worker, lease.seq, queued);
-                workers.push(lease.worker);
+                workers.push(lease.queue.worker.clone());
+                self.enqueue(lease.queue, lease.seq, queued);
             }
         }
         workers
@@ -161,6 +185,11 @@ pub(super) fn rebuild(db: &Database) -> Result<(Queues, Sequences), redb::Error>
     let txn = db.begin_read()?;
     let orders = txn.open_table(ORDERS)?;
     let mut queues = Queues { stored: orders.len()?, ..Queues::default() };
+    for entry in redb::ReadableTable::iter(&txn.open_table(TENANTS)?)? {
+        let (key, _) = entry?;
+        let (worker, requester) = key.value();
+        queues.tenants.insert((worker.to_owned(), requester.to_owned()));
+    }
     let mut next_submit = 0;
     let mut finished = BTreeMap::new();
     for entry in redb::ReadableTable::iter(&orders)? {
@@ -174,7 +203,7 @@ pub(super) fn rebuild(db: &Database) -> Result<(Queues, Sequences), redb::Error>
             None => {
                 let id = id.value().to_owned();
                 queues.enqueue(
-                    record.worker,
+                    QueueKey::new(record.worker, record.tenant),
                     record.seq,
                     Queued { id, request: record.request.into() },
                 );

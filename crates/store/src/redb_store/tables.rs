@@ -31,6 +31,9 @@ pub(super) const RECEIPT_INDEX: TableDefinition<'static, (u8, &str, &str), ()> =
 /// yet: what the worker still has to sign.
 pub(super) const AWAITING: TableDefinition<'static, (&str, &str), ()> =
     TableDefinition::new("receipts_awaiting_update");
+/// (worker id, requester id) of every tenant of a worker ([`Store::put_tenant`](crate::Store::put_tenant)).
+pub(super) const TENANTS: TableDefinition<'static, (&str, &str), ()> =
+    TableDefinition::new("tenants");
 /// Sealed blob key → version (8 bytes BE) || blob.
 pub(super) const SEALED: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("sealed");
 /// [`purged_key`] of every order ever purged → nothing: what keeps a purged id from being accepted
@@ -58,6 +61,7 @@ pub(super) fn create_all(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(RECEIPT_INDEX)?;
     txn.open_table(AWAITING)?;
     txn.open_table(SEALED)?;
+    txn.open_table(TENANTS)?;
     txn.open_table(PURGED)?;
     txn.open_table(META)?;
     txn.open_table(HEADROOM)?;
@@ -90,6 +94,8 @@ pub(super) fn was_purged(
 pub(super) struct OrderRecord<'a> {
     pub(super) seq: u64,
     pub(super) worker: &'a str,
+    /// The tenant whose queue it is in, if any.
+    pub(super) tenant: Option<&'a str>,
     pub(super) request: &'a [u8],
     /// The finish sequence (the purge order), whether it failed, and the worker's JSON-RPC
     /// response, once finished.
@@ -104,24 +110,41 @@ pub(super) struct Finished<'a> {
     pub(super) response: &'a str,
 }
 
-/// Submission sequence (8 bytes BE), worker id length (2 bytes BE), worker id, request length
-/// (4 bytes BE), raw request, then, once the order is finished, the finish sequence (8 bytes BE),
-/// one byte (1 if the response is an error, else 0) and the response (UTF-8). Records written
-/// before the flag byte existed have the response right after the finish sequence (its first
-/// byte is `{`), and are read as failed if the response holds an `error`.
+/// The longest worker or tenant id an order record holds (15 bits of length).
+pub(super) const MAX_RECORD_ID: usize = 0x7fff;
+
+/// The top bit of the worker id's length: a tenant's id follows the worker's.
+const TENANT_FOLLOWS: u16 = 0x8000;
+
+/// Submission sequence (8 bytes BE), worker id length (2 bytes BE, its top bit set if a tenant
+/// follows), worker id, [tenant id length (2 bytes BE), tenant id], request length (4 bytes BE),
+/// raw request, then, once the order is finished, the finish sequence (8 bytes BE), one byte (1 if
+/// the response is an error, else 0) and the response (UTF-8). Records written before tenants
+/// existed have no tenant (the top bit is clear); records written before the flag byte existed
+/// have the response right after the finish sequence (its first byte is `{`), and are read as
+/// failed if the response holds an `error`.
 pub(super) fn encode_order(
     seq: u64,
     worker: &str,
+    tenant: Option<&str>,
     request: &[u8],
     finished: Option<Finished<'_>>,
 ) -> Vec<u8> {
     let response = finished.map_or("", |f| f.response);
-    let mut out = Vec::with_capacity(23 + worker.len() + request.len() + response.len());
+    let tenant_len = tenant.map_or(0, |t| 2 + t.len());
+    let mut out =
+        Vec::with_capacity(23 + worker.len() + tenant_len + request.len() + response.len());
     out.extend_from_slice(&seq.to_be_bytes());
-    // Worker ids are 64 hex characters and requests are capped far below 4 GiB; anything longer
-    // was refused by the caller.
-    out.extend_from_slice(&u16::try_from(worker.len()).unwrap_or(u16::MAX).to_be_bytes());
+    // Ids are at most MAX_RECORD_ID bytes and requests are capped far below 4 GiB; anything
+    // longer was refused by the caller.
+    let id_len = |id: &str| u16::try_from(id.len().min(MAX_RECORD_ID)).unwrap_or(0);
+    let flag = if tenant.is_some() { TENANT_FOLLOWS } else { 0 };
+    out.extend_from_slice(&(id_len(worker) | flag).to_be_bytes());
     out.extend_from_slice(worker.as_bytes());
+    if let Some(tenant) = tenant {
+        out.extend_from_slice(&id_len(tenant).to_be_bytes());
+        out.extend_from_slice(tenant.as_bytes());
+    }
     out.extend_from_slice(&u32::try_from(request.len()).unwrap_or(u32::MAX).to_be_bytes());
     out.extend_from_slice(request);
     if let Some(finished) = finished {
@@ -135,10 +158,23 @@ pub(super) fn encode_order(
 pub(super) fn decode_order(bytes: &[u8]) -> Result<OrderRecord<'_>, redb::Error> {
     let corrupt = || redb::Error::Corrupted("order record".into());
     let (seq, rest) = bytes.split_first_chunk::<8>().ok_or_else(corrupt)?;
-    let (len, rest) = rest.split_first_chunk::<2>().ok_or_else(corrupt)?;
-    let (worker, rest) =
-        rest.split_at_checked(usize::from(u16::from_be_bytes(*len))).ok_or_else(corrupt)?;
-    let worker = std::str::from_utf8(worker).map_err(|_| corrupt())?;
+    // A length (its top bit masked off) and as many bytes of UTF-8.
+    fn id(rest: &[u8]) -> Option<(u16, &str, &[u8])> {
+        let (len, rest) = rest.split_first_chunk::<2>()?;
+        let len = u16::from_be_bytes(*len);
+        let (id, rest) = rest.split_at_checked(usize::from(len & !TENANT_FOLLOWS))?;
+        Some((len, std::str::from_utf8(id).ok()?, rest))
+    }
+    let (len, worker, rest) = id(rest).ok_or_else(corrupt)?;
+    let (tenant, rest) = if len & TENANT_FOLLOWS == 0 {
+        (None, rest)
+    } else {
+        let (len, tenant, rest) = id(rest).ok_or_else(corrupt)?;
+        if len & TENANT_FOLLOWS != 0 {
+            return Err(corrupt());
+        }
+        (Some(tenant), rest)
+    };
     let (len, rest) = rest.split_first_chunk::<4>().ok_or_else(corrupt)?;
     let len = usize::try_from(u32::from_be_bytes(*len)).map_err(|_| corrupt())?;
     let (request, rest) = rest.split_at_checked(len).ok_or_else(corrupt)?;
@@ -155,7 +191,7 @@ pub(super) fn decode_order(bytes: &[u8]) -> Result<OrderRecord<'_>, redb::Error>
             Some(Finished { finish: u64::from_be_bytes(*finish), failed, response })
         }
     };
-    Ok(OrderRecord { seq: u64::from_be_bytes(*seq), worker, request, finished })
+    Ok(OrderRecord { seq: u64::from_be_bytes(*seq), worker, tenant, request, finished })
 }
 
 /// Whether a response stored without its flag is an error.

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use redb::{Database, ReadableTable};
 use tokio::sync::{oneshot, watch};
 
+use super::queues::QueueKey;
 use super::queues::{Queued, Queues, Sequences, Volatile};
 use super::tables::{self, BATCH, HEADROOM, HEADROOM_BYTES, META, ORDERS};
 use super::{Opener, RedbStoreOptions, backend, lock, read_db, write_db};
@@ -90,15 +91,17 @@ impl<O: WriteOp> Job for Pending<O> {
 /// What a committed batch changes in memory.
 pub(super) enum Effect {
     Enqueue {
-        worker: String,
+        queue: QueueKey,
         seq: u64,
         queued: Queued,
     },
     Finish {
         id: String,
-        worker: String,
+        queue: QueueKey,
         seq: u64,
     },
+    /// A new tenant (worker, requester): the requester's orders from now on go to its queue.
+    Tenant(String, String),
     /// A volatile order is now in the file.
     Written(String),
     /// `holder`'s run of the order is over without a result: the order is queued again.
@@ -243,12 +246,12 @@ impl Writer {
         queues.stored = stored;
         for effect in effects {
             match effect {
-                Effect::Enqueue { worker, seq, queued } => {
-                    queues.enqueue(&worker, seq, queued);
-                    announce.push(Wakeup::Queued { worker_id: worker });
+                Effect::Enqueue { queue, seq, queued } => {
+                    announce.push(Wakeup::Queued { worker_id: queue.worker.clone() });
+                    queues.enqueue(queue, seq, queued);
                 }
-                Effect::Finish { id, worker, seq } => {
-                    queues.finish(&id, &worker, seq);
+                Effect::Finish { id, queue, seq } => {
+                    queues.finish(&id, &queue, seq);
                     announce.push(Wakeup::Finished { work_order_id: id });
                 }
                 Effect::Written(id) => {
@@ -258,6 +261,9 @@ impl Writer {
                     if let Some(worker_id) = queues.release(&id, &holder) {
                         announce.push(Wakeup::Queued { worker_id });
                     }
+                }
+                Effect::Tenant(worker, requester) => {
+                    queues.tenants.insert((worker, requester));
                 }
                 Effect::Announce(wakeup) => announce.push(wakeup),
             }
@@ -426,7 +432,14 @@ impl Batch<'_> {
     /// did.
     pub(super) fn write_volatile(&mut self, id: &str) -> Result<bool, redb::Error> {
         let Some(order) = self.take_volatile(id)? else { return Ok(false) };
-        let record = tables::encode_order(order.seq, &order.worker, &order.request, None);
+        let queue = &order.queue;
+        let record = tables::encode_order(
+            order.seq,
+            &queue.worker,
+            queue.tenant.as_deref(),
+            &order.request,
+            None,
+        );
         self.txn.open_table(ORDERS)?.insert(id, record.as_slice())?;
         Ok(true)
     }
