@@ -224,15 +224,19 @@ impl Config {
             pool.remote_kmes = self.kmes;
             pool.join = self.join;
             if let Some(tenant) = &self.tenant {
-                // As the listener takes a requesterId, compared byte for byte.
-                if tenant.len() > afallon_proto::MAX_ID_CHARS
-                    || !afallon_proto::is_schema_hex(tenant)
-                {
-                    return Err(ConfigError(format!(
-                        "a tenant is a requesterId: hex digits (optionally after 0x), at most {} \
-                         characters, written as its requester writes it",
-                        afallon_proto::MAX_ID_CHARS
-                    )));
+                if !afallon_proto::is_requester_key_id(tenant) {
+                    return Err(ConfigError(
+                        "a tenant is the requesterId of a requester key: 64 lower-case hex \
+                         digits, SHA-256 of the key's uncompressed SEC1 bytes (docs/pools.md)"
+                            .into(),
+                    ));
+                }
+                if self.store.is_none() {
+                    return Err(ConfigError(
+                        "a tenant's WPEs leave everyone else's orders to shared WPEs on other \
+                         hosts, which need a shared store: give store = \"postgres://...\""
+                            .into(),
+                    ));
                 }
                 if self.pool_wpes == 0 {
                     return Err(ConfigError("a tenant needs the pool's WPEs on this node".into()));
@@ -334,25 +338,33 @@ mod tests {
             jail.create_file("timeout.toml", "header_timeout_seconds = 0\n")?;
             let error = load(Some(Path::new("timeout.toml"))).expect("parses").into_node_config();
             assert!(error.expect_err("no timeout").to_string().contains("header_timeout_seconds"));
-            for (tenant, refused_for) in [
-                ("pool = \"p\"\ntenant = \"a-b\"\n", "requesterId"),
-                ("pool = \"p\"\ntenant = \"\"\n", "requesterId"),
-                ("tenant = \"ab\"\n", "pool"),
+            const TENANT: &str = "a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1";
+            let pg = "store = \"postgres://db/afallon\"\npool = \"p\"\n";
+            let refusals = [
+                (format!("{pg}tenant = \"a-b\"\n"), "requesterId"),
+                (format!("{pg}tenant = \"\"\n"), "requesterId"),
+                (format!("{pg}tenant = \"{}\"\n", TENANT.to_uppercase()), "lower-case"),
+                (format!("{pg}tenant = \"0x{}\"\n", &TENANT[2..]), "requesterId"),
+                (format!("tenant = \"{TENANT}\"\n"), "pool"),
+                (format!("pool = \"p\"\ntenant = \"{TENANT}\"\n"), "shared store"),
                 (
-                    "pool = \"p\"\npool_wpes = 0\nkme_listen = \"127.0.0.1:0\"\ntenant = \"ab\"\n",
+                    format!(
+                        "{pg}pool_wpes = 0\nkme_listen = \"127.0.0.1:0\"\ntenant = \"{TENANT}\"\n"
+                    ),
                     "WPEs",
                 ),
-            ] {
-                jail.create_file("tenant.toml", tenant)?;
+            ];
+            for (tenant, refused_for) in refusals {
+                jail.create_file("tenant.toml", &tenant)?;
                 let error =
                     load(Some(Path::new("tenant.toml"))).expect("parses").into_node_config();
-                let error = error.expect_err(tenant).to_string();
+                let error = error.expect_err(&tenant).to_string();
                 assert!(error.contains(refused_for), "{tenant}: {error}");
             }
-            jail.create_file("tenant.toml", "pool = \"p\"\ntenant = \"0xAb12\"\n")?;
+            jail.create_file("tenant.toml", &format!("{pg}tenant = \"{TENANT}\"\n"))?;
             let config = load(Some(Path::new("tenant.toml"))).expect("parses").into_node_config();
             let pool = config.expect("a tenant").pool.expect("a pool");
-            assert_eq!(pool.tenant.as_deref(), Some("0xAb12"));
+            assert_eq!(pool.tenant.as_deref(), Some(TENANT));
             Ok(())
         });
     }

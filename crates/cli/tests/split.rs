@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use afallon_client::{
     Client, ClientError, InputProtection, PendingResult, Policy, Submission, Worker,
 };
+use afallon_crypto::EcdsaSigningKey;
 use afallon_proto::{WorkOrderResult, WorkOrderStatus};
 use common::{Service, WORKER};
 
@@ -957,16 +958,18 @@ async fn a_pool_split_across_kme_hosts_and_a_wpe_host_survives_a_kme_and_a_wpe_h
     assert!(two_steps, "signed by a per-order key");
 }
 
-/// One echo order from `requester`, submitted and awaited; its first output, or the error.
+/// One echo order under the requesterId `requester`, signed by `signer` if given, submitted and
+/// awaited; its first output, or the error.
 async fn echo_as(
     client: &Client,
     worker: &Worker,
     requester: &str,
+    signer: Option<&EcdsaSigningKey>,
     text: &str,
 ) -> Result<String, ClientError> {
     let mut builder = worker.work_order("echo-result")?.requester_id(requester);
     builder.input(text.as_bytes(), InputProtection::Session)?;
-    let (request, pending) = builder.build(None)?;
+    let (request, pending) = builder.build(signer)?;
     client.submit_surely(&request).await?;
     let result = client
         .wait_result(&request.work_order_id, Duration::from_millis(20), Duration::from_secs(60))
@@ -976,19 +979,28 @@ async fn echo_as(
     Ok(String::from_utf8_lossy(&outputs[0].1).into_owned())
 }
 
+/// A requester with a key of its own, named by it (as a tenant is), shared between tasks.
+fn keyed_requester() -> (Arc<EcdsaSigningKey>, Arc<str>) {
+    let key = EcdsaSigningKey::generate().expect("key");
+    let id = afallon_proto::requester_id_for_key(&key.verifying_key());
+    (Arc::new(key), id.into())
+}
+
 /// A pool with a tenant: an `afallon kme` host, an `afallon worker --pool --tenant` host whose
 /// WPEs are dedicated to one requester, a shared WPE host, and a listener, on PostgreSQL. The
-/// tenant's orders run on its WPEs only and everyone else's on the shared ones (each host's
-/// completed-order counter says where each ran); with the tenant's host down its orders wait
-/// for it and others' go on; an order the tenant queued before its WPEs registered is refused
-/// by the KME when a shared WPE takes it, with an error that says to submit it again.
+/// tenant's signed orders run on its WPEs only and everyone else's on the shared ones (each
+/// host's completed-order counter says where each ran); an order that only writes the tenant's
+/// requesterId gets no keys on the tenant's WPEs; with the tenant's host down its orders wait for
+/// it and others' go on; an order the tenant queued before its WPEs registered is refused by the
+/// KME when a shared WPE takes it, with an error that says to submit it again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_s_orders_run_on_its_dedicated_wpes_only_and_no_one_else_s_do() {
     let test = "a_tenant_s_orders_run_on_its_dedicated_wpes_only_and_no_one_else_s_do";
     let Some(store) = fresh_database(test) else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let (pool, tenant, any) = ("pool-t", "a0a0a0a0", "127.0.0.1:0");
+    let (pool, any) = ("pool-t", "127.0.0.1:0");
+    let (tenant_key, tenant) = keyed_requester();
     let kme = Service::start_role(
         "kme",
         &data,
@@ -1015,10 +1027,11 @@ async fn a_tenant_s_orders_run_on_its_dedicated_wpes_only_and_no_one_else_s_do()
     // An order of the tenant's, queued before any WPE (and before the tenant had WPEs).
     let straggler = {
         let (client, worker) = (Arc::clone(&client), worker.clone());
-        tokio::spawn(async move { echo_as(&client, &worker, tenant, "early").await })
+        let (key, tenant) = (Arc::clone(&tenant_key), Arc::clone(&tenant));
+        tokio::spawn(async move { echo_as(&client, &worker, &tenant, Some(&key), "early").await })
     };
     wait_for_metric(&listener, SUBMITTED, 1.0).await;
-    let tenant_host = wpe_host(&["--tenant", tenant]);
+    let tenant_host = wpe_host(&["--tenant", &tenant]);
     let shared_host = wpe_host(&[]);
     let refused = straggler.await.expect("task").expect_err("a shared WPE gets no keys for it");
     assert!(refused.to_string().contains("submit it again"), "{refused}");
@@ -1027,12 +1040,16 @@ async fn a_tenant_s_orders_run_on_its_dedicated_wpes_only_and_no_one_else_s_do()
     let mut tasks = Vec::new();
     for task in 0..8 {
         let (client, worker) = (Arc::clone(&client), worker.clone());
+        let (key, requester) = if task % 2 == 0 {
+            (Arc::clone(&tenant_key), Arc::clone(&tenant))
+        } else {
+            keyed_requester()
+        };
         tasks.push(tokio::spawn(async move {
             for n in 0..10 {
-                let requester = if task % 2 == 0 { tenant.to_owned() } else { format!("b{task}") };
-                let text = format!("{requester} {n}");
-                let echo = echo_as(&client, &worker, &requester, &text).await.expect("order");
-                assert_eq!(echo, format!("RESULT: {text}"));
+                let text = format!("{task} {n}");
+                let echo = echo_as(&client, &worker, &requester, Some(&key), &text).await;
+                assert_eq!(echo.expect("order"), format!("RESULT: {text}"));
             }
         }));
     }
@@ -1046,17 +1063,26 @@ async fn a_tenant_s_orders_run_on_its_dedicated_wpes_only_and_no_one_else_s_do()
         "the tenant's 40 on its WPEs, the others' 40 on the shared"
     );
 
+    // Another requester writing the tenant's requesterId: unsigned, or signed with its own key.
+    let (other_key, _) = keyed_requester();
+    for signer in [None, Some(&*other_key)] {
+        let error = echo_as(&client, &worker, &tenant, signer, "posing").await.expect_err("posing");
+        assert!(error.to_string().contains("signed by the tenant's key"), "{error}");
+    }
+
     // The tenant's host down: its order waits, while another requester's completes.
     tenant_host.kill();
     let waiting = {
         let (client, worker) = (Arc::clone(&client), worker.clone());
-        tokio::spawn(async move { echo_as(&client, &worker, tenant, "waits").await })
+        let (key, tenant) = (Arc::clone(&tenant_key), Arc::clone(&tenant));
+        tokio::spawn(async move { echo_as(&client, &worker, &tenant, Some(&key), "waits").await })
     };
-    assert_eq!(echo_as(&client, &worker, "b0", "goes on").await.expect("order"), "RESULT: goes on");
+    let goes_on = echo_as(&client, &worker, "b0", None, "goes on").await;
+    assert_eq!(goes_on.expect("order"), "RESULT: goes on");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(!waiting.is_finished(), "no shared WPE took the tenant's order");
     assert_eq!(shared_host.metric(COMPLETED).await, 41.0);
-    let _tenant_host = wpe_host(&["--tenant", tenant]);
+    let _tenant_host = wpe_host(&["--tenant", &tenant]);
     assert_eq!(waiting.await.expect("task").expect("order"), "RESULT: waits");
     assert_eq!(shared_host.metric(COMPLETED).await, 41.0, "the shared WPEs ran none of it");
 }

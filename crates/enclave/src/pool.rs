@@ -17,12 +17,13 @@ use std::sync::{Arc, Mutex};
 
 use afallon_attest::{Evidence, EvidenceKind, Measurement, Platform, Policy, ReportData};
 use afallon_crypto::{
-    AesKey, EcdhPublicKey, EcdhSecret, EcdsaSigningKey, OaepHash, RsaError, Sha256, random_array,
-    sha256,
+    AesKey, EcdhPublicKey, EcdhSecret, EcdsaSigningKey, EcdsaVerifyingKey, OaepHash, RsaError,
+    Sha256, random_array, sha256,
 };
 use afallon_proto::protection::{self, DataKeyUnwrap, ProtectionError};
 use afallon_proto::{
-    WorkOrderRequest, WorkOrderResult, ext_verification_key_digest, request_digest, response_hash,
+    WorkOrderRequest, WorkOrderResult, ext_verification_key_digest, is_requester_key_id,
+    request_digest, request_hash, requester_id_for_key, response_hash,
 };
 use serde::Deserialize;
 
@@ -201,17 +202,24 @@ impl Kme {
         nonce: &[u8],
         attest: impl Fn(Purpose, &[u8]) -> Result<Attestation, Failure>,
     ) -> Result<Attestation, Failure> {
+        if attestation.tenant.as_deref().is_some_and(|t| !is_requester_key_id(t)) {
+            return Err(Failure::new(
+                FailureKind::Registration,
+                "a tenant is the requesterId of a requester key (64 lower-case hex digits)",
+            ));
+        }
         let wpe_key = self.admit(attestation, Purpose::Register, nonce, &self.policy)?;
         let shared = Arc::new(self.transport.agree(&wpe_key, TRANSPORT_CONTEXT));
-        if let Some(tenant) = &attestation.tenant {
-            lock(&self.tenants).insert(tenant.clone());
-        }
         let mut wpes = lock(&self.wpes);
         if wpes.len() >= MAX_WPES && !wpes.contains_key(&wpe_key.to_bytes()) {
             return Err(Failure::new(
                 FailureKind::Registration,
                 "this KME serves as many WPEs as it can",
             ));
+        }
+        if let Some(tenant) = &attestation.tenant {
+            // Bounded by the WPEs: a tenant is added with a WPE admitted here.
+            lock(&self.tenants).insert(tenant.clone());
         }
         wpes.insert(
             wpe_key.to_bytes(),
@@ -301,18 +309,26 @@ impl Kme {
             )));
         }
         // No key material for an order outside the WPE's tenancy: the order is answered with
-        // an error (a shared WPE may have claimed it before its requester's WPEs registered).
-        let foreign = match &tenant {
-            Some(tenant) => *tenant != request.requester_id,
-            None => lock(&self.tenants).contains(&request.requester_id),
-        };
-        if foreign {
-            return Ok(PreProcessed::Refused(ProcessError::value(if tenant.is_some() {
-                "this work order's requester is not the tenant of the WPE it reached"
-            } else {
+        // an error. A tenant's WPE runs only orders its tenant signed: the requesterId names the
+        // requester's key, and anyone can write an id.
+        let refusal = match &tenant {
+            Some(tenant) if *tenant != request.requester_id => {
+                Some("this work order's requester is not the tenant of the WPE it reached")
+            }
+            Some(_) if !signed_by_requester_key(&request) => Some(
+                "a WPE dedicated to a tenant runs only orders signed by the tenant's key (a \
+                 requesterSignature by the verifyingKey whose SHA-256 is the requesterId)",
+            ),
+            Some(_) => None,
+            // A shared WPE may have claimed it before its requester's WPEs registered.
+            None if lock(&self.tenants).contains(&request.requester_id) => Some(
                 "this work order's requester has WPEs dedicated to it, and the order reached a \
-                 shared WPE (it was queued before they registered); submit it again"
-            })));
+                 shared WPE (it was queued before they registered); submit it again",
+            ),
+            None => None,
+        };
+        if let Some(refusal) = refusal {
+            return Ok(PreProcessed::Refused(ProcessError::value(refusal)));
         }
         Ok(match self.keys_for(&request, &shared) {
             Ok(keys) => PreProcessed::Keys(Box::new(keys)),
@@ -376,6 +392,25 @@ impl Kme {
             ext_verification_key_signature,
         })
     }
+}
+
+/// Whether `request` carries a requester signature over its request hash, by the verifying key
+/// its requesterId names ([`requester_id_for_key`]).
+fn signed_by_requester_key(request: &WorkOrderRequest) -> bool {
+    let (Some(signature), Some(pem)) =
+        (request.requester_signature.as_deref(), request.verifying_key.as_deref())
+    else {
+        return false;
+    };
+    let Ok(key) = EcdsaVerifyingKey::from_pem(pem) else { return false };
+    requester_id_for_key(&key) == request.requester_id
+        && protection::verify_digest_base64_with(
+            "requesterSignature",
+            &key,
+            &request_hash(request),
+            signature,
+        )
+        .is_ok()
 }
 
 /// Evidence from `platform` that the enclave holding `transport` runs there, for `purpose`, bound

@@ -6,14 +6,17 @@
 use std::sync::{Arc, Mutex};
 
 use afallon_attest::{Measurement, Platform, SimPlatform};
-use afallon_crypto::{OaepHash, RsaPublicKey};
+use afallon_crypto::{EcdsaSigningKey, OaepHash, RsaPublicKey};
 use afallon_enclave::pool::{self, Purpose};
 use afallon_enclave::{
     Enclave, EnclaveClient, EnclaveConfig, EnclaveLink, FailureKind, PoolKeysExport, PreProcessed,
     Processed, Request, Response, Role, WpeClient, sim_kme_measurement, sim_wpe_measurement,
 };
 use afallon_proto::requester::{InputProtection, PendingResult, WorkOrderBuilder};
-use afallon_proto::{WorkOrderResult, protection, response_hash};
+use afallon_proto::{
+    WorkOrderRequest, WorkOrderResult, protection, request_hash, requester_id_for_key,
+    response_hash,
+};
 use afallon_workloads::{NoIo, Registry};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -35,6 +38,13 @@ impl EnclaveLink for Recording {
         seen.push(serde_json::to_string(&response).expect("json"));
         response
     }
+}
+
+/// A requester with a key of its own, named by it: what a tenant is.
+fn keyed_requester() -> (EcdsaSigningKey, String) {
+    let key = EcdsaSigningKey::generate().expect("key");
+    let id = requester_id_for_key(&key.verifying_key());
+    (key, id)
 }
 
 struct Pool {
@@ -108,6 +118,16 @@ impl Pool {
         requester: &str,
         inputs: &[(&str, InputProtection)],
     ) -> (Vec<u8>, PendingResult) {
+        self.signed_order(requester, None, inputs)
+    }
+
+    /// An order from `requester`, signed by `signer` if given.
+    fn signed_order(
+        &self,
+        requester: &str,
+        signer: Option<&EcdsaSigningKey>,
+        inputs: &[(&str, InputProtection)],
+    ) -> (Vec<u8>, PendingResult) {
         let record = &self.kme.worker_record().details.worker_type_data;
         let key = RsaPublicKey::from_pem(&record.encryption_key).expect("key");
         let mut builder =
@@ -117,7 +137,7 @@ impl Pool {
         for (input, protection) in inputs {
             builder.input(input.as_bytes(), *protection).expect("input");
         }
-        let (request, pending) = builder.build(None).expect("build");
+        let (request, pending) = builder.build(signer).expect("build");
         let body =
             json!({"jsonrpc": "2.0", "method": "WorkOrderSubmit", "id": 3, "params": request});
         (body.to_string().into_bytes(), pending)
@@ -338,17 +358,30 @@ fn registrations_outside_the_policy_or_replayed_are_refused() {
 fn a_tenant_s_wpe_gets_keys_for_its_tenant_s_orders_only() {
     let pool = Pool::new();
     let wpe_platform = pool.wpe_platform();
-    let (for_a, link_a) = pool.wpe(&wpe_platform, Some("tenant-a"));
+    let ((key_of_a, a), (key_of_b, b)) = (keyed_requester(), keyed_requester());
+    let (for_a, link_a) = pool.wpe(&wpe_platform, Some(&a));
     let (shared, link_shared) = pool.wpe(&wpe_platform, None);
     let (key_a, key_shared) = (transport_key(&link_a), transport_key(&link_shared));
-    let (from_a, pending_a) = pool.order("tenant-a", &[("a", InputProtection::Session)]);
-    let (from_b, pending_b) = pool.order("tenant-b", &[("b", InputProtection::Session)]);
+    let session = [("a", InputProtection::Session)];
+    let (from_a, pending_a) = pool.signed_order(&a, Some(&key_of_a), &session);
+    let (from_b, pending_b) = pool.signed_order(&b, Some(&key_of_b), &session);
+    // Anyone can write A's requesterId: unsigned, or signed by another key, or A's signature
+    // on a request that B altered.
+    let (unsigned, _) = pool.order(&a, &session);
+    let (signed_by_b, _) = pool.signed_order(&a, Some(&key_of_b), &session);
+    let mut altered: Value = serde_json::from_slice(&from_a).expect("json");
+    altered["params"]["workloadId"] = json!(afallon_proto::workload_id_from_name("simple-wallet"));
+    let altered = altered.to_string().into_bytes();
 
     // No key material for an order outside a WPE's tenancy: the order is refused, with an error
     // its response carries.
-    for (key, order, why) in
-        [(&key_a, &from_b, "B's order on A's WPE"), (&key_shared, &from_a, "A has WPEs of its own")]
-    {
+    for (key, order, why) in [
+        (&key_a, &from_b, "B's order on A's WPE"),
+        (&key_shared, &from_a, "A has WPEs of its own"),
+        (&key_a, &unsigned, "A's id on an unsigned order"),
+        (&key_a, &signed_by_b, "A's id on an order B signed"),
+        (&key_a, &altered, "A's signature on an altered order"),
+    ] {
         match pool.kme.pre_process(key, order).expect(why) {
             PreProcessed::Refused(error) => assert!(
                 error.message.contains("tenant") || error.message.contains("dedicated"),
@@ -357,6 +390,17 @@ fn a_tenant_s_wpe_gets_keys_for_its_tenant_s_orders_only() {
             PreProcessed::Keys(_) => panic!("{why}: the KME made keys"),
         }
     }
+    // A tenant WPE's evidence names a requester key's id, nothing else.
+    let (not_a_key, _) = pool.unregistered_wpe(&wpe_platform, Some("tenant-a"));
+    let nonce = pool.kme.issue_nonce().expect("nonce");
+    let attestation = not_a_key.attest(nonce.clone()).expect("attest");
+    let refused = pool.kme.register_wpe(attestation, nonce).expect_err("not a key's id");
+    assert_eq!(refused.kind, FailureKind::Registration);
+    let (orphan, _) = pool.order("tenant-a", &session);
+    assert!(
+        matches!(pool.kme.pre_process(&key_shared, &orphan), Ok(PreProcessed::Keys(_))),
+        "a refused registration makes no tenant"
+    );
 
     let pool_key = &pool.kme.worker_record().details.worker_type_data.verification_key;
     let processed = pool.run(&for_a, &key_a, &from_a);
@@ -474,13 +518,20 @@ fn a_second_kme_gets_the_pool_s_keys_only_by_attesting_to_the_first() {
 fn key_material_runs_only_the_order_it_was_made_for() {
     let pool = Pool::new();
     let wpe_platform = pool.wpe_platform();
-    let (for_u, link) = pool.wpe(&wpe_platform, Some("tenant-u"));
+    let (key_of_u, u) = keyed_requester();
+    let (for_u, link) = pool.wpe(&wpe_platform, Some(&u));
     let key_u = transport_key(&link);
-    // Tenant T's order, and a copy relabelled as U's: the KME makes keys for the copy, for U's
-    // WPE; the host hands U's WPE T's original with them.
-    let (original, _) = pool.order("tenant-t", &[("t's secret", InputProtection::Session)]);
+    // Tenant T's order, and a copy relabelled as U's and signed by U: the KME makes keys for
+    // the copy, for U's WPE; the host hands U's WPE T's original with them.
+    let (original, _) = pool.order("7e", &[("t's secret", InputProtection::Session)]);
     let mut relabelled: Value = serde_json::from_slice(&original).expect("json");
-    relabelled["params"]["requesterId"] = json!("tenant-u");
+    let mut request: WorkOrderRequest =
+        serde_json::from_value(relabelled["params"].clone()).expect("request");
+    request.requester_id.clone_from(&u);
+    request.requester_signature =
+        Some(protection::sign_digest_base64(&key_of_u, &request_hash(&request)));
+    request.verifying_key = Some(key_of_u.verifying_key().to_pem());
+    relabelled["params"] = serde_json::to_value(&request).expect("json");
     let relabelled = relabelled.to_string().into_bytes();
     let keys = pool.kme.pre_process(&key_u, &relabelled).expect("keys for the copy");
     let (processed, _) = for_u.process(&original, keys, &NoIo).expect("answered");
@@ -488,8 +539,8 @@ fn key_material_runs_only_the_order_it_was_made_for() {
     eprintln!("T's order with keys made for a relabelled copy: {}", error.message);
     assert!(error.message.starts_with("Crypto Error"), "{}", error.message);
     // Keys made for one order of U's do not run another of U's.
-    let (first, _) = pool.order("tenant-u", &[("one", InputProtection::Session)]);
-    let (second, _) = pool.order("tenant-u", &[("two", InputProtection::Session)]);
+    let (first, _) = pool.signed_order(&u, Some(&key_of_u), &[("one", InputProtection::Session)]);
+    let (second, _) = pool.signed_order(&u, Some(&key_of_u), &[("two", InputProtection::Session)]);
     let keys = pool.kme.pre_process(&key_u, &first).expect("keys");
     let (processed, _) = for_u.process(&second, keys, &NoIo).expect("answered");
     assert!(processed.error.is_some(), "{}", processed.response);

@@ -15,6 +15,29 @@ pub fn worker_id_from_name(name: &str) -> String {
     sha256(name.as_bytes()).to_hex()
 }
 
+/// The requesterId that names the holder of `key`: lower-case hex of SHA-256 of the key's
+/// uncompressed SEC1 encoding (65 bytes). A requester that signs its orders with `key` under
+/// this id can be told apart from one that only writes the id: it is how a tenant of a worker
+/// pool is named (docs/pools.md, "Tenants").
+///
+/// ```
+/// use afallon_crypto::EcdsaSigningKey;
+/// let key = EcdsaSigningKey::from_scalar_bytes(&[7; 32]).unwrap();
+/// let id = afallon_proto::requester_id_for_key(&key.verifying_key());
+/// assert!(afallon_proto::is_requester_key_id(&id));
+/// let other = EcdsaSigningKey::from_scalar_bytes(&[8; 32]).unwrap();
+/// assert_ne!(id, afallon_proto::requester_id_for_key(&other.verifying_key()));
+/// assert!(!afallon_proto::is_requester_key_id(&id.to_uppercase()));
+/// ```
+pub fn requester_id_for_key(key: &afallon_crypto::EcdsaVerifyingKey) -> String {
+    sha256(&key.to_sec1_uncompressed()).to_hex()
+}
+
+/// Whether `id` has the form [`requester_id_for_key`] gives: 64 lower-case hex digits.
+pub fn is_requester_key_id(id: &str) -> bool {
+    id.len() == 64 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// The workloadId of a workload called `name`: lower-case hex of the UTF-8 name.
 ///
 /// ```

@@ -53,7 +53,10 @@ pub use hash::{
     RequestHashParts, encryption_key_digest, ext_verification_key_digest, request_digest,
     request_hash, response_hash, sealed_request_digest,
 };
-pub use id::{is_schema_hex, worker_id_from_name, workload_id_from_name, workload_name_from_id};
+pub use id::{
+    is_requester_key_id, is_schema_hex, requester_id_for_key, worker_id_from_name,
+    workload_id_from_name, workload_name_from_id,
+};
 pub use jsonrpc::{
     ErrorObject, Request, Response, parse_params, parse_params_within, parse_request,
     parse_request_within,
