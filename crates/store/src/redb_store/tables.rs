@@ -137,6 +137,7 @@ pub(super) fn encode_order(
     out.extend_from_slice(&seq.to_be_bytes());
     // Ids are at most MAX_RECORD_ID bytes and requests are capped far below 4 GiB; anything
     // longer was refused by the caller.
+    debug_assert!(worker.len() <= MAX_RECORD_ID && tenant.is_none_or(|t| t.len() <= MAX_RECORD_ID));
     let id_len = |id: &str| u16::try_from(id.len().min(MAX_RECORD_ID)).unwrap_or(0);
     let flag = if tenant.is_some() { TENANT_FOLLOWS } else { 0 };
     out.extend_from_slice(&(id_len(worker) | flag).to_be_bytes());
@@ -468,4 +469,34 @@ pub(super) fn purge(
         updates.remove((id, key))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_order_record_keeps_its_tenant_and_refuses_a_flagged_tenant_length() {
+        let finished = Finished { finish: 9, failed: false, response: "{}" };
+        for tenant in [None, Some("a0"), Some("")] {
+            let bytes = encode_order(7, "w", tenant, b"{\"x\":1}", Some(finished));
+            let record = decode_order(&bytes).expect("decodes");
+            assert_eq!((record.seq, record.worker, record.tenant), (7, "w", tenant));
+            assert_eq!(record.request, b"{\"x\":1}");
+            assert_eq!(record.finished.map(|f| (f.finish, f.response)), Some((9, "{}")));
+        }
+        // A record from before tenants: the worker's length without the flag.
+        let old = encode_order(1, "w", None, b"{}", None);
+        assert_eq!(&old[8..10], &[0, 1]);
+        assert_eq!(decode_order(&old).expect("decodes").tenant, None);
+        // The tenant's own length cannot carry the flag.
+        let mut bad = encode_order(1, "w", Some("t"), b"{}", None);
+        bad[11] |= 0x80;
+        assert!(decode_order(&bad).is_err());
+        // Truncated anywhere: corrupt, never a panic.
+        let whole = encode_order(1, "w", Some("t"), b"{}", None);
+        for end in 0..whole.len() {
+            assert!(decode_order(&whole[..end]).is_err(), "cut at {end}");
+        }
+    }
 }
