@@ -162,15 +162,7 @@ impl WriteOp for Complete {
         let (queue, seq, record) = match volatile {
             // Written once, with its result.
             Some(order) => {
-                let done = finished(batch.sequences.finish(id));
-                let queue = &order.queue;
-                let record = tables::encode_order(
-                    order.seq,
-                    &queue.worker,
-                    queue.tenant.as_deref(),
-                    &order.request,
-                    Some(done),
-                );
+                let record = order.record(Some(finished(batch.sequences.finish(id))));
                 (order.queue, order.seq, record)
             }
             None => {

@@ -17,6 +17,20 @@ pub(super) struct Queued {
     pub(super) request: Arc<[u8]>,
 }
 
+impl Volatile {
+    /// The order's record as it is written, with its result if `finished`.
+    pub(super) fn record(&self, finished: Option<super::tables::Finished<'_>>) -> Vec<u8> {
+        let queue = &self.queue;
+        super::tables::encode_order(
+            self.seq,
+            &queue.worker,
+            queue.tenant.as_deref(),
+            &self.request,
+            finished,
+        )
+    }
+}
+
 /// A queue: a worker's shared one, or the one of a tenant of the worker (a requester whose
 /// orders only that tenant's claims take).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

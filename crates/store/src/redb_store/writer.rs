@@ -432,15 +432,7 @@ impl Batch<'_> {
     /// did.
     pub(super) fn write_volatile(&mut self, id: &str) -> Result<bool, redb::Error> {
         let Some(order) = self.take_volatile(id)? else { return Ok(false) };
-        let queue = &order.queue;
-        let record = tables::encode_order(
-            order.seq,
-            &queue.worker,
-            queue.tenant.as_deref(),
-            &order.request,
-            None,
-        );
-        self.txn.open_table(ORDERS)?.insert(id, record.as_slice())?;
+        self.txn.open_table(ORDERS)?.insert(id, order.record(None).as_slice())?;
         Ok(true)
     }
 
