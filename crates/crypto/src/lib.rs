@@ -9,6 +9,7 @@
 //! | Key agreement between enclaves (secp256k1 ECDH, then HKDF) | [`EcdhSecret`], [`EcdhPublicKey`] | libsecp256k1 (secp256k1) |
 //! | Hashing | [`sha256()`], [`Sha256`], [`Sha256Digest`] | sha2 |
 //! | Key derivation (HKDF-SHA256) | [`derive_aes_key`] | aws-lc-rs |
+//! | Vendors' signatures on attestation evidence (RSA PKCS#1 and PSS, ECDSA P-256 and P-384), verification only | [`verify_vendor_signature`] | aws-lc-rs |
 //! | Key formats (SPKI/PKCS#1 PEM and DER) | [`pem`] and `from_pem`/`to_pem` on the key types | own DER code |
 //!
 //! What this crate does not do: it knows nothing of JSON, hex or base64 on the wire, of work
@@ -50,6 +51,7 @@ pub mod pem;
 mod random;
 mod rsa;
 mod sha256;
+mod vendor;
 
 pub use aes_gcm::{AesGcmError, AesKey, IV_LEN, Iv, KEY_LEN, TAG_LEN};
 pub use ecdh::{EcdhPublicKey, EcdhSecret};
@@ -58,6 +60,7 @@ pub use kdf::derive_aes_key;
 pub use random::{RandomError, fill_random, random_array};
 pub use rsa::{OaepHash, RsaError, RsaPrivateKey, RsaPublicKey};
 pub use sha256::{Sha256, Sha256Digest, sha256};
+pub use vendor::{VendorAlgorithm, VendorSignatureError, verify_vendor_signature};
 
 /// Why a key could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

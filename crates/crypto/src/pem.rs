@@ -49,6 +49,26 @@ pub fn decode(text: &str) -> Result<PemBlock, KeyError> {
     Ok(PemBlock { label: label.to_owned(), der })
 }
 
+/// Reads every PEM block in `text`, in order (a certificate chain).
+///
+/// # Errors
+/// [`KeyError::MalformedPem`] when there is none, or any block is malformed as [`decode`] says.
+pub fn decode_all(text: &str) -> Result<Vec<PemBlock>, KeyError> {
+    let mut blocks = Vec::new();
+    let mut rest = text;
+    while rest.contains("-----BEGIN ") {
+        let block = decode(rest)?;
+        let end_marker = format!("-----END {}-----", block.label);
+        let end = rest.find(&end_marker).ok_or(KeyError::MalformedPem)? + end_marker.len();
+        rest = &rest[end..];
+        blocks.push(block);
+    }
+    if blocks.is_empty() {
+        return Err(KeyError::MalformedPem);
+    }
+    Ok(blocks)
+}
+
 /// Writes `der` as a PEM block the way OpenSSL's `PEM_write_bio_*` does: base64 in 64-character
 /// lines, LF line ends, and a newline after the `END` line.
 pub fn encode(label: &str, der: &[u8]) -> String {
@@ -81,6 +101,16 @@ mod tests {
         assert_eq!((lines[1].len(), lines[2].len(), lines[3].len()), (64, 64, 8));
         assert_eq!(lines[4], "-----END PUBLIC KEY-----");
         assert!(pem.ends_with("-----\n"));
+    }
+
+    #[test]
+    fn decode_all_reads_a_chain_in_order() {
+        let chain = format!("{}{}", encode("CERTIFICATE", &[1, 2]), encode("CERTIFICATE", &[3]));
+        let blocks = decode_all(&chain).expect("two blocks");
+        assert_eq!(blocks.iter().map(|b| b.der.clone()).collect::<Vec<_>>(), [vec![1, 2], vec![3]]);
+        assert_eq!(decode_all("no pem here"), Err(KeyError::MalformedPem));
+        let broken = format!("{}-----BEGIN CERTIFICATE-----\n!!\n", encode("CERTIFICATE", &[1]));
+        assert_eq!(decode_all(&broken), Err(KeyError::MalformedPem));
     }
 
     #[test]
