@@ -2,8 +2,11 @@
 
 use std::fmt;
 
+use afallon_crypto::EcdsaVerifyingKey;
+
 /// An enclave measurement (MRENCLAVE on SGX, MRTD on TDX, MEASUREMENT on SEV-SNP, a hash of the
-/// enclave build in simulation): 32 bytes.
+/// enclave build in simulation): 32 bytes here; kinds with longer measurements keep the rest in
+/// their own fields.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Measurement(pub [u8; 32]);
 
@@ -47,6 +50,9 @@ impl fmt::Debug for ReportData {
 pub enum EvidenceKind {
     /// The simulated TEE: signed by a local simulation key, proves nothing about hardware.
     Sim,
+    /// An SGX enclave's EPID quote as Intel's Attestation Service (IAS) verified it: the signed
+    /// report, its signature and the signing certificate (wire spec §4.2).
+    SgxEpid,
 }
 
 impl EvidenceKind {
@@ -54,7 +60,13 @@ impl EvidenceKind {
     pub fn name(self) -> &'static str {
         match self {
             Self::Sim => "sim",
+            Self::SgxEpid => "sgx-epid",
         }
+    }
+
+    /// The kind called `name`, if afallon knows it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Sim, Self::SgxEpid].into_iter().find(|kind| kind.name() == name)
     }
 }
 
@@ -63,8 +75,9 @@ impl EvidenceKind {
 pub struct Evidence {
     /// The kind, which selects the verifier.
     pub kind: EvidenceKind,
-    /// The encoded evidence (for `sim`, a JSON document).
-    pub document: String,
+    /// The evidence as its kind encodes it: for `sim` a JSON document, for `sgx-epid` the JSON
+    /// object of wire spec §4.2.
+    pub bytes: Vec<u8>,
 }
 
 /// How evidence sits in a worker record's `workerTypeData` (wire spec §1.9, §4.2).
@@ -80,6 +93,8 @@ pub struct WorkerProof {
 
 /// `proofDataType` of a simulated worker.
 const SIM_PROOF_DATA_TYPE: &str = "afallon-sim";
+/// `proofDataType` of an SGX worker attested by IAS, as Avalon writes it.
+const IAS_PROOF_DATA_TYPE: &str = "TEE-SGX-IAS";
 
 impl Evidence {
     /// Where this evidence goes in a worker record.
@@ -87,35 +102,99 @@ impl Evidence {
     /// Simulated evidence keeps `proofData` empty, as Avalon's simulation mode does, because
     /// Avalon's clients verify any non-empty `proofData` as an Intel IAS report and stop with an
     /// error on anything else; `proofDataType` says the worker is simulated, and the evidence
-    /// itself travels in `enclaveCertificate`.
+    /// itself travels in `enclaveCertificate`. IAS evidence is `proofData` as Avalon writes it.
     pub fn to_worker_proof(&self) -> WorkerProof {
+        let text = String::from_utf8_lossy(&self.bytes).into_owned();
         match self.kind {
             EvidenceKind::Sim => WorkerProof {
                 proof_data_type: SIM_PROOF_DATA_TYPE.to_owned(),
                 proof_data: String::new(),
-                enclave_certificate: Some(self.document.clone()),
+                enclave_certificate: Some(text),
+            },
+            EvidenceKind::SgxEpid => WorkerProof {
+                proof_data_type: IAS_PROOF_DATA_TYPE.to_owned(),
+                proof_data: text,
+                enclave_certificate: None,
             },
         }
     }
 
-    /// The evidence a worker record carries, if any.
+    /// The evidence a worker record carries, if any (Avalon's simulation mode carries none:
+    /// `TEE-SGX-IAS` with an empty `proofData`).
     pub fn from_worker_proof(proof: &WorkerProof) -> Option<Self> {
+        let evidence = |kind, text: &String| Self { kind, bytes: text.as_bytes().to_vec() };
         match proof.proof_data_type.as_str() {
-            SIM_PROOF_DATA_TYPE => proof
-                .enclave_certificate
-                .as_ref()
-                .map(|document| Self { kind: EvidenceKind::Sim, document: document.clone() }),
+            SIM_PROOF_DATA_TYPE => {
+                proof.enclave_certificate.as_ref().map(|text| evidence(EvidenceKind::Sim, text))
+            }
+            IAS_PROOF_DATA_TYPE if !proof.proof_data.is_empty() => {
+                Some(evidence(EvidenceKind::SgxEpid, &proof.proof_data))
+            }
             _ => None,
         }
     }
 }
 
-/// The TCB (trusted computing base) status evidence proves.
+/// The TCB (trusted computing base) status evidence proves, in Intel's terms (which the other
+/// kinds map onto): from the best, [`TcbStatus::UpToDate`], to the worst,
+/// [`TcbStatus::Revoked`]; [`TcbStatus::Simulated`] stands apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum TcbStatus {
+    /// Patched: no known issue.
+    UpToDate,
+    /// Patched; software mitigations are needed against some issues.
+    SwHardeningNeeded,
+    /// Patched; the platform's configuration needs changing.
+    ConfigurationNeeded,
+    /// Patched; both configuration and software mitigations are needed.
+    ConfigurationAndSwHardeningNeeded,
+    /// Not patched for some known issues (IAS: `GROUP_OUT_OF_DATE`).
+    OutOfDate,
+    /// Not patched, and the configuration needs changing.
+    OutOfDateConfigurationNeeded,
+    /// The platform's keys are revoked.
+    Revoked,
     /// Simulated: no hardware stands behind it.
     Simulated,
+}
+
+impl TcbStatus {
+    /// How far from up to date (0 is up to date); `None` for simulation, which is not on the
+    /// scale.
+    pub fn rank(self) -> Option<u8> {
+        Some(match self {
+            Self::UpToDate => 0,
+            Self::SwHardeningNeeded => 1,
+            Self::ConfigurationNeeded => 2,
+            Self::ConfigurationAndSwHardeningNeeded => 3,
+            Self::OutOfDate => 4,
+            Self::OutOfDateConfigurationNeeded => 5,
+            Self::Revoked => 6,
+            Self::Simulated => return None,
+        })
+    }
+}
+
+/// An SGX enclave's signer identity: who built it, which product, which security version.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SgxSigner {
+    /// MRSIGNER: SHA-256 of the enclave signer's public key.
+    pub mr_signer: [u8; 32],
+    /// ISVPRODID.
+    pub isv_prod_id: u16,
+    /// ISVSVN.
+    pub isv_svn: u16,
+}
+
+impl fmt::Debug for SgxSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SgxSigner")
+            .field("mr_signer", &hex::encode(self.mr_signer))
+            .field("isv_prod_id", &self.isv_prod_id)
+            .field("isv_svn", &self.isv_svn)
+            .finish()
+    }
 }
 
 /// What verified evidence establishes. The caller must still check that the report data binds
@@ -130,8 +209,12 @@ pub struct VerifiedEvidence {
     pub report_data: ReportData,
     /// The platform's TCB status.
     pub tcb_status: TcbStatus,
-    /// Security advisories that apply to the platform.
+    /// Security advisories that apply to the platform (Intel's `INTEL-SA-…` ids).
     pub advisories: Vec<String>,
+    /// For SGX, the enclave's signer identity.
+    pub sgx_signer: Option<SgxSigner>,
+    /// For simulated evidence, the simulation key that signed it.
+    pub simulation_key: Option<EcdsaVerifyingKey>,
 }
 
 #[cfg(test)]
@@ -151,17 +234,32 @@ mod tests {
     }
 
     #[test]
-    fn sim_evidence_round_trips_through_a_worker_record() {
-        let evidence = Evidence { kind: EvidenceKind::Sim, document: "{}".into() };
+    fn evidence_round_trips_through_a_worker_record() {
+        let evidence = Evidence { kind: EvidenceKind::Sim, bytes: b"{}".to_vec() };
         let proof = evidence.to_worker_proof();
         assert_eq!(proof.proof_data, "");
         assert_eq!(proof.proof_data_type, "afallon-sim");
         assert_eq!(Evidence::from_worker_proof(&proof), Some(evidence));
+        let ias = Evidence { kind: EvidenceKind::SgxEpid, bytes: b"{\"a\":1}".to_vec() };
+        let proof = ias.to_worker_proof();
+        assert_eq!(
+            (proof.proof_data_type.as_str(), proof.proof_data.as_str()),
+            ("TEE-SGX-IAS", "{\"a\":1}")
+        );
+        assert_eq!(Evidence::from_worker_proof(&proof), Some(ias));
         let avalon_sim = WorkerProof {
             proof_data_type: "TEE-SGX-IAS".into(),
             proof_data: String::new(),
             enclave_certificate: None,
         };
         assert_eq!(Evidence::from_worker_proof(&avalon_sim), None);
+    }
+
+    #[test]
+    fn kinds_are_known_by_name() {
+        for kind in [EvidenceKind::Sim, EvidenceKind::SgxEpid] {
+            assert_eq!(EvidenceKind::from_name(kind.name()), Some(kind));
+        }
+        assert_eq!(EvidenceKind::from_name("sgx"), None);
     }
 }

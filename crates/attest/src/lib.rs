@@ -4,10 +4,13 @@
 //! - A [`Platform`] is where an enclave runs. It tells the enclave's [`Measurement`], produces
 //!   [`Evidence`] over 64 bytes of [`ReportData`] (which bind the enclave's keys), and seals
 //!   data so that only the same measurement on the same platform opens it ([`sealing`]). [`SimPlatform`] is the simulated TEE for development.
-//! - Evidence is checked by the verifier of its kind, which returns a [`VerifiedEvidence`]: the
-//!   measurement, the report data and the TCB status the evidence proves.
-//! - A [`Policy`] decides: which kinds and measurements are acceptable, and whether simulation is.
-//!   The default policy refuses simulated evidence; accepting it takes the explicitly named
+//! - Evidence is checked by the [`Verifier`] of its kind ([`verify`]: one module per kind, no
+//!   I/O, the time to verify at given), which returns a [`VerifiedEvidence`]: the measurement,
+//!   the report data, the TCB status and the advisories the evidence proves, or a
+//!   [`VerifyError`] naming the check that failed.
+//! - A [`Policy`] decides: which measurements (or SGX signers) are acceptable, the lowest TCB
+//!   status, which advisories are refused, and whether simulation is. The default policy
+//!   refuses simulated evidence; accepting it takes the explicitly named
 //!   [`Policy::insecure_allow_simulation`].
 //!
 //! Simulation is never a bypass: simulated evidence is its own kind, signed by a local simulation
@@ -17,13 +20,16 @@ mod evidence;
 mod policy;
 pub mod sealing;
 mod sim;
+pub mod verify;
 
 pub use evidence::{
-    Evidence, EvidenceKind, Measurement, ReportData, TcbStatus, VerifiedEvidence, WorkerProof,
+    Evidence, EvidenceKind, Measurement, ReportData, SgxSigner, TcbStatus, VerifiedEvidence,
+    WorkerProof,
 };
-pub use policy::{Policy, VerifyError};
+pub use policy::Policy;
 pub use sealing::SealError;
-pub use sim::{SimPlatform, verify_sim};
+pub use sim::SimPlatform;
+pub use verify::{UnixTime, Verifier, VerifyError};
 
 use afallon_crypto::AesKey;
 use zeroize::Zeroizing;

@@ -1,51 +1,57 @@
 //! The verification policy: which evidence is good enough.
 
+use std::sync::Arc;
+
 use afallon_crypto::EcdsaVerifyingKey;
 
-use crate::evidence::{Evidence, EvidenceKind, Measurement, ReportData, VerifiedEvidence};
-use crate::sim::verify_sim;
+use crate::evidence::{
+    Evidence, EvidenceKind, Measurement, ReportData, TcbStatus, VerifiedEvidence,
+};
+use crate::verify::sgx_epid::SgxEpidVerifier;
+use crate::verify::sim::SimVerifier;
+use crate::verify::{UnixTime, Verifier, VerifyError};
 
-/// Why evidence was refused. Each variant names the check that failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum VerifyError {
-    /// The evidence is simulated and the policy does not allow simulation.
-    #[error("simulated evidence is refused (simulation is not allowed by this policy)")]
-    SimulationRefused,
-    /// The evidence could not be decoded.
-    #[error("malformed evidence: {0}")]
-    Malformed(&'static str),
-    /// The evidence is of a version this verifier does not know.
-    #[error("unsupported evidence version {0}")]
-    UnsupportedVersion(u32),
-    /// The evidence's signature does not verify.
-    #[error("evidence signature is invalid")]
-    BadSignature,
-    /// Simulated evidence signed by a simulation key the policy does not trust.
-    #[error("simulated evidence is signed by an untrusted simulation key")]
-    UntrustedSimulationKey,
-    /// The measured enclave is not one the policy allows.
-    #[error("measurement {0:?} is not allowed")]
-    MeasurementNotAllowed(Measurement),
-    /// The report data does not bind the keys being verified.
-    #[error("report data does not bind the expected keys")]
-    ReportDataMismatch,
+/// An SGX signer identity a policy accepts: MRSIGNER, the product, and the lowest security
+/// version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AllowedSigner {
+    mr_signer: [u8; 32],
+    isv_prod_id: u16,
+    min_isv_svn: u16,
 }
 
 /// What evidence a verifier accepts.
 ///
-/// The default refuses simulated evidence and accepts any measurement; restrict measurements with
-/// [`Policy::allow_measurement`]. Accepting simulated evidence takes
+/// The default refuses simulated evidence, accepts any measurement and signer, asks for an
+/// up-to-date TCB and refuses no advisory by name. Accepting simulated evidence takes
 /// [`Policy::insecure_allow_simulation`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Policy {
     allow_simulation: bool,
     trusted_simulation_keys: Vec<EcdsaVerifyingKey>,
     allowed_measurements: Vec<Measurement>,
+    allowed_signers: Vec<AllowedSigner>,
+    minimum_tcb: TcbStatus,
+    refused_advisories: Vec<String>,
+    sgx_epid: Arc<SgxEpidVerifier>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            allow_simulation: false,
+            trusted_simulation_keys: Vec::new(),
+            allowed_measurements: Vec::new(),
+            allowed_signers: Vec::new(),
+            minimum_tcb: TcbStatus::UpToDate,
+            refused_advisories: Vec::new(),
+            sgx_epid: Arc::new(SgxEpidVerifier::intel()),
+        }
+    }
 }
 
 impl Policy {
-    /// The default policy: no simulation, any measurement.
+    /// The default policy: no simulation, any measurement, an up-to-date TCB.
     pub fn new() -> Self {
         Self::default()
     }
@@ -65,10 +71,47 @@ impl Policy {
         self
     }
 
-    /// Accepts this measurement (repeatable). Without any, every measurement is accepted.
+    /// Accepts this measurement (repeatable). Without any measurement or signer, every enclave
+    /// is accepted.
     #[must_use]
     pub fn allow_measurement(mut self, measurement: Measurement) -> Self {
         self.allowed_measurements.push(measurement);
+        self
+    }
+
+    /// Accepts SGX enclaves signed by `mr_signer` as product `isv_prod_id` at security version
+    /// `min_isv_svn` or later (repeatable): an alternative to naming each MRENCLAVE.
+    #[must_use]
+    pub fn allow_sgx_signer(
+        mut self,
+        mr_signer: [u8; 32],
+        isv_prod_id: u16,
+        min_isv_svn: u16,
+    ) -> Self {
+        self.allowed_signers.push(AllowedSigner { mr_signer, isv_prod_id, min_isv_svn });
+        self
+    }
+
+    /// Accepts platforms whose TCB status is `minimum` or better (the default:
+    /// [`TcbStatus::UpToDate`] only).
+    #[must_use]
+    pub fn minimum_tcb(mut self, minimum: TcbStatus) -> Self {
+        self.minimum_tcb = minimum;
+        self
+    }
+
+    /// Refuses platforms to which the advisory `id` (`INTEL-SA-00615`, ...) applies
+    /// (repeatable).
+    #[must_use]
+    pub fn refuse_advisory(mut self, id: impl Into<String>) -> Self {
+        self.refused_advisories.push(id.into());
+        self
+    }
+
+    /// Verifies IAS evidence under `verifier` (another root) instead of Intel's.
+    #[must_use]
+    pub fn with_sgx_epid_verifier(mut self, verifier: SgxEpidVerifier) -> Self {
+        self.sgx_epid = Arc::new(verifier);
         self
     }
 
@@ -83,8 +126,8 @@ impl Policy {
         self.allow_simulation && self.trusted_simulation_keys.is_empty()
     }
 
-    /// Verifies `evidence` and checks it against the policy and the report data the verified keys
-    /// call for.
+    /// Verifies `evidence` as of `at` with the verifier of its kind, then checks what it proves
+    /// against the policy and the report data the verified keys call for.
     ///
     /// # Errors
     /// [`VerifyError`] naming the first check that failed.
@@ -92,29 +135,65 @@ impl Policy {
         &self,
         evidence: &Evidence,
         expected_report_data: &ReportData,
+        at: UnixTime,
     ) -> Result<VerifiedEvidence, VerifyError> {
         let verified = match evidence.kind {
             EvidenceKind::Sim => {
                 if !self.allow_simulation {
                     return Err(VerifyError::SimulationRefused);
                 }
-                let (verified, signer) = verify_sim(&evidence.document)?;
+                let verified = SimVerifier.verify(&evidence.bytes, at)?;
                 if !self.trusted_simulation_keys.is_empty()
-                    && !self.trusted_simulation_keys.contains(&signer)
+                    && !verified
+                        .simulation_key
+                        .as_ref()
+                        .is_some_and(|key| self.trusted_simulation_keys.contains(key))
                 {
                     return Err(VerifyError::UntrustedSimulationKey);
                 }
                 verified
             }
+            EvidenceKind::SgxEpid => self.sgx_epid.verify(&evidence.bytes, at)?,
         };
-        if !self.allowed_measurements.is_empty()
-            && !self.allowed_measurements.contains(&verified.measurement)
-        {
-            return Err(VerifyError::MeasurementNotAllowed(verified.measurement));
-        }
+        self.judge(&verified)?;
         if verified.report_data != *expected_report_data {
             return Err(VerifyError::ReportDataMismatch);
         }
         Ok(verified)
+    }
+
+    /// Whether what verified evidence proves is good enough: TCB, advisories, identity.
+    fn judge(&self, verified: &VerifiedEvidence) -> Result<(), VerifyError> {
+        if let (Some(found), Some(minimum)) = (verified.tcb_status.rank(), self.minimum_tcb.rank())
+            && found > minimum
+        {
+            return Err(VerifyError::TcbStatusRefused {
+                found: verified.tcb_status,
+                minimum: self.minimum_tcb,
+            });
+        }
+        if let Some(refused) =
+            verified.advisories.iter().find(|id| self.refused_advisories.contains(id))
+        {
+            return Err(VerifyError::AdvisoryRefused(refused.clone()));
+        }
+        if self.allowed_measurements.is_empty() && self.allowed_signers.is_empty() {
+            return Ok(());
+        }
+        if self.allowed_measurements.contains(&verified.measurement) {
+            return Ok(());
+        }
+        let signer_allowed = verified.sgx_signer.is_some_and(|signer| {
+            self.allowed_signers.iter().any(|allowed| {
+                allowed.mr_signer == signer.mr_signer
+                    && allowed.isv_prod_id == signer.isv_prod_id
+                    && signer.isv_svn >= allowed.min_isv_svn
+            })
+        });
+        match (signer_allowed, self.allowed_signers.is_empty()) {
+            (true, _) => Ok(()),
+            (false, true) => Err(VerifyError::MeasurementNotAllowed(verified.measurement)),
+            (false, false) => Err(VerifyError::SignerNotAllowed),
+        }
     }
 }

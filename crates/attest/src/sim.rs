@@ -1,8 +1,8 @@
 //! The simulated TEE: a platform for development that behaves like a real one (measurement,
 //! evidence, sealing) and can never pass for one.
 //!
-//! Its evidence is a JSON document of kind `sim`, signed by a simulation attestation key that
-//! lives in the node's data directory; its sealing key is derived from a node secret kept beside
+//! Its evidence is a JSON document of kind `sim` (`crate::verify::sim`), signed by a simulation
+//! attestation key that lives in the node's data directory; its sealing key is derived from a node secret kept beside
 //! it and the enclave measurement. Both secrets are plain files: a simulated TEE protects nothing,
 //! and says so.
 
@@ -10,26 +10,15 @@ use std::fs;
 use std::io::Write as _;
 use std::path::Path;
 
-use afallon_crypto::{
-    AesKey, EcdsaSignature, EcdsaSigningKey, EcdsaVerifyingKey, Sha256, derive_aes_key,
-    random_array,
-};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
-use serde::{Deserialize, Serialize};
+use afallon_crypto::{AesKey, EcdsaSigningKey, EcdsaVerifyingKey, derive_aes_key, random_array};
 use zeroize::Zeroizing;
 
-use crate::evidence::{
-    Evidence, EvidenceKind, Measurement, ReportData, TcbStatus, VerifiedEvidence,
-};
-use crate::policy::VerifyError;
+use crate::evidence::{Evidence, EvidenceKind, Measurement, ReportData};
 use crate::{Platform, PlatformError};
 
 const ATTESTATION_KEY_FILE: &str = "sim-attestation-key";
 const NODE_SECRET_FILE: &str = "sim-node-secret";
-const EVIDENCE_DOMAIN: &[u8] = b"afallon-sim-evidence-v1\0";
 const SEALING_SALT: &[u8] = b"afallon-sim-sealing-v1";
-const VERSION: u32 = 1;
 
 /// The simulated TEE.
 pub struct SimPlatform {
@@ -113,19 +102,8 @@ impl Platform for SimPlatform {
     }
 
     fn evidence(&self, report_data: &ReportData) -> Result<Evidence, PlatformError> {
-        let signature =
-            self.attestation_key.sign_digest(&evidence_digest(&self.measurement, report_data));
-        let document = SimDocument {
-            kind: EvidenceKind::Sim.name().to_owned(),
-            version: VERSION,
-            measurement: hex::encode(self.measurement.0),
-            report_data: hex::encode(report_data.0),
-            attestation_key: self.attestation_key.verifying_key().to_pem(),
-            signature: BASE64.encode(signature.to_der()),
-        };
-        let document =
-            serde_json::to_string(&document).map_err(|e| PlatformError::Storage(e.into()))?;
-        Ok(Evidence { kind: EvidenceKind::Sim, document })
+        let bytes = crate::verify::sim::sign(&self.attestation_key, &self.measurement, report_data);
+        Ok(Evidence { kind: EvidenceKind::Sim, bytes })
     }
 
     fn sealing_key(&self) -> AesKey {
@@ -135,73 +113,6 @@ impl Platform for SimPlatform {
     fn simulation_key(&self) -> Option<EcdsaVerifyingKey> {
         Some(self.attestation_key())
     }
-}
-
-/// The `sim` evidence document.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct SimDocument {
-    kind: String,
-    version: u32,
-    measurement: String,
-    report_data: String,
-    attestation_key: String,
-    signature: String,
-}
-
-fn evidence_digest(
-    measurement: &Measurement,
-    report_data: &ReportData,
-) -> afallon_crypto::Sha256Digest {
-    let mut h = Sha256::new();
-    h.update(EVIDENCE_DOMAIN);
-    h.update(&measurement.0);
-    h.update(&report_data.0);
-    h.finalize()
-}
-
-/// Verifies `sim` evidence: its form and its signature by the simulation key it names. Returns
-/// what it proves and the key that signed it; whether simulation is acceptable at all, and from
-/// which keys, is the [`crate::Policy`]'s decision.
-///
-/// # Errors
-/// [`VerifyError::Malformed`], [`VerifyError::UnsupportedVersion`] or
-/// [`VerifyError::BadSignature`].
-pub fn verify_sim(document: &str) -> Result<(VerifiedEvidence, EcdsaVerifyingKey), VerifyError> {
-    let document: SimDocument = serde_json::from_str(document)
-        .map_err(|_| VerifyError::Malformed("not a sim evidence document"))?;
-    if document.kind != EvidenceKind::Sim.name() {
-        return Err(VerifyError::Malformed("kind is not sim"));
-    }
-    if document.version != VERSION {
-        return Err(VerifyError::UnsupportedVersion(document.version));
-    }
-    let measurement: [u8; 32] = hex::decode(&document.measurement)
-        .ok()
-        .and_then(|m| m.try_into().ok())
-        .ok_or(VerifyError::Malformed("measurement is not 32 hex bytes"))?;
-    let report_data: [u8; 64] = hex::decode(&document.report_data)
-        .ok()
-        .and_then(|r| r.try_into().ok())
-        .ok_or(VerifyError::Malformed("reportData is not 64 hex bytes"))?;
-    let key = EcdsaVerifyingKey::from_pem(&document.attestation_key)
-        .map_err(|_| VerifyError::Malformed("attestationKey is not a secp256k1 public key"))?;
-    let signature = BASE64
-        .decode(&document.signature)
-        .ok()
-        .and_then(|der| EcdsaSignature::from_der(&der).ok())
-        .ok_or(VerifyError::Malformed("signature is not base64 DER"))?;
-    let (measurement, report_data) = (Measurement(measurement), ReportData(report_data));
-    key.verify_digest(&evidence_digest(&measurement, &report_data), &signature)
-        .map_err(|_| VerifyError::BadSignature)?;
-    let verified = VerifiedEvidence {
-        kind: EvidenceKind::Sim,
-        measurement,
-        report_data,
-        tcb_status: TcbStatus::Simulated,
-        advisories: Vec::new(),
-    };
-    Ok((verified, key))
 }
 
 /// Creates `dir` (and any missing parent) with mode 0700, or takes group and other access away

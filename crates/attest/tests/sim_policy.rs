@@ -2,7 +2,8 @@
 //! allowed, bound to the keys it attests.
 
 use afallon_attest::{
-    Evidence, Measurement, Platform, Policy, ReportData, SimPlatform, TcbStatus, VerifyError,
+    Evidence, Measurement, Platform, Policy, ReportData, SimPlatform, TcbStatus, UnixTime,
+    VerifyError,
 };
 use afallon_crypto::EcdsaSigningKey;
 
@@ -22,7 +23,7 @@ fn default_policy_refuses_simulated_evidence() {
     let evidence = platform().evidence(&report_data).expect("evidence");
     assert!(!Policy::default().allows_simulation());
     assert_eq!(
-        Policy::default().verify(&evidence, &report_data),
+        Policy::default().verify(&evidence, &report_data, UnixTime::now()),
         Err(VerifyError::SimulationRefused)
     );
 }
@@ -34,7 +35,7 @@ fn allowed_simulation_verifies_and_binds_the_verification_key() {
     let evidence = platform.evidence(&report_data).expect("evidence");
     let verified = Policy::new()
         .insecure_allow_simulation()
-        .verify(&evidence, &report_data)
+        .verify(&evidence, &report_data, UnixTime::now())
         .expect("verifies");
     assert_eq!(verified.measurement, Measurement([0x5a; 32]));
     assert_eq!(verified.report_data, report_data);
@@ -43,7 +44,7 @@ fn allowed_simulation_verifies_and_binds_the_verification_key() {
     // Evidence for one key does not vouch for another.
     let (_, other) = worker_binding();
     assert_eq!(
-        Policy::new().insecure_allow_simulation().verify(&evidence, &other),
+        Policy::new().insecure_allow_simulation().verify(&evidence, &other, UnixTime::now()),
         Err(VerifyError::ReportDataMismatch)
     );
 }
@@ -56,12 +57,21 @@ fn tampered_evidence_is_refused() {
     // Claim another measurement: the signature no longer matches.
     let forged = Evidence {
         kind: evidence.kind,
-        document: evidence.document.replace(&hex_of(0x5a), &hex_of(0x5b)),
+        bytes: String::from_utf8(evidence.bytes.clone())
+            .expect("utf-8")
+            .replace(&hex_of(0x5a), &hex_of(0x5b))
+            .into_bytes(),
     };
     assert_ne!(forged, evidence);
-    assert_eq!(policy.verify(&forged, &report_data), Err(VerifyError::BadSignature));
-    let garbage = Evidence { kind: evidence.kind, document: "{\"kind\": \"sim\"}".into() };
-    assert!(matches!(policy.verify(&garbage, &report_data), Err(VerifyError::Malformed(_))));
+    assert_eq!(
+        policy.verify(&forged, &report_data, UnixTime::now()),
+        Err(VerifyError::BadSignature)
+    );
+    let garbage = Evidence { kind: evidence.kind, bytes: b"{\"kind\": \"sim\"}".to_vec() };
+    assert!(matches!(
+        policy.verify(&garbage, &report_data, UnixTime::now()),
+        Err(VerifyError::Malformed(_))
+    ));
 }
 
 fn hex_of(byte: u8) -> String {
@@ -77,16 +87,16 @@ fn policy_restricts_keys_and_measurements() {
     let trusting_stranger =
         Policy::new().insecure_allow_simulation().trust_simulation_key(stranger.attestation_key());
     assert_eq!(
-        trusting_stranger.verify(&evidence, &report_data),
+        trusting_stranger.verify(&evidence, &report_data, UnixTime::now()),
         Err(VerifyError::UntrustedSimulationKey)
     );
     let trusting_us =
         Policy::new().insecure_allow_simulation().trust_simulation_key(platform.attestation_key());
-    assert!(trusting_us.verify(&evidence, &report_data).is_ok());
+    assert!(trusting_us.verify(&evidence, &report_data, UnixTime::now()).is_ok());
     let other_measurement =
         Policy::new().insecure_allow_simulation().allow_measurement(Measurement([1; 32]));
     assert_eq!(
-        other_measurement.verify(&evidence, &report_data),
+        other_measurement.verify(&evidence, &report_data, UnixTime::now()),
         Err(VerifyError::MeasurementNotAllowed(Measurement([0x5a; 32])))
     );
 }

@@ -196,7 +196,7 @@ impl Client {
         serde_json::from_value(result).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
-    /// Fetches a worker's record and verifies it under `policy` (see [`verify_worker_record`]).
+    /// Fetches a worker's record and verifies it under `policy` now (see [`verify_worker_record`]).
     ///
     /// # Errors
     /// [`ClientError::Worker`] when the record does not verify.
@@ -206,7 +206,7 @@ impl Client {
         policy: &Policy,
     ) -> Result<Worker, ClientError> {
         let record = self.worker_record(worker_id).await?;
-        Ok(verify_worker_record(worker_id, record, policy)?)
+        Ok(verify_worker_record(worker_id, record, policy, afallon_attest::UnixTime::now())?)
     }
 
     /// `WorkOrderSubmit`.

@@ -1,7 +1,9 @@
 //! Verifying a worker before trusting it with data: status, algorithms, the encryption-key
 //! signature, and the attestation binding the verification key (wire spec §3.14 steps 1-2).
 
-use afallon_attest::{Evidence, Policy, ReportData, VerifiedEvidence, VerifyError, WorkerProof};
+use afallon_attest::{
+    Evidence, Policy, ReportData, UnixTime, VerifiedEvidence, VerifyError, WorkerProof,
+};
 use afallon_crypto::{EcdsaVerifyingKey, KeyError, OaepHash, RsaPublicKey};
 use afallon_proto::protection::{self, ProtectionError};
 use afallon_proto::requester::{InputProtection, WorkOrderBuilder};
@@ -41,7 +43,7 @@ pub enum WorkerError {
 #[non_exhaustive]
 pub enum Attestation {
     /// Evidence verified under the policy and bound to the verification key.
-    Verified(VerifiedEvidence),
+    Verified(Box<VerifiedEvidence>),
     /// Nothing: an Avalon simulation-mode worker, accepted because the policy allows simulation.
     Unattested,
 }
@@ -97,8 +99,8 @@ impl Worker {
     }
 }
 
-/// Verifies a worker record: active, known algorithms, a valid encryption-key signature, and an
-/// attestation the policy accepts that binds the verification key.
+/// Verifies a worker record as of `at`: active, known algorithms, a valid encryption-key
+/// signature, and an attestation the policy accepts that binds the verification key.
 ///
 /// # Errors
 /// [`WorkerError`] naming the check that failed.
@@ -106,6 +108,7 @@ pub fn verify_worker_record(
     worker_id: &str,
     record: WorkerRecord,
     policy: &Policy,
+    at: UnixTime,
 ) -> Result<Worker, WorkerError> {
     if record.status != WorkerStatus::Active.code() {
         return Err(WorkerError::NotActive(record.status));
@@ -141,11 +144,11 @@ pub fn verify_worker_record(
         enclave_certificate: data.enclave_certificate.clone(),
     };
     let attestation = match Evidence::from_worker_proof(&proof) {
-        Some(evidence) => Attestation::Verified(
+        Some(evidence) => Attestation::Verified(Box::new(
             policy
-                .verify(&evidence, &ReportData::for_verification_key(&data.verification_key))
+                .verify(&evidence, &ReportData::for_verification_key(&data.verification_key), at)
                 .map_err(WorkerError::Attestation)?,
-        ),
+        )),
         None if policy.allows_unattested() => Attestation::Unattested,
         None => return Err(WorkerError::Unattested),
     };

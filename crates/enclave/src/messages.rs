@@ -235,8 +235,9 @@ impl std::fmt::Debug for PoolKeysExport {
 pub struct Attestation {
     /// The evidence's kind (`sim`, ...).
     pub evidence_kind: String,
-    /// The evidence document.
-    pub evidence: String,
+    /// The evidence, as its kind encodes it.
+    #[serde(with = "base64_bytes")]
+    pub evidence: Vec<u8>,
     /// The enclave's transport key (33 bytes, a compressed secp256k1 point).
     #[serde(with = "base64_bytes")]
     pub transport_key: Vec<u8>,

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use afallon_attest::{Evidence, EvidenceKind, Measurement, Platform, Policy, ReportData};
+use afallon_attest::{Evidence, EvidenceKind, Measurement, Platform, Policy, ReportData, UnixTime};
 use afallon_crypto::{
     AesKey, EcdhPublicKey, EcdhSecret, EcdsaSigningKey, EcdsaVerifyingKey, OaepHash, RsaError,
     Sha256, random_array, sha256,
@@ -117,11 +117,10 @@ pub(crate) fn verify(
     let refused = |message: String| Failure::new(failure, message);
     let key = EcdhPublicKey::from_bytes(&attestation.transport_key)
         .map_err(|_| refused("the transport key is not a secp256k1 point".into()))?;
-    let kind = match attestation.evidence_kind.as_str() {
-        "sim" => EvidenceKind::Sim,
-        other => return Err(refused(format!("evidence of unknown kind {other:?}"))),
-    };
-    let evidence = Evidence { kind, document: attestation.evidence.clone() };
+    let kind = EvidenceKind::from_name(&attestation.evidence_kind).ok_or_else(|| {
+        refused(format!("evidence of unknown kind {:?}", attestation.evidence_kind))
+    })?;
+    let evidence = Evidence { kind, bytes: attestation.evidence.clone() };
     let expected = registration_report_data(
         purpose,
         &attestation.transport_key,
@@ -129,7 +128,8 @@ pub(crate) fn verify(
         attestation.tenant.as_deref(),
     );
     policy
-        .verify(&evidence, &expected)
+        // An enclave's clock is its host's, on real TEEs as here.
+        .verify(&evidence, &expected, UnixTime::now())
         .map_err(|error| refused(format!("the evidence: {error}")))?;
     Ok(key)
 }
@@ -444,7 +444,7 @@ pub fn attestation(
         .map_err(|e| Failure::new(FailureKind::Platform, e.to_string()))?;
     Ok(Attestation {
         evidence_kind: evidence.kind.name().to_owned(),
-        evidence: evidence.document,
+        evidence: evidence.bytes,
         transport_key: transport_key.to_vec(),
         tenant: tenant.map(str::to_owned),
     })

@@ -6,7 +6,7 @@
 use std::sync::{Arc, OnceLock};
 
 use afallon_attest::{
-    Evidence, Measurement, Policy, ReportData, SimPlatform, VerifyError, WorkerProof,
+    Evidence, Measurement, Policy, ReportData, SimPlatform, UnixTime, VerifyError, WorkerProof,
 };
 use afallon_crypto::{EcdsaSigningKey, OaepHash, RsaPublicKey, sha256};
 use afallon_enclave::{
@@ -609,18 +609,23 @@ fn evidence_in_the_record_is_refused_by_default_and_binds_the_key_when_allowed()
     };
     let evidence = Evidence::from_worker_proof(&proof).expect("the record carries evidence");
     let expected = ReportData::for_verification_key(&data.verification_key);
-    assert_eq!(Policy::default().verify(&evidence, &expected), Err(VerifyError::SimulationRefused));
+    assert_eq!(
+        Policy::default().verify(&evidence, &expected, UnixTime::now()),
+        Err(VerifyError::SimulationRefused)
+    );
     let verified = Policy::new()
         .insecure_allow_simulation()
         .trust_simulation_key(worker().platform.attestation_key())
-        .verify(&evidence, &expected)
+        .verify(&evidence, &expected, UnixTime::now())
         .expect("verifies when simulation is allowed");
     assert_eq!(verified.measurement, sim_measurement(&Registry::with_builtins()));
     let other_key = EcdsaSigningKey::generate().expect("rng").verifying_key().to_pem();
     assert_eq!(
-        Policy::new()
-            .insecure_allow_simulation()
-            .verify(&evidence, &ReportData::for_verification_key(&other_key)),
+        Policy::new().insecure_allow_simulation().verify(
+            &evidence,
+            &ReportData::for_verification_key(&other_key),
+            UnixTime::now()
+        ),
         Err(VerifyError::ReportDataMismatch)
     );
 }
