@@ -2,20 +2,29 @@
 //! the first byte picks the verifier, the rest is the evidence, verified at a fixed time.
 #![no_main]
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
+use afallon_attest::verify::sgx_dcap::{CollateralCache, SgxDcapVerifier};
 use afallon_attest::verify::sgx_epid::SgxEpidVerifier;
 use afallon_attest::verify::sim::SimVerifier;
+use afallon_attest::verify::tdx::TdxVerifier;
 use afallon_attest::{UnixTime, Verifier};
 use libfuzzer_sys::fuzz_target;
 
 static SGX_EPID: LazyLock<SgxEpidVerifier> = LazyLock::new(SgxEpidVerifier::intel);
+// No collateral: the quote is parsed (for its platform) and refused before any signature.
+static SGX_DCAP: LazyLock<SgxDcapVerifier> =
+    LazyLock::new(|| SgxDcapVerifier::new(Arc::new(CollateralCache::new())));
+static TDX: LazyLock<TdxVerifier> =
+    LazyLock::new(|| TdxVerifier::new(Arc::new(CollateralCache::new())));
 
 fuzz_target!(|data: &[u8]| {
     let Some((&pick, evidence)) = data.split_first() else { return };
-    let verifier: &dyn Verifier = match pick % 2 {
+    let verifier: &dyn Verifier = match pick % 4 {
         0 => &SimVerifier,
-        _ => &*SGX_EPID,
+        1 => &*SGX_EPID,
+        2 => &*SGX_DCAP,
+        _ => &*TDX,
     };
     let _ = verifier.verify(evidence, UnixTime(1_697_619_675));
 });

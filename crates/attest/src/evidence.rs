@@ -3,23 +3,54 @@
 use std::fmt;
 
 use afallon_crypto::EcdsaVerifyingKey;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 
-/// An enclave measurement (MRENCLAVE on SGX, MRTD on TDX, MEASUREMENT on SEV-SNP, a hash of the
-/// enclave build in simulation): 32 bytes here; kinds with longer measurements keep the rest in
-/// their own fields.
+/// An enclave measurement: MRENCLAVE on SGX and a hash of the enclave build in simulation (32
+/// bytes), MRTD on TDX and MEASUREMENT on SEV-SNP (48 bytes).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Measurement(pub [u8; 32]);
+pub struct Measurement {
+    bytes: [u8; 48],
+    len: u8,
+}
 
 impl Measurement {
+    /// The measurement `bytes`, if they are 32 or 48 long.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        let len = u8::try_from(bytes.len()).ok().filter(|len| matches!(len, 32 | 48))?;
+        let mut out = [0; 48];
+        out[..bytes.len()].copy_from_slice(bytes);
+        Some(Self { bytes: out, len })
+    }
+
+    /// Its bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
     /// Upper-case hex, as worker records list measurements.
     pub fn to_hex_upper(&self) -> String {
-        hex::encode_upper(self.0)
+        hex::encode_upper(self.as_bytes())
+    }
+}
+
+impl From<[u8; 32]> for Measurement {
+    fn from(bytes: [u8; 32]) -> Self {
+        let mut out = [0; 48];
+        out[..32].copy_from_slice(&bytes);
+        Self { bytes: out, len: 32 }
+    }
+}
+
+impl From<[u8; 48]> for Measurement {
+    fn from(bytes: [u8; 48]) -> Self {
+        Self { bytes, len: 48 }
     }
 }
 
 impl fmt::Debug for Measurement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Measurement({})", hex::encode(self.0))
+        write!(f, "Measurement({})", hex::encode(self.as_bytes()))
     }
 }
 
@@ -53,6 +84,10 @@ pub enum EvidenceKind {
     /// An SGX enclave's EPID quote as Intel's Attestation Service (IAS) verified it: the signed
     /// report, its signature and the signing certificate (wire spec §4.2).
     SgxEpid,
+    /// An SGX enclave's ECDSA (DCAP) quote, checked against Intel's collateral.
+    SgxDcap,
+    /// A TDX trust domain's quote, checked against Intel's collateral.
+    Tdx,
 }
 
 impl EvidenceKind {
@@ -61,12 +96,16 @@ impl EvidenceKind {
         match self {
             Self::Sim => "sim",
             Self::SgxEpid => "sgx-epid",
+            Self::SgxDcap => "sgx-dcap",
+            Self::Tdx => "tdx",
         }
     }
 
     /// The kind called `name`, if afallon knows it.
     pub fn from_name(name: &str) -> Option<Self> {
-        [Self::Sim, Self::SgxEpid].into_iter().find(|kind| kind.name() == name)
+        [Self::Sim, Self::SgxEpid, Self::SgxDcap, Self::Tdx]
+            .into_iter()
+            .find(|kind| kind.name() == name)
     }
 }
 
@@ -116,6 +155,17 @@ impl Evidence {
                 proof_data: text,
                 enclave_certificate: None,
             },
+            // Quotes as wire spec §4.2 has Avalon's DCAP workers write them.
+            EvidenceKind::SgxDcap | EvidenceKind::Tdx => WorkerProof {
+                proof_data_type: format!("afallon-{}", self.kind.name()),
+                proof_data: serde_json::json!({
+                    "verification_report": BASE64.encode(&self.bytes),
+                    "report_signature": "",
+                    "report_signing_certificate": "",
+                })
+                .to_string(),
+                enclave_certificate: None,
+            },
         }
     }
 
@@ -130,7 +180,16 @@ impl Evidence {
             IAS_PROOF_DATA_TYPE if !proof.proof_data.is_empty() => {
                 Some(evidence(EvidenceKind::SgxEpid, &proof.proof_data))
             }
-            _ => None,
+            other => {
+                let kind = EvidenceKind::from_name(other.strip_prefix("afallon-")?)
+                    .filter(|kind| matches!(kind, EvidenceKind::SgxDcap | EvidenceKind::Tdx))?;
+                #[derive(serde::Deserialize)]
+                struct Quote {
+                    verification_report: String,
+                }
+                let quote: Quote = serde_json::from_str(&proof.proof_data).ok()?;
+                Some(Self { kind, bytes: BASE64.decode(quote.verification_report).ok()? })
+            }
         }
     }
 }
@@ -247,6 +306,19 @@ mod tests {
             ("TEE-SGX-IAS", "{\"a\":1}")
         );
         assert_eq!(Evidence::from_worker_proof(&proof), Some(ias));
+        for kind in [EvidenceKind::SgxDcap, EvidenceKind::Tdx] {
+            let quote = Evidence { kind, bytes: vec![3, 0, 2, 0, 0xff] };
+            let proof = quote.to_worker_proof();
+            assert_eq!(proof.proof_data_type, format!("afallon-{}", kind.name()));
+            assert!(proof.proof_data.contains("\"verification_report\":\"AwACAP8=\""));
+            assert_eq!(Evidence::from_worker_proof(&proof), Some(quote));
+        }
+        let not_a_kind = WorkerProof {
+            proof_data_type: "afallon-sim".into(),
+            proof_data: "{\"verification_report\":\"AA==\"}".into(),
+            enclave_certificate: None,
+        };
+        assert_eq!(Evidence::from_worker_proof(&not_a_kind), None);
         let avalon_sim = WorkerProof {
             proof_data_type: "TEE-SGX-IAS".into(),
             proof_data: String::new(),
@@ -257,7 +329,9 @@ mod tests {
 
     #[test]
     fn kinds_are_known_by_name() {
-        for kind in [EvidenceKind::Sim, EvidenceKind::SgxEpid] {
+        for kind in
+            [EvidenceKind::Sim, EvidenceKind::SgxEpid, EvidenceKind::SgxDcap, EvidenceKind::Tdx]
+        {
             assert_eq!(EvidenceKind::from_name(kind.name()), Some(kind));
         }
         assert_eq!(EvidenceKind::from_name("sgx"), None);

@@ -34,6 +34,8 @@ pub struct Policy {
     minimum_tcb: TcbStatus,
     refused_advisories: Vec<String>,
     sgx_epid: Arc<SgxEpidVerifier>,
+    #[cfg(feature = "dcap")]
+    dcap: Option<(crate::verify::sgx_dcap::SgxDcapVerifier, crate::verify::tdx::TdxVerifier)>,
 }
 
 impl Default for Policy {
@@ -46,6 +48,8 @@ impl Default for Policy {
             minimum_tcb: TcbStatus::UpToDate,
             refused_advisories: Vec::new(),
             sgx_epid: Arc::new(SgxEpidVerifier::intel()),
+            #[cfg(feature = "dcap")]
+            dcap: None,
         }
     }
 }
@@ -115,6 +119,20 @@ impl Policy {
         self
     }
 
+    /// Verifies SGX DCAP and TDX quotes with `collateral` (without it, they are refused).
+    #[cfg(feature = "dcap")]
+    #[must_use]
+    pub fn with_dcap_collateral(
+        mut self,
+        collateral: Arc<crate::verify::sgx_dcap::CollateralCache>,
+    ) -> Self {
+        self.dcap = Some((
+            crate::verify::sgx_dcap::SgxDcapVerifier::new(Arc::clone(&collateral)),
+            crate::verify::tdx::TdxVerifier::new(collateral),
+        ));
+        self
+    }
+
     /// Whether this policy accepts simulated evidence.
     pub fn allows_simulation(&self) -> bool {
         self.allow_simulation
@@ -154,12 +172,30 @@ impl Policy {
                 verified
             }
             EvidenceKind::SgxEpid => self.sgx_epid.verify(&evidence.bytes, at)?,
+            EvidenceKind::SgxDcap | EvidenceKind::Tdx => self.verify_dcap(evidence, at)?,
         };
         self.judge(&verified)?;
         if verified.report_data != *expected_report_data {
             return Err(VerifyError::ReportDataMismatch);
         }
         Ok(verified)
+    }
+
+    /// A DCAP quote (SGX or TDX), with the policy's collateral.
+    fn verify_dcap(
+        &self,
+        evidence: &Evidence,
+        at: UnixTime,
+    ) -> Result<VerifiedEvidence, VerifyError> {
+        #[cfg(feature = "dcap")]
+        if let Some((sgx, tdx)) = &self.dcap {
+            return match evidence.kind {
+                EvidenceKind::Tdx => tdx.verify(&evidence.bytes, at),
+                _ => sgx.verify(&evidence.bytes, at),
+            };
+        }
+        let _ = at;
+        Err(VerifyError::KindRefused(evidence.kind.name()))
     }
 
     /// Whether what verified evidence proves is good enough: TCB, advisories, identity.

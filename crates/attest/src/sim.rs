@@ -107,7 +107,7 @@ impl Platform for SimPlatform {
     }
 
     fn sealing_key(&self) -> AesKey {
-        derive_aes_key(SEALING_SALT, &self.node_secret[..], &[&self.measurement.0])
+        derive_aes_key(SEALING_SALT, &self.node_secret[..], &[self.measurement.as_bytes()])
     }
 
     fn simulation_key(&self) -> Option<EcdsaVerifyingKey> {
@@ -175,14 +175,15 @@ mod tests {
     #[test]
     fn secrets_persist_in_the_directory() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let m = Measurement([7; 32]);
+        let m = Measurement::from([7; 32]);
         let first = SimPlatform::open(dir.path(), m).expect("open");
         let second = SimPlatform::open(dir.path(), m).expect("reopen");
         assert_eq!(first.attestation_key(), second.attestation_key());
         let iv = afallon_crypto::Iv::from_bytes([0; 12]);
         let sealed = first.sealing_key().seal(&iv, b"x").expect("seal");
         assert_eq!(second.sealing_key().open(&iv, &sealed).expect("same sealing key"), b"x");
-        let other_measurement = SimPlatform::open(dir.path(), Measurement([8; 32])).expect("open");
+        let other_measurement =
+            SimPlatform::open(dir.path(), Measurement::from([8; 32])).expect("open");
         assert!(other_measurement.sealing_key().open(&iv, &sealed).is_err());
     }
 
@@ -191,7 +192,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         fs::write(dir.path().join(NODE_SECRET_FILE), b"short").expect("write");
         assert!(matches!(
-            SimPlatform::open(dir.path(), Measurement([0; 32])),
+            SimPlatform::open(dir.path(), Measurement::from([0; 32])),
             Err(PlatformError::CorruptSecret("node secret"))
         ));
     }
@@ -201,7 +202,7 @@ mod tests {
     fn secrets_are_private_files() {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().expect("tempdir");
-        SimPlatform::open(dir.path(), Measurement([0; 32])).expect("open");
+        SimPlatform::open(dir.path(), Measurement::from([0; 32])).expect("open");
         let mode =
             fs::metadata(dir.path().join(ATTESTATION_KEY_FILE)).expect("meta").permissions().mode();
         assert_eq!(mode & 0o077, 0);
@@ -213,14 +214,14 @@ mod tests {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().expect("tempdir");
         let created = dir.path().join("new/sim");
-        SimPlatform::open(&created, Measurement([0; 32])).expect("open");
+        SimPlatform::open(&created, Measurement::from([0; 32])).expect("open");
         let mode = fs::metadata(&created).expect("meta").permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
         // An existing directory that is too open is tightened.
         let open = dir.path().join("open");
         fs::create_dir(&open).expect("mkdir");
         fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).expect("chmod");
-        SimPlatform::open(&open, Measurement([0; 32])).expect("open");
+        SimPlatform::open(&open, Measurement::from([0; 32])).expect("open");
         let mode = fs::metadata(&open).expect("meta").permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
     }

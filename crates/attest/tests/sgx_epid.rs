@@ -146,7 +146,7 @@ fn the_policy_judges_what_the_report_proves() {
     );
     // A measurement outside the policy, and the right one.
     let verified = out_of_date.verify(&evidence, &hello_world(), SIGNED_AT).expect("accepted");
-    let other = out_of_date.clone().allow_measurement(Measurement([7; 32]));
+    let other = out_of_date.clone().allow_measurement(Measurement::from([7; 32]));
     assert_eq!(
         other.verify(&evidence, &hello_world(), SIGNED_AT),
         Err(VerifyError::MeasurementNotAllowed(verified.measurement))

@@ -8,7 +8,7 @@ use afallon_attest::{
 use afallon_crypto::EcdsaSigningKey;
 
 fn platform() -> SimPlatform {
-    SimPlatform::ephemeral(Measurement([0x5a; 32])).expect("platform")
+    SimPlatform::ephemeral(Measurement::from([0x5a; 32])).expect("platform")
 }
 
 fn worker_binding() -> (String, ReportData) {
@@ -37,7 +37,7 @@ fn allowed_simulation_verifies_and_binds_the_verification_key() {
         .insecure_allow_simulation()
         .verify(&evidence, &report_data, UnixTime::now())
         .expect("verifies");
-    assert_eq!(verified.measurement, Measurement([0x5a; 32]));
+    assert_eq!(verified.measurement, Measurement::from([0x5a; 32]));
     assert_eq!(verified.report_data, report_data);
     assert_eq!(verified.tcb_status, TcbStatus::Simulated);
 
@@ -83,7 +83,7 @@ fn policy_restricts_keys_and_measurements() {
     let platform = platform();
     let (_, report_data) = worker_binding();
     let evidence = platform.evidence(&report_data).expect("evidence");
-    let stranger = SimPlatform::ephemeral(Measurement([0x5a; 32])).expect("platform");
+    let stranger = SimPlatform::ephemeral(Measurement::from([0x5a; 32])).expect("platform");
     let trusting_stranger =
         Policy::new().insecure_allow_simulation().trust_simulation_key(stranger.attestation_key());
     assert_eq!(
@@ -94,9 +94,9 @@ fn policy_restricts_keys_and_measurements() {
         Policy::new().insecure_allow_simulation().trust_simulation_key(platform.attestation_key());
     assert!(trusting_us.verify(&evidence, &report_data, UnixTime::now()).is_ok());
     let other_measurement =
-        Policy::new().insecure_allow_simulation().allow_measurement(Measurement([1; 32]));
+        Policy::new().insecure_allow_simulation().allow_measurement(Measurement::from([1; 32]));
     assert_eq!(
         other_measurement.verify(&evidence, &report_data, UnixTime::now()),
-        Err(VerifyError::MeasurementNotAllowed(Measurement([0x5a; 32])))
+        Err(VerifyError::MeasurementNotAllowed(Measurement::from([0x5a; 32])))
     );
 }

@@ -131,8 +131,9 @@ async fn requesters_refuse_simulated_workers_unless_told() {
         "{error}"
     );
     // Another node's simulation key is not this one's.
-    let stranger = afallon_attest::SimPlatform::ephemeral(afallon_attest::Measurement([0; 32]))
-        .expect("platform");
+    let stranger =
+        afallon_attest::SimPlatform::ephemeral(afallon_attest::Measurement::from([0; 32]))
+            .expect("platform");
     let policy =
         Policy::new().insecure_allow_simulation().trust_simulation_key(stranger.attestation_key());
     assert!(service.client().verify_worker(&worker_id, &policy).await.is_err());

@@ -564,5 +564,5 @@ fn sim_measurement_of(role: &str, registry: &Registry) -> Measurement {
         h.update(b"\n");
         h.update(name.as_bytes());
     }
-    Measurement(*h.finalize().as_bytes())
+    Measurement::from(*h.finalize().as_bytes())
 }

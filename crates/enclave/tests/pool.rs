@@ -304,7 +304,7 @@ fn registrations_outside_the_policy_or_replayed_are_refused() {
 
     // Evidence of another build (another measurement), on the same trusted platform, is refused;
     // such an enclave does not even start as a WPE.
-    let other = pool.platform(Measurement([0xe2; 32]));
+    let other = pool.platform(Measurement::from([0xe2; 32]));
     let nonce = pool.kme.issue_nonce().expect("nonce");
     let key = afallon_crypto::EcdhSecret::generate().expect("key").public_key().to_bytes();
     let evidence =
@@ -466,13 +466,14 @@ fn a_second_kme_gets_the_pool_s_keys_only_by_attesting_to_the_first() {
 
     // An enclave of another measurement does not attest as a joining KME, and its evidence,
     // made anyway, gets nothing; nor does a WPE's.
-    let stranger = Enclave::new(pool.platform(Measurement([0x66; 32])), Registry::with_builtins());
+    let stranger =
+        Enclave::new(pool.platform(Measurement::from([0x66; 32])), Registry::with_builtins());
     let refused = EnclaveClient::join_pool(Arc::new(stranger), &pool.kme, config())
         .expect_err("another measurement");
     assert_eq!(refused.kind, FailureKind::WrongRole);
     let key = afallon_crypto::EcdhSecret::generate().expect("key").public_key().to_bytes();
     for (platform, purpose) in [
-        (pool.platform(Measurement([0x66; 32])), Purpose::Join),
+        (pool.platform(Measurement::from([0x66; 32])), Purpose::Join),
         (wpe_platform.clone(), Purpose::Join),
         (pool.kme_platform.clone(), Purpose::Register),
     ] {

@@ -396,7 +396,7 @@ fn restarted_worker_keeps_its_keys() {
 #[test]
 fn sealed_keys_from_another_measurement_or_altered_are_refused() {
     let w = worker();
-    let other = Arc::new(SimPlatform::ephemeral(Measurement([9; 32])).expect("platform"));
+    let other = Arc::new(SimPlatform::ephemeral(Measurement::from([9; 32])).expect("platform"));
     assert!(start(&other, "singleton-worker-1", Some(&w.sealed_keys), &[]).is_err());
     let mut flipped = w.sealed_keys.clone();
     let middle = flipped.len() / 2;

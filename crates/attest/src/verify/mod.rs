@@ -2,8 +2,14 @@
 //! the time to verify at. No verifier reads a file, a clock or the network; what they trust
 //! (a vendor's root certificate) is built in or given to them.
 
+#[cfg(feature = "dcap")]
+mod dcap;
+#[cfg(feature = "dcap")]
+pub mod sgx_dcap;
 pub mod sgx_epid;
 pub mod sim;
+#[cfg(feature = "dcap")]
+pub mod tdx;
 mod x509;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -95,6 +101,22 @@ pub enum VerifyError {
     /// The vendor's service refused the quote (IAS: a revoked or invalid quote).
     #[error("the quote's status is {0}")]
     QuoteRefused(String),
+    /// No collateral is at hand for the evidence's platform (its FMSPC).
+    #[error("no collateral for platform {0}: import a collateral bundle")]
+    NoCollateral(String),
+    /// The collateral is not valid at the time of verification.
+    #[error("the collateral is not valid at {at} (issued {issued}, next update {next_update})")]
+    CollateralExpired {
+        /// The time of verification.
+        at: u64,
+        /// When it was issued (the latest of its parts).
+        issued: u64,
+        /// When it must be replaced (the earliest of its parts).
+        next_update: u64,
+    },
+    /// The quote verifier refused the evidence for a reason of its own.
+    #[error("the quote was refused: {0}")]
+    Refused(String),
     /// The measured enclave is not one the policy allows.
     #[error("measurement {0:?} is not allowed")]
     MeasurementNotAllowed(Measurement),
@@ -115,4 +137,61 @@ pub enum VerifyError {
     /// The report data does not bind the keys being verified.
     #[error("report data does not bind the expected keys")]
     ReportDataMismatch,
+}
+
+/// Seconds since the epoch of a vendor's UTC timestamp, `YYYY-MM-DDTHH:MM:SS`, with optional
+/// fractions (as IAS writes them) and an optional `Z` (as Intel's collateral does).
+pub(crate) fn parse_utc(text: &str) -> Option<u64> {
+    let text = text.strip_suffix('Z').unwrap_or(text);
+    let text = text.split('.').next()?;
+    let number = |s: &str| -> Option<u64> {
+        s.bytes().all(|b| b.is_ascii_digit()).then(|| s.parse().ok()).flatten()
+    };
+    let (date, time) = text.split_once('T')?;
+    let mut date = date.split('-').map(number);
+    let (year, month, day) = (date.next()??, date.next()??, date.next()??);
+    let mut time = time.split(':').map(number);
+    let (hour, minute, second) = (time.next()??, time.next()??, time.next()??);
+    if date.next().is_some()
+        || time.next().is_some()
+        || !(1970..=9999).contains(&year)
+        || !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    // Days from 1970-01-01 to the date (the civil-calendar algorithm, years from March).
+    let (y, m) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
+    let era = y / 400;
+    let year_of_era = y % 400;
+    let day_of_year = (153 * m + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = (era * 146_097 + day_of_era).checked_sub(719_468)?;
+    Some(days * 86_400 + hour * 3_600 + minute * 60 + second)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_read_as_utc() {
+        assert_eq!(parse_utc("1970-01-01T00:00:00"), Some(0));
+        assert_eq!(parse_utc("2023-10-18T09:01:15.022794"), Some(1_697_619_675));
+        assert_eq!(parse_utc("2000-02-29T23:59:59"), Some(951_868_799));
+        assert_eq!(parse_utc("2025-07-19T10:56:11Z"), Some(1_752_922_571));
+        for bad in [
+            "",
+            "2023-10-18",
+            "2023-13-01T00:00:00",
+            "2023-10-18T24:00:00",
+            "+023-1-1T0:0:0",
+            "2023-10-18T09:01:15:00",
+        ] {
+            assert_eq!(parse_utc(bad), None, "{bad}");
+        }
+    }
 }

@@ -31,7 +31,7 @@ fn evidence_digest(
 ) -> afallon_crypto::Sha256Digest {
     let mut h = Sha256::new();
     h.update(EVIDENCE_DOMAIN);
-    h.update(&measurement.0);
+    h.update(measurement.as_bytes());
     h.update(&report_data.0);
     h.finalize()
 }
@@ -46,7 +46,7 @@ pub(crate) fn sign(
     let document = SimDocument {
         kind: EvidenceKind::Sim.name().to_owned(),
         version: VERSION,
-        measurement: hex::encode(measurement.0),
+        measurement: hex::encode(measurement.as_bytes()),
         report_data: hex::encode(report_data.0),
         attestation_key: key.verifying_key().to_pem(),
         signature: BASE64.encode(signature.to_der()),
@@ -89,7 +89,7 @@ impl Verifier for SimVerifier {
             .ok()
             .and_then(|der| EcdsaSignature::from_der(&der).ok())
             .ok_or(VerifyError::Malformed("signature is not base64 DER"))?;
-        let (measurement, report_data) = (Measurement(measurement), ReportData(report_data));
+        let (measurement, report_data) = (Measurement::from(measurement), ReportData(report_data));
         key.verify_digest(&evidence_digest(&measurement, &report_data), &signature)
             .map_err(|_| VerifyError::BadSignature)?;
         Ok(VerifiedEvidence {
