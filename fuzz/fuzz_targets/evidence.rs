@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, LazyLock};
 
+use afallon_attest::verify::sev_snp::SevSnpVerifier;
 use afallon_attest::verify::sgx_dcap::{CollateralCache, SgxDcapVerifier};
 use afallon_attest::verify::sgx_epid::SgxEpidVerifier;
 use afallon_attest::verify::sim::SimVerifier;
@@ -12,6 +13,7 @@ use afallon_attest::{UnixTime, Verifier};
 use libfuzzer_sys::fuzz_target;
 
 static SGX_EPID: LazyLock<SgxEpidVerifier> = LazyLock::new(SgxEpidVerifier::intel);
+static SEV_SNP: LazyLock<SevSnpVerifier> = LazyLock::new(SevSnpVerifier::amd);
 // No collateral: the quote is parsed (for its platform) and refused before any signature.
 static SGX_DCAP: LazyLock<SgxDcapVerifier> =
     LazyLock::new(|| SgxDcapVerifier::new(Arc::new(CollateralCache::new())));
@@ -20,11 +22,12 @@ static TDX: LazyLock<TdxVerifier> =
 
 fuzz_target!(|data: &[u8]| {
     let Some((&pick, evidence)) = data.split_first() else { return };
-    let verifier: &dyn Verifier = match pick % 4 {
+    let verifier: &dyn Verifier = match pick % 5 {
         0 => &SimVerifier,
         1 => &*SGX_EPID,
         2 => &*SGX_DCAP,
-        _ => &*TDX,
+        3 => &*TDX,
+        _ => &*SEV_SNP,
     };
     let _ = verifier.verify(evidence, UnixTime(1_697_619_675));
 });

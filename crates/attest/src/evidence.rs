@@ -88,6 +88,8 @@ pub enum EvidenceKind {
     SgxDcap,
     /// A TDX trust domain's quote, checked against Intel's collateral.
     Tdx,
+    /// An AMD SEV-SNP guest's attestation report with its VCEK.
+    SevSnp,
 }
 
 impl EvidenceKind {
@@ -98,6 +100,7 @@ impl EvidenceKind {
             Self::SgxEpid => "sgx-epid",
             Self::SgxDcap => "sgx-dcap",
             Self::Tdx => "tdx",
+            Self::SevSnp => "sev-snp",
         }
     }
 
@@ -132,6 +135,8 @@ pub struct WorkerProof {
 
 /// `proofDataType` of a simulated worker.
 const SIM_PROOF_DATA_TYPE: &str = "afallon-sim";
+/// `proofDataType` of an SEV-SNP worker: `proofData` is its evidence JSON.
+const SNP_PROOF_DATA_TYPE: &str = "afallon-sev-snp";
 /// `proofDataType` of an SGX worker attested by IAS, as Avalon writes it.
 const IAS_PROOF_DATA_TYPE: &str = "TEE-SGX-IAS";
 
@@ -152,6 +157,11 @@ impl Evidence {
             },
             EvidenceKind::SgxEpid => WorkerProof {
                 proof_data_type: IAS_PROOF_DATA_TYPE.to_owned(),
+                proof_data: text,
+                enclave_certificate: None,
+            },
+            EvidenceKind::SevSnp => WorkerProof {
+                proof_data_type: SNP_PROOF_DATA_TYPE.to_owned(),
                 proof_data: text,
                 enclave_certificate: None,
             },
@@ -180,6 +190,7 @@ impl Evidence {
             IAS_PROOF_DATA_TYPE if !proof.proof_data.is_empty() => {
                 Some(evidence(EvidenceKind::SgxEpid, &proof.proof_data))
             }
+            SNP_PROOF_DATA_TYPE => Some(evidence(EvidenceKind::SevSnp, &proof.proof_data)),
             other => {
                 let kind = EvidenceKind::from_name(other.strip_prefix("afallon-")?)
                     .filter(|kind| matches!(kind, EvidenceKind::SgxDcap | EvidenceKind::Tdx))?;
@@ -214,6 +225,9 @@ pub enum TcbStatus {
     OutOfDateConfigurationNeeded,
     /// The platform's keys are revoked.
     Revoked,
+    /// The evidence names version numbers and no vendor's judgement of them (SEV-SNP): the
+    /// policy's minimum versions decide.
+    Unrated,
     /// Simulated: no hardware stands behind it.
     Simulated,
 }
@@ -230,7 +244,7 @@ impl TcbStatus {
             Self::OutOfDate => 4,
             Self::OutOfDateConfigurationNeeded => 5,
             Self::Revoked => 6,
-            Self::Simulated => return None,
+            Self::Simulated | Self::Unrated => return None,
         })
     }
 }
@@ -256,6 +270,34 @@ impl fmt::Debug for SgxSigner {
     }
 }
 
+/// The SNP TCB version a report names: the security patch level of each part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SnpTcb {
+    /// The boot loader's SPL.
+    pub bootloader: u8,
+    /// The PSP OS's (TEE's) SPL.
+    pub tee: u8,
+    /// The SNP firmware's SPL.
+    pub snp: u8,
+    /// The microcode's SPL.
+    pub microcode: u8,
+}
+
+impl SnpTcb {
+    /// The TCB_VERSION of Milan and Genoa: byte 0 boot loader, 1 TEE, 6 SNP, 7 microcode.
+    pub(crate) fn from_bytes(bytes: [u8; 8]) -> Self {
+        Self { bootloader: bytes[0], tee: bytes[1], snp: bytes[6], microcode: bytes[7] }
+    }
+
+    /// Whether every part is at least `minimum`'s.
+    pub fn at_least(&self, minimum: &SnpTcb) -> bool {
+        self.bootloader >= minimum.bootloader
+            && self.tee >= minimum.tee
+            && self.snp >= minimum.snp
+            && self.microcode >= minimum.microcode
+    }
+}
+
 /// What verified evidence establishes. The caller must still check that the report data binds
 /// the keys it is about to trust; [`crate::Policy::verify`] does so when given them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -274,6 +316,8 @@ pub struct VerifiedEvidence {
     pub sgx_signer: Option<SgxSigner>,
     /// For simulated evidence, the simulation key that signed it.
     pub simulation_key: Option<EcdsaVerifyingKey>,
+    /// For SEV-SNP, the TCB version the report names (and its VCEK was made for).
+    pub snp_tcb: Option<SnpTcb>,
 }
 
 #[cfg(test)]
@@ -313,6 +357,10 @@ mod tests {
             assert!(proof.proof_data.contains("\"verification_report\":\"AwACAP8=\""));
             assert_eq!(Evidence::from_worker_proof(&proof), Some(quote));
         }
+        let snp = Evidence { kind: EvidenceKind::SevSnp, bytes: b"{\"report\":\"\"}".to_vec() };
+        let proof = snp.to_worker_proof();
+        assert_eq!(proof.proof_data_type, "afallon-sev-snp");
+        assert_eq!(Evidence::from_worker_proof(&proof), Some(snp));
         let not_a_kind = WorkerProof {
             proof_data_type: "afallon-sim".into(),
             proof_data: "{\"verification_report\":\"AA==\"}".into(),

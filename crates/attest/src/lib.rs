@@ -23,8 +23,8 @@ mod sim;
 pub mod verify;
 
 pub use evidence::{
-    Evidence, EvidenceKind, Measurement, ReportData, SgxSigner, TcbStatus, VerifiedEvidence,
-    WorkerProof,
+    Evidence, EvidenceKind, Measurement, ReportData, SgxSigner, SnpTcb, TcbStatus,
+    VerifiedEvidence, WorkerProof,
 };
 pub use policy::Policy;
 pub use sealing::SealError;

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use afallon_crypto::EcdsaVerifyingKey;
 
 use crate::evidence::{
-    Evidence, EvidenceKind, Measurement, ReportData, TcbStatus, VerifiedEvidence,
+    Evidence, EvidenceKind, Measurement, ReportData, SnpTcb, TcbStatus, VerifiedEvidence,
 };
+use crate::verify::sev_snp::SevSnpVerifier;
 use crate::verify::sgx_epid::SgxEpidVerifier;
 use crate::verify::sim::SimVerifier;
 use crate::verify::{UnixTime, Verifier, VerifyError};
@@ -33,7 +34,9 @@ pub struct Policy {
     allowed_signers: Vec<AllowedSigner>,
     minimum_tcb: TcbStatus,
     refused_advisories: Vec<String>,
+    minimum_snp_tcb: Option<SnpTcb>,
     sgx_epid: Arc<SgxEpidVerifier>,
+    sev_snp: Arc<SevSnpVerifier>,
     #[cfg(feature = "dcap")]
     dcap: Option<(crate::verify::sgx_dcap::SgxDcapVerifier, crate::verify::tdx::TdxVerifier)>,
 }
@@ -47,7 +50,9 @@ impl Default for Policy {
             allowed_signers: Vec::new(),
             minimum_tcb: TcbStatus::UpToDate,
             refused_advisories: Vec::new(),
+            minimum_snp_tcb: None,
             sgx_epid: Arc::new(SgxEpidVerifier::intel()),
+            sev_snp: Arc::new(SevSnpVerifier::amd()),
             #[cfg(feature = "dcap")]
             dcap: None,
         }
@@ -101,6 +106,14 @@ impl Policy {
     #[must_use]
     pub fn minimum_tcb(mut self, minimum: TcbStatus) -> Self {
         self.minimum_tcb = minimum;
+        self
+    }
+
+    /// Accepts SEV-SNP reports whose TCB version is `minimum` or later in every part (without
+    /// it, any version).
+    #[must_use]
+    pub fn minimum_snp_tcb(mut self, minimum: SnpTcb) -> Self {
+        self.minimum_snp_tcb = Some(minimum);
         self
     }
 
@@ -173,6 +186,7 @@ impl Policy {
             }
             EvidenceKind::SgxEpid => self.sgx_epid.verify(&evidence.bytes, at)?,
             EvidenceKind::SgxDcap | EvidenceKind::Tdx => self.verify_dcap(evidence, at)?,
+            EvidenceKind::SevSnp => self.sev_snp.verify(&evidence.bytes, at)?,
         };
         self.judge(&verified)?;
         if verified.report_data != *expected_report_data {
@@ -207,6 +221,11 @@ impl Policy {
                 found: verified.tcb_status,
                 minimum: self.minimum_tcb,
             });
+        }
+        if let (Some(found), Some(minimum)) = (verified.snp_tcb, self.minimum_snp_tcb)
+            && !found.at_least(&minimum)
+        {
+            return Err(VerifyError::SnpTcbRefused { found, minimum });
         }
         if let Some(refused) =
             verified.advisories.iter().find(|id| self.refused_advisories.contains(id))

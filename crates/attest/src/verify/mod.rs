@@ -4,6 +4,7 @@
 
 #[cfg(feature = "dcap")]
 mod dcap;
+pub mod sev_snp;
 #[cfg(feature = "dcap")]
 pub mod sgx_dcap;
 pub mod sgx_epid;
@@ -134,6 +135,17 @@ pub enum VerifyError {
     /// An advisory the policy refuses applies to the platform.
     #[error("advisory {0} applies to the platform and is refused by this policy")]
     AdvisoryRefused(String),
+    /// The VCEK was not made for this chip, or not at the report's TCB.
+    #[error("the VCEK does not match the report's {0}")]
+    VcekMismatch(&'static str),
+    /// The SEV-SNP TCB version is below the policy's minimum.
+    #[error("the SEV-SNP TCB version {found:?} is below the policy's minimum {minimum:?}")]
+    SnpTcbRefused {
+        /// What the report names.
+        found: crate::evidence::SnpTcb,
+        /// What the policy asks for at least.
+        minimum: crate::evidence::SnpTcb,
+    },
     /// The report data does not bind the keys being verified.
     #[error("report data does not bind the expected keys")]
     ReportDataMismatch,

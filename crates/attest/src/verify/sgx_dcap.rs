@@ -51,6 +51,7 @@ impl Verifier for SgxDcapVerifier {
                 isv_svn: report.isv_svn,
             }),
             simulation_key: None,
+            snp_tcb: None,
         })
     }
 }

@@ -125,6 +125,7 @@ impl Verifier for SgxEpidVerifier {
             advisories: report.advisory_ids,
             sgx_signer: Some(signer),
             simulation_key: None,
+            snp_tcb: None,
         })
     }
 }

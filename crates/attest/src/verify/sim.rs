@@ -100,6 +100,7 @@ impl Verifier for SimVerifier {
             advisories: Vec::new(),
             sgx_signer: None,
             simulation_key: Some(key),
+            snp_tcb: None,
         })
     }
 }

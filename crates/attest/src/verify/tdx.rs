@@ -45,6 +45,7 @@ impl Verifier for TdxVerifier {
             advisories: verified.advisory_ids,
             sgx_signer: None,
             simulation_key: None,
+            snp_tcb: None,
         })
     }
 }

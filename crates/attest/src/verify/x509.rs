@@ -17,6 +17,7 @@ const ECDSA_WITH_SHA384: Oid = Oid::new_unwrap("1.2.840.10045.4.3.3");
 const SHA384_OID_DER: &[u8] = &[0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02];
 
 /// A parsed certificate and the DER bytes its signature covers.
+#[derive(Clone)]
 pub(crate) struct VendorCert {
     der: Vec<u8>,
     cert: Certificate,
@@ -34,6 +35,18 @@ impl VendorCert {
     /// The bits of its `subjectPublicKey` (PKCS#1 for RSA, the point for EC).
     pub(crate) fn public_key(&self) -> &[u8] {
         self.cert.tbs_certificate.subject_public_key_info.subject_public_key.raw_bytes()
+    }
+
+    /// The value (the content of `extnValue`) of its extension `oid`, if it has it.
+    pub(crate) fn extension(&self, oid: &str) -> Option<&[u8]> {
+        let oid = Oid::new(oid).ok()?;
+        let extensions = self.cert.tbs_certificate.extensions.as_ref()?;
+        extensions.iter().find(|e| e.extn_id == oid).map(|e| e.extn_value.as_bytes())
+    }
+
+    /// Whether `self` names `issuer`'s subject as its issuer.
+    pub(crate) fn issued_by_name(&self, issuer: &VendorCert) -> bool {
+        self.cert.tbs_certificate.issuer == issuer.cert.tbs_certificate.subject
     }
 
     /// Whether `self` is signed by `issuer`'s key.
