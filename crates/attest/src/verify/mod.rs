@@ -99,6 +99,9 @@ pub enum VerifyError {
     /// The report was made after the time of verification.
     #[error("the report is dated after the time of verification")]
     ReportFromTheFuture,
+    /// The enclave runs in debug mode: its memory is open to the host.
+    #[error("the enclave runs in debug mode")]
+    DebugEnclave,
     /// The vendor's service refused the quote (IAS: a revoked or invalid quote).
     #[error("the quote's status is {0}")]
     QuoteRefused(String),

@@ -116,6 +116,9 @@ impl Verifier for SgxEpidVerifier {
             .get(..QUOTE_BODY_LEN)
             .and_then(|b| b.try_into().ok())
             .ok_or(VerifyError::Malformed("isvEnclaveQuoteBody is short"))?;
+        if is_debug(body) {
+            return Err(VerifyError::DebugEnclave);
+        }
         let (measurement, report_data, signer) = enclave_identity(body);
         Ok(VerifiedEvidence {
             kind: EvidenceKind::SgxEpid,
@@ -144,6 +147,12 @@ fn quote_status(status: &str) -> Result<TcbStatus, VerifyError> {
     })
 }
 
+/// Whether the quoted enclave runs in debug mode (ATTRIBUTES.FLAGS bit 1, at 48 in the report
+/// body): its memory is open to the host.
+fn is_debug(body: &[u8; QUOTE_BODY_LEN]) -> bool {
+    body[REPORT_BODY + 48] & 0x02 != 0
+}
+
 /// MRENCLAVE, REPORTDATA and the signer identity of an SGX quote body (the report body's
 /// layout: MRENCLAVE at 64, MRSIGNER at 128, ISVPRODID at 256, ISVSVN at 258, REPORTDATA at
 /// 320).
@@ -165,6 +174,15 @@ fn enclave_identity(body: &[u8; QUOTE_BODY_LEN]) -> (Measurement, ReportData, Sg
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_enclaves_are_told_apart() {
+        let mut body = [0; QUOTE_BODY_LEN];
+        body[REPORT_BODY + 48] = 0x05;
+        assert!(!is_debug(&body));
+        body[REPORT_BODY + 48] = 0x07;
+        assert!(is_debug(&body));
+    }
 
     #[test]
     fn the_built_in_root_is_intel_s() {
