@@ -6,6 +6,7 @@
 //! 1 failure, 64 bad configuration, 75 (`up`) the store must be reopened (a commit that failed
 //! was found in its file after all): a restart does it.
 
+mod attestation;
 mod bench;
 mod bench_look_ups;
 mod config;
@@ -50,6 +51,11 @@ enum Command {
     Submit(requester::SubmitArgs),
     /// Lists the registered workers.
     Workers(requester::ConnectArgs),
+    /// Checks a worker's attestation evidence and key binding under a policy file, and prints
+    /// what it found.
+    Verify(attestation::VerifyArgs),
+    /// Manages the DCAP collateral kept for offline verification.
+    Collateral(attestation::CollateralArgs),
     /// Prints the stored result of a work order (encrypted: only its requester can read it).
     Result(requester::IdArgs),
     /// Prints a work order's receipt and its updates.
@@ -178,6 +184,8 @@ fn main() -> ExitCode {
             Command::Kme(args) => serve_kme(args).await,
             Command::Submit(args) => requester::submit(args).await,
             Command::Workers(args) => requester::workers(args).await,
+            Command::Verify(args) => attestation::verify(args).await,
+            Command::Collateral(args) => attestation::collateral(args),
             Command::Result(args) => requester::result(args).await,
             Command::Receipt(args) => requester::receipt(args).await,
             Command::Bench(args) => bench::bench(args).await,

@@ -24,7 +24,7 @@ pub(crate) struct ConnectArgs {
     ca_file: Option<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 impl ConnectArgs {

@@ -92,6 +92,15 @@ impl Collateral {
         Ok(Self { tee, fmspc, next_update, issued, inner })
     }
 
+    /// Its platform's name: the TEE and the FMSPC, `sgx-00A067110000`.
+    pub fn name(&self) -> String {
+        let tee = match self.tee {
+            Tee::Sgx => "sgx",
+            Tee::Tdx => "tdx",
+        };
+        format!("{tee}-{}", hex::encode_upper(self.fmspc))
+    }
+
     /// Until when it may be used: the earliest `nextUpdate` of its TCB info and QE identity.
     pub fn next_update(&self) -> UnixTime {
         UnixTime(self.next_update)

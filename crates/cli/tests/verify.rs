@@ -1,0 +1,158 @@
+//! `afallon verify` and `afallon collateral import` as a requester runs them: a running node's
+//! simulated worker verifies only under a policy that allows simulation; a record carrying real
+//! vendor-signed evidence (an IAS report, a DCAP quote with imported collateral) is checked up to
+//! the vendor's root at a pinned time and refused because its report data does not bind the
+//! record's verification key; expired certificates, missing collateral and refused advisories
+//! each say so.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use afallon_proto::WorkerRecord;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use common::{BIN, Service, WORKER};
+use serde_json::json;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../attest/tests/fixtures");
+
+/// Runs `afallon ARGS`; returns whether it succeeded, and its standard output and error.
+fn afallon(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(BIN).args(args).output().expect("afallon runs");
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status.success(), text(&output.stdout), text(&output.stderr))
+}
+
+fn write(path: &Path, text: &str) -> String {
+    std::fs::write(path, text).expect("write");
+    path.to_str().expect("utf-8").to_owned()
+}
+
+/// The IAS sample as wire spec §4.2's `proofData`.
+fn ias_proof() -> String {
+    let phala: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{FIXTURES}/sgx-epid/phala.json")).expect("sample"),
+    )
+    .expect("json");
+    let signer = BASE64.decode(phala["rawSigningCert"].as_str().expect("cert")).expect("base64");
+    json!({
+        "verification_report": phala["raReport"],
+        "ias_report_signature": phala["signature"],
+        "ias_report_signing_certificate": afallon_crypto::pem::encode("CERTIFICATE", &signer),
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn afallon_verify_checks_evidence_and_its_binding_under_a_policy_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let service = Service::start(&data, &[]);
+    let data_dir = data.to_str().expect("utf-8");
+    let sim = write(&dir.path().join("sim.toml"), "allow_simulation = true\n");
+
+    // The node's simulated worker: verified under a policy that allows simulation (from this
+    // node's key), refused under the default one.
+    let (ok, out, err) = afallon(&[
+        "verify",
+        "--url",
+        &service.url,
+        "-w",
+        WORKER,
+        "--policy",
+        &sim,
+        "--data-dir",
+        data_dir,
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("SIMULATED TEE") && out.contains("evidence       sim"), "{out}");
+    let (ok, _, err) =
+        afallon(&["verify", "--url", &service.url, "-w", WORKER, "--data-dir", data_dir]);
+    assert!(!ok);
+    assert!(err.contains("simulated evidence is refused"), "{err}");
+
+    // The worker's record carrying a real IAS report instead: verified up to Intel's root at the
+    // report's time, then refused, for it binds another key than the record's.
+    let record: WorkerRecord = service
+        .client()
+        .worker_record(&afallon_proto::worker_id_from_name(WORKER))
+        .await
+        .expect("record");
+    let mut ias = record.clone();
+    ias.details.worker_type_data.proof_data_type = "TEE-SGX-IAS".into();
+    ias.details.worker_type_data.proof_data = ias_proof();
+    ias.details.worker_type_data.enclave_certificate = None;
+    let ias_record =
+        write(&dir.path().join("ias.json"), &serde_json::to_string(&ias).expect("json"));
+    let lenient = write(&dir.path().join("lenient.toml"), "minimum_tcb = \"OutOfDate\"\n");
+    let report_time = "1697619675";
+    let (ok, _, err) =
+        afallon(&["verify", "--record", &ias_record, "--policy", &lenient, "--at", report_time]);
+    assert!(!ok);
+    assert!(err.contains("report data does not bind the expected keys"), "{err}");
+    // Today Intel's signing certificate has expired; by default the TCB must be up to date.
+    let (_, _, err) = afallon(&["verify", "--record", &ias_record, "--policy", &lenient]);
+    assert!(err.contains("certificate 0 of the chain is not valid"), "{err}");
+    let (_, _, err) = afallon(&["verify", "--record", &ias_record, "--at", report_time]);
+    assert!(err.contains("TCB status OutOfDate is below"), "{err}");
+
+    // A DCAP quote: without collateral it cannot be checked; imported, it is, and binds no key
+    // of the record's.
+    let mut dcap = record;
+    dcap.details.worker_type_data.proof_data_type = "afallon-sgx-dcap".into();
+    let quote = std::fs::read(format!("{FIXTURES}/dcap/sgx_quote")).expect("quote");
+    dcap.details.worker_type_data.proof_data =
+        json!({"verification_report": BASE64.encode(quote), "report_signature": "", "report_signing_certificate": ""}).to_string();
+    dcap.details.worker_type_data.enclave_certificate = None;
+    let dcap_record =
+        write(&dir.path().join("dcap.json"), &serde_json::to_string(&dcap).expect("json"));
+    let requester_dir = dir.path().join("requester");
+    let requester = requester_dir.to_str().expect("utf-8");
+    let pinned = "1751328000";
+    let dcap_policy = write(
+        &dir.path().join("dcap.toml"),
+        "minimum_tcb = \"ConfigurationAndSwHardeningNeeded\"\n",
+    );
+    let verify_dcap = |policy: &str| {
+        afallon(&[
+            "verify",
+            "--record",
+            &dcap_record,
+            "--policy",
+            policy,
+            "--at",
+            pinned,
+            "--data-dir",
+            requester,
+        ])
+    };
+    let (ok, _, err) = verify_dcap(&dcap_policy);
+    assert!(!ok);
+    assert!(err.contains("no collateral for platform 00A067110000"), "{err}");
+    let (ok, out, err) = afallon(&[
+        "collateral",
+        "import",
+        &format!("{FIXTURES}/dcap/sgx_quote_collateral.json"),
+        &format!("{FIXTURES}/dcap/tdx_quote_collateral.json"),
+        "--data-dir",
+        requester,
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("sgx-00A067110000.json") && out.contains("tdx-B0C06F000000.json"),
+        "{out}"
+    );
+    let (_, _, err) = verify_dcap(&dcap_policy);
+    assert!(err.contains("report data does not bind the expected keys"), "{err}");
+    let refusing = write(
+        &dir.path().join("advisory.toml"),
+        "minimum_tcb = \"ConfigurationAndSwHardeningNeeded\"\nrefused_advisories = [\"INTEL-SA-00615\"]\n",
+    );
+    let (_, _, err) = verify_dcap(&refusing);
+    assert!(err.contains("advisory INTEL-SA-00615"), "{err}");
+    // Garbage is not collateral.
+    let (ok, _, err) = afallon(&["collateral", "import", &ias_record, "--data-dir", requester]);
+    assert!(!ok && err.contains("is not DCAP collateral"), "{err}");
+}
