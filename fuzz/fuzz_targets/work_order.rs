@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use afallon_attest::SimPlatform;
+use afallon_platform::SimPlatform;
 use afallon_enclave::{Enclave, EnclaveClient, EnclaveConfig, sim_measurement};
 use afallon_workloads::{NoIo, Registry};
 use libfuzzer_sys::fuzz_target;

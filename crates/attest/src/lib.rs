@@ -3,7 +3,9 @@
 //!
 //! - A [`Platform`] is where an enclave runs. It tells the enclave's [`Measurement`], produces
 //!   [`Evidence`] over 64 bytes of [`ReportData`] (which bind the enclave's keys), and seals
-//!   data so that only the same measurement on the same platform opens it ([`sealing`]). [`SimPlatform`] is the simulated TEE for development.
+//!   data so that only the same measurement on the same platform opens it ([`sealing`]). The
+//!   providers, which do I/O (the simulated TEE, Gramine, configfs-tsm), live in the
+//!   `afallon-platform` crate; this crate does none.
 //! - Evidence is checked by the [`Verifier`] of its kind ([`verify`]: one module per kind, no
 //!   I/O, the time to verify at given), which returns a [`VerifiedEvidence`]: the measurement,
 //!   the report data, the TCB status and the advisories the evidence proves, or a
@@ -19,7 +21,6 @@
 mod evidence;
 mod policy;
 pub mod sealing;
-mod sim;
 pub mod verify;
 
 pub use evidence::{
@@ -28,7 +29,6 @@ pub use evidence::{
 };
 pub use policy::Policy;
 pub use sealing::SealError;
-pub use sim::SimPlatform;
 pub use verify::{UnixTime, Verifier, VerifyError};
 
 use afallon_crypto::AesKey;
@@ -47,6 +47,10 @@ pub enum PlatformError {
     /// The random generator failed.
     #[error(transparent)]
     Random(#[from] afallon_crypto::RandomError),
+    /// The TEE's interface answered something it should not (an empty report, a report made
+    /// for another request, a provider of another kind).
+    #[error("the TEE interface: {0}")]
+    Interface(String),
 }
 
 /// Where an enclave runs: the TEE (or its simulation) that measures it, attests for it and seals

@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use afallon_attest::SimPlatform;
 use afallon_crypto::{EcdsaSigningKey, OaepHash, RsaPrivateKey, sha256};
 use afallon_enclave::{Enclave, EnclaveClient, EnclaveConfig, sim_measurement};
+use afallon_platform::SimPlatform;
 use afallon_proto::protection::{self, ItemKey, ProtectionError};
 use afallon_proto::requester::{InputProtection, WorkOrderBuilder};
 use afallon_proto::{DataItem, WorkOrderRequest, WorkOrderResult, request_hash, response_hash};

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use afallon_attest::verify::sgx_dcap::{Collateral, CollateralCache};
-use afallon_attest::{Measurement, Policy, SimPlatform, SnpTcb, TcbStatus, UnixTime};
+use afallon_attest::{Measurement, Policy, SnpTcb, TcbStatus, UnixTime};
 use afallon_client::{Attestation, verify_worker_record};
+use afallon_platform::SimPlatform;
 use afallon_proto::WorkerRecord;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use afallon_attest::SimPlatform;
 use afallon_bench::{BenchConfig, HostileReport, Limit, Mode, Report, Stop};
 use afallon_client::{Client, Policy};
+use afallon_platform::SimPlatform;
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};

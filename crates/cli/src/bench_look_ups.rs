@@ -92,7 +92,7 @@ async fn under_look_ups(
     seconds: f64,
     worker_id: &str,
 ) -> anyhow::Result<()> {
-    let key = afallon_attest::SimPlatform::local_attestation_key(&dir.join("sim"))?
+    let key = afallon_platform::SimPlatform::local_attestation_key(&dir.join("sim"))?
         .context("the node made its simulation key")?;
     let policy = Policy::new().insecure_allow_simulation().trust_simulation_key(key);
     let worker = Arc::new(client.verify_worker(worker_id, &policy).await?);

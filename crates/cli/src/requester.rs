@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use afallon_attest::SimPlatform;
 use afallon_client::{Attestation, Client, InputProtection, Policy, Submission};
 use afallon_crypto::EcdsaSigningKey;
+use afallon_platform::SimPlatform;
 use anyhow::Context as _;
 use clap::Args;
 use serde_json::json;

@@ -132,7 +132,7 @@ async fn requesters_refuse_simulated_workers_unless_told() {
     );
     // Another node's simulation key is not this one's.
     let stranger =
-        afallon_attest::SimPlatform::ephemeral(afallon_attest::Measurement::from([0; 32]))
+        afallon_platform::SimPlatform::ephemeral(afallon_attest::Measurement::from([0; 32]))
             .expect("platform");
     let policy =
         Policy::new().insecure_allow_simulation().trust_simulation_key(stranger.attestation_key());

@@ -129,9 +129,10 @@ impl Deployment {
     }
 
     fn policy(&self) -> Policy {
-        let key = afallon_attest::SimPlatform::local_attestation_key(&self.data_dir().join("sim"))
-            .expect("read")
-            .expect("the workers made their simulation key");
+        let key =
+            afallon_platform::SimPlatform::local_attestation_key(&self.data_dir().join("sim"))
+                .expect("read")
+                .expect("the workers made their simulation key");
         Policy::new().insecure_allow_simulation().trust_simulation_key(key)
     }
 

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use afallon_attest::{
     Evidence, EvidenceKind, Measurement, Platform, PlatformError, ReportData, SealError,
-    SimPlatform,
 };
 use afallon_crypto::{AesKey, OaepHash, RsaPublicKey};
 use afallon_enclave::pipe::{self, PipeLink};
@@ -17,6 +16,7 @@ use afallon_enclave::{
     Enclave, EnclaveClient, EnclaveConfig, EnclaveLink, FailureKind, HostIoReply, HostIoRequest,
     OrderTicket, Processed, Request, Response, Role, SealedState, StateTicket, sim_measurement,
 };
+use afallon_platform::SimPlatform;
 use afallon_proto::requester::{InputProtection, PendingResult, WorkOrderBuilder};
 use afallon_workloads::{DirectoryIo, NoIo, Registry};
 use serde_json::json;

@@ -5,13 +5,14 @@
 
 use std::sync::{Arc, Mutex};
 
-use afallon_attest::{Measurement, Platform, SimPlatform};
+use afallon_attest::{Measurement, Platform};
 use afallon_crypto::{EcdsaSigningKey, OaepHash, RsaPublicKey};
 use afallon_enclave::pool::{self, Purpose};
 use afallon_enclave::{
     Enclave, EnclaveClient, EnclaveConfig, EnclaveLink, FailureKind, PoolKeysExport, PreProcessed,
     Processed, Request, Response, Role, WpeClient, sim_kme_measurement, sim_wpe_measurement,
 };
+use afallon_platform::SimPlatform;
 use afallon_proto::requester::{InputProtection, PendingResult, WorkOrderBuilder};
 use afallon_proto::{
     WorkOrderRequest, WorkOrderResult, protection, request_hash, requester_id_for_key,

@@ -15,12 +15,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use afallon_attest::{Platform, SimPlatform};
+use afallon_attest::Platform;
 use afallon_crypto::{OaepHash, RsaPublicKey};
 use afallon_enclave::{
     Enclave, EnclaveClient, EnclaveConfig, Processed, Role, WpeClient, sim_kme_measurement,
     sim_measurement, sim_wpe_measurement,
 };
+use afallon_platform::SimPlatform;
 use afallon_proto::WorkOrderResult;
 use afallon_proto::requester::{InputProtection, PendingResult, WorkOrderBuilder};
 use afallon_workloads::{NoIo, Registry};

@@ -6,13 +6,14 @@
 use std::sync::{Arc, OnceLock};
 
 use afallon_attest::{
-    Evidence, Measurement, Policy, ReportData, SimPlatform, UnixTime, VerifyError, WorkerProof,
+    Evidence, Measurement, Policy, ReportData, UnixTime, VerifyError, WorkerProof,
 };
 use afallon_crypto::{EcdsaSigningKey, OaepHash, RsaPublicKey, sha256};
 use afallon_enclave::{
     Enclave, EnclaveClient, EnclaveConfig, Failure, PendingState, Processed, SealedState,
     sim_measurement,
 };
+use afallon_platform::SimPlatform;
 use afallon_proto::requester::{InputProtection, PendingResult, WorkOrderBuilder};
 use afallon_proto::{WorkOrderRequest, WorkOrderResult, protection};
 use afallon_workloads::{NoIo, Registry};

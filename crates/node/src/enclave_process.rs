@@ -4,8 +4,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use afallon_attest::{Measurement, SimPlatform};
+use afallon_attest::Measurement;
 use afallon_enclave::{Enclave, sim_kme_measurement, sim_measurement, sim_wpe_measurement};
+use afallon_platform::SimPlatform;
 use afallon_workloads::Registry;
 
 use crate::NodeError;

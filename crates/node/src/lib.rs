@@ -33,9 +33,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use afallon_attest::{PlatformError, SimPlatform};
+use afallon_attest::PlatformError;
 use afallon_enclave::pipe::PipeLink;
 use afallon_enclave::{Enclave, EnclaveConfig, Failure};
+use afallon_platform::SimPlatform;
 use afallon_proto::RequestLimits;
 use afallon_store::{RedbStore, RedbStoreOptions, Store, StoreError, StoreHealth};
 

@@ -1,5 +1,5 @@
 //! The `sim` evidence format: a JSON document signed by a simulation attestation key, written by
-//! the simulated platform ([`crate::SimPlatform`]) and verified here. It proves nothing about
+//! the simulated platform (`afallon_platform::SimPlatform`) and verified here. It proves nothing about
 //! hardware; only a policy that allows simulation accepts it.
 
 use afallon_crypto::{EcdsaSignature, EcdsaSigningKey, EcdsaVerifyingKey, Sha256};
@@ -36,12 +36,9 @@ fn evidence_digest(
     h.finalize()
 }
 
-/// `sim` evidence that an enclave measured `measurement` chose `report_data`, signed by `key`.
-pub(crate) fn sign(
-    key: &EcdsaSigningKey,
-    measurement: &Measurement,
-    report_data: &ReportData,
-) -> Vec<u8> {
+/// `sim` evidence that an enclave measured `measurement` chose `report_data`, signed by `key`:
+/// what the simulated platform (`afallon_platform::SimPlatform`) produces.
+pub fn sign(key: &EcdsaSigningKey, measurement: &Measurement, report_data: &ReportData) -> Vec<u8> {
     let signature = key.sign_digest(&evidence_digest(measurement, report_data));
     let document = SimDocument {
         kind: EvidenceKind::Sim.name().to_owned(),

@@ -170,7 +170,7 @@ impl Service {
 
     /// The policy a requester on this machine uses: simulation only from this node's key.
     pub fn policy(&self) -> Policy {
-        let key = afallon_attest::SimPlatform::local_attestation_key(&self.data_dir.join("sim"))
+        let key = afallon_platform::SimPlatform::local_attestation_key(&self.data_dir.join("sim"))
             .expect("read")
             .expect("the node made its simulation key");
         Policy::new().insecure_allow_simulation().trust_simulation_key(key)

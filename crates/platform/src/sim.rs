@@ -1,20 +1,19 @@
 //! The simulated TEE: a platform for development that behaves like a real one (measurement,
 //! evidence, sealing) and can never pass for one.
 //!
-//! Its evidence is a JSON document of kind `sim` (`crate::verify::sim`), signed by a simulation
+//! Its evidence is a JSON document of kind `sim` (`afallon_attest::verify::sim`), signed by a simulation
 //! attestation key that lives in the node's data directory; its sealing key is derived from a node secret kept beside
 //! it and the enclave measurement. Both secrets are plain files: a simulated TEE protects nothing,
 //! and says so.
 
 use std::fs;
-use std::io::Write as _;
 use std::path::Path;
 
+use afallon_attest::{Evidence, EvidenceKind, Measurement, Platform, PlatformError, ReportData};
 use afallon_crypto::{AesKey, EcdsaSigningKey, EcdsaVerifyingKey, derive_aes_key, random_array};
 use zeroize::Zeroizing;
 
-use crate::evidence::{Evidence, EvidenceKind, Measurement, ReportData};
-use crate::{Platform, PlatformError};
+use crate::secret_file::{create_private_dir, load_or_create};
 
 const ATTESTATION_KEY_FILE: &str = "sim-attestation-key";
 const NODE_SECRET_FILE: &str = "sim-node-secret";
@@ -102,7 +101,11 @@ impl Platform for SimPlatform {
     }
 
     fn evidence(&self, report_data: &ReportData) -> Result<Evidence, PlatformError> {
-        let bytes = crate::verify::sim::sign(&self.attestation_key, &self.measurement, report_data);
+        let bytes = afallon_attest::verify::sim::sign(
+            &self.attestation_key,
+            &self.measurement,
+            report_data,
+        );
         Ok(Evidence { kind: EvidenceKind::Sim, bytes })
     }
 
@@ -112,59 +115,6 @@ impl Platform for SimPlatform {
 
     fn simulation_key(&self) -> Option<EcdsaVerifyingKey> {
         Some(self.attestation_key())
-    }
-}
-
-/// Creates `dir` (and any missing parent) with mode 0700, or takes group and other access away
-/// from an existing one.
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
-        builder.mode(0o700);
-        builder.create(dir)?;
-        let mode = fs::metadata(dir)?.permissions().mode();
-        if mode & 0o077 != 0 {
-            fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o700))?;
-        }
-        Ok(())
-    }
-    #[cfg(not(unix))]
-    builder.create(dir)
-}
-
-/// Reads a 32-byte secret, or creates it (atomically, readable by the owner only) if missing.
-fn load_or_create(
-    path: &Path,
-    what: &'static str,
-    create: impl FnOnce() -> Result<Zeroizing<[u8; 32]>, PlatformError>,
-) -> Result<Zeroizing<[u8; 32]>, PlatformError> {
-    match fs::read(path) {
-        Ok(bytes) => {
-            let bytes = Zeroizing::new(bytes);
-            let secret: [u8; 32] =
-                bytes[..].try_into().map_err(|_| PlatformError::CorruptSecret(what))?;
-            Ok(Zeroizing::new(secret))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let secret = create()?;
-            let tmp = path.with_extension("tmp");
-            let mut options = fs::OpenOptions::new();
-            options.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut file = options.open(&tmp)?;
-            file.write_all(&secret[..])?;
-            file.sync_all()?;
-            fs::rename(&tmp, path)?;
-            if let Some(dir) = path.parent() {
-                fs::File::open(dir)?.sync_all()?;
-            }
-            Ok(secret)
-        }
-        Err(e) => Err(e.into()),
     }
 }
 

@@ -2,10 +2,10 @@
 //! allowed, bound to the keys it attests.
 
 use afallon_attest::{
-    Evidence, Measurement, Platform, Policy, ReportData, SimPlatform, TcbStatus, UnixTime,
-    VerifyError,
+    Evidence, Measurement, Platform, Policy, ReportData, TcbStatus, UnixTime, VerifyError,
 };
 use afallon_crypto::EcdsaSigningKey;
+use afallon_platform::SimPlatform;
 
 fn platform() -> SimPlatform {
     SimPlatform::ephemeral(Measurement::from([0x5a; 32])).expect("platform")
