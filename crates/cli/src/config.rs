@@ -48,6 +48,12 @@ pub(crate) struct Config {
     pub(crate) enclave_threads: Option<usize>,
     /// `afallon up` runs on the simulated TEE unless this is set to false.
     pub(crate) insecure_simulation: bool,
+    /// The TEE the workers run on: `sim`, `gramine` or `configfs-tsm`.
+    pub(crate) platform: String,
+    /// Gramine's attestation directory.
+    pub(crate) gramine_dir: PathBuf,
+    /// configfs-tsm's report directory.
+    pub(crate) tsm_report_dir: PathBuf,
     /// The shared store's URL (`postgres://...`); none: the embedded store in `data_dir`.
     pub(crate) store: Option<String>,
     /// The most ids a look-up answer carries.
@@ -105,6 +111,9 @@ impl Default for Config {
             processors_per_worker: None,
             enclave_threads: None,
             insecure_simulation: true,
+            platform: "sim".into(),
+            gramine_dir: PathBuf::from("/dev/attestation"),
+            tsm_report_dir: PathBuf::from("/sys/kernel/config/tsm/report"),
             store: None,
             look_up_page: 1000,
             enclave_process: false,
@@ -198,6 +207,16 @@ impl Config {
             node.enclave_threads = threads.max(1);
         }
         node.insecure_simulation = self.insecure_simulation;
+        node.platform = match self.platform.as_str() {
+            "sim" => afallon_node::TeePlatform::Simulated,
+            "gramine" => afallon_node::TeePlatform::Gramine(self.gramine_dir.clone()),
+            "configfs-tsm" => afallon_node::TeePlatform::ConfigfsTsm(self.tsm_report_dir.clone()),
+            other => {
+                return Err(ConfigError(format!(
+                    "platform {other:?}: one of sim, gramine, configfs-tsm"
+                )));
+            }
+        };
         if !(1..=100_000).contains(&self.look_up_page) {
             return Err(ConfigError("look_up_page must be from 1 to 100000".into()));
         }
@@ -315,6 +334,42 @@ mod tests {
             assert_eq!(with_env.listen, SocketAddr::from(([0, 0, 0, 0], 2000)));
             Ok(())
         });
+    }
+
+    #[test]
+    fn the_gramine_deployment_runs_the_node_on_gramine() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/gramine");
+        let config = load(Some(&root.join("afallon.toml"))).expect("the Gramine config loads");
+        let node = config.into_node_config().expect("a node config");
+        assert_eq!(
+            node.platform,
+            afallon_node::TeePlatform::Gramine(PathBuf::from("/dev/attestation"))
+        );
+        assert!(!node.insecure_simulation);
+        // The manifest template, its placeholders filled as gramine-manifest would: DCAP, no
+        // debug, the config and the binary measured, the data directory sealed to MRENCLAVE.
+        let template = std::fs::read_to_string(root.join("afallon.manifest.template"))
+            .expect("the manifest template");
+        let rendered = template.replace("{{ arch_libdir }}", "/lib/x86_64-linux-gnu").replace(
+            "{{ gramine.runtimedir() }}",
+            "/usr/lib/x86_64-linux-gnu/gramine/runtime/glibc",
+        );
+        assert!(!rendered.contains("{{"), "a placeholder gramine-manifest would not fill");
+        use figment::providers::{Format as _, Toml};
+        let manifest: serde_json::Value =
+            figment::Figment::from(Toml::string(&rendered)).extract().expect("TOML");
+        assert_eq!(manifest["sgx"]["remote_attestation"], "dcap");
+        assert_eq!(manifest["sgx"]["debug"], false);
+        assert_eq!(manifest["loader"]["argv"][1], "up");
+        let trusted = manifest["sgx"]["trusted_files"].to_string();
+        assert!(
+            trusted.contains("/etc/afallon/afallon.toml")
+                && trusted.contains("/usr/local/bin/afallon")
+        );
+        let mounts = manifest["fs"]["mounts"].as_array().expect("mounts");
+        assert!(mounts.iter().any(|m| m["type"] == "encrypted"
+            && m["path"] == "/var/lib/afallon"
+            && m["key_name"] == "_sgx_mrenclave"));
     }
 
     #[test]

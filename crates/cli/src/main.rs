@@ -280,7 +280,7 @@ async fn serve_as(args: UpArgs, roles: Roles, kme_only: bool) -> anyhow::Result<
     let store = config.store.clone();
     let mut node_config = config.into_node_config()?;
     node_config.roles = roles;
-    if roles.worker && node_config.insecure_simulation {
+    if roles.worker && node_config.platform == afallon_node::TeePlatform::Simulated {
         eprintln!(
             "WARNING: workers run on the SIMULATED TEE (insecure_simulation = true): their keys and the data \
              they process are not protected by hardware, and their attestation proves nothing. For development only."

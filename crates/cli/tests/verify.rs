@@ -156,3 +156,67 @@ async fn afallon_verify_checks_evidence_and_its_binding_under_a_policy_file() {
     let (ok, _, err) = afallon(&["collateral", "import", &ias_record, "--data-dir", requester]);
     assert!(!ok && err.contains("is not DCAP collateral"), "{err}");
 }
+
+/// `afallon up` on configfs-tsm (`platform = "configfs-tsm"`), its report directory answered by a
+/// fake kernel serving a real TDX quote: the worker's record carries TDX evidence over its own
+/// key, and `afallon verify` checks it against Intel's collateral, and refuses it, for the fake's
+/// quote was signed over other report data: a fake TEE cannot pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_on_configfs_tsm_publishes_tdx_evidence_that_a_fake_tee_cannot_make_pass() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reports = dir.path().join("tsm/report");
+    let sample = std::fs::read(format!("{FIXTURES}/dcap/tdx_quote")).expect("quote");
+    let _kernel =
+        afallon_platform::fake::fake_tsm(&reports, "tdx_guest", sample, 568, Vec::new(), "1");
+    let config = write(
+        &dir.path().join("afallon.toml"),
+        &format!(
+            "insecure_simulation = false\nplatform = \"configfs-tsm\"\ntsm_report_dir = {:?}\n",
+            reports.to_str().expect("utf-8")
+        ),
+    );
+    let service = Service::start(&dir.path().join("data"), &["--config", &config]);
+    let record = service
+        .client()
+        .worker_record(&afallon_proto::worker_id_from_name(WORKER))
+        .await
+        .expect("record");
+    assert_eq!(record.details.worker_type_data.proof_data_type, "afallon-tdx");
+    let record_file =
+        write(&dir.path().join("record.json"), &serde_json::to_string(&record).expect("json"));
+    let requester = dir.path().join("requester");
+    let requester = requester.to_str().expect("utf-8");
+    let (ok, _, err) = afallon(&[
+        "collateral",
+        "import",
+        &format!("{FIXTURES}/dcap/tdx_quote_collateral.json"),
+        "--data-dir",
+        requester,
+    ]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = afallon(&[
+        "verify",
+        "--record",
+        &record_file,
+        "--at",
+        "1751328000",
+        "--data-dir",
+        requester,
+    ]);
+    assert!(!ok);
+    assert!(err.contains("evidence signature is invalid"), "{err}");
+    // And a policy that allows simulation does not change that: this is no simulated evidence.
+    let sim = write(&dir.path().join("sim.toml"), "allow_simulation = true\n");
+    let (ok, _, err) = afallon(&[
+        "verify",
+        "--record",
+        &record_file,
+        "--policy",
+        &sim,
+        "--at",
+        "1751328000",
+        "--data-dir",
+        requester,
+    ]);
+    assert!(!ok && err.contains("evidence signature is invalid"), "{err}");
+}

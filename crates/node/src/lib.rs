@@ -36,7 +36,7 @@ use std::time::Duration;
 use afallon_attest::PlatformError;
 use afallon_enclave::pipe::PipeLink;
 use afallon_enclave::{Enclave, EnclaveConfig, Failure};
-use afallon_platform::SimPlatform;
+use afallon_platform::{ConfigfsTsmPlatform, GraminePlatform, SimPlatform};
 use afallon_proto::RequestLimits;
 use afallon_store::{RedbStore, RedbStoreOptions, Store, StoreError, StoreHealth};
 
@@ -52,6 +52,18 @@ pub use crate::serve::{HttpConfig, TlsError, TlsFiles};
 use crate::host::LocalWorker;
 use crate::metrics::Metrics;
 use crate::waiters::Waiters;
+
+/// The TEE a node's workers run on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TeePlatform {
+    /// The simulated TEE (development only; needs [`NodeConfig::insecure_simulation`]).
+    Simulated,
+    /// An SGX enclave under Gramine: its `/dev/attestation` directory.
+    Gramine(PathBuf),
+    /// A confidential VM (TDX or SEV-SNP) through configfs-tsm: its report directory
+    /// (`/sys/kernel/config/tsm/report`).
+    ConfigfsTsm(PathBuf),
+}
 
 /// How a node runs.
 #[derive(Debug, Clone)]
@@ -85,9 +97,11 @@ pub struct NodeConfig {
     /// How many orders are in enclaves at once, across all workers (defaults to the number of
     /// cores: the enclave's work is CPU-bound).
     pub enclave_threads: usize,
-    /// Run workers on the simulated TEE, which protects nothing. Without it, a node without TEE
-    /// hardware refuses to start.
+    /// Run workers on the simulated TEE, which protects nothing. Without it, a node whose
+    /// [`NodeConfig::platform`] is simulated refuses to start.
     pub insecure_simulation: bool,
+    /// The TEE the workers run on.
+    pub platform: TeePlatform,
     /// The most ids one look-up answer carries (`WorkerLookUp`, `WorkOrderReceiptLookUp` and
     /// their `Next`): a requester asks for the next page with the answer's `lookupTag`.
     pub look_up_page: usize,
@@ -142,6 +156,7 @@ impl NodeConfig {
             processors_per_worker: 4 * cores,
             enclave_threads: cores,
             insecure_simulation: false,
+            platform: TeePlatform::Simulated,
             look_up_page: 1000,
             roles: Roles::BOTH,
             enclave_process: None,
@@ -159,6 +174,9 @@ pub enum NodeError {
         "no TEE platform is available on this machine; to run workers on the simulated TEE (which protects nothing), allow simulation explicitly"
     )]
     NoTeePlatform,
+    /// What the configuration asks for is not built for this TEE platform yet.
+    #[error("{0}")]
+    Unsupported(&'static str),
     /// The data directory or the listener could not be set up.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -369,15 +387,29 @@ impl Node {
         let mut workers = Vec::new();
         let mut kme_addr = None;
         if config.roles.worker {
-            if !config.insecure_simulation {
+            if config.platform == TeePlatform::Simulated && !config.insecure_simulation {
                 return Err(NodeError::NoTeePlatform);
+            }
+            if config.platform != TeePlatform::Simulated
+                && (config.pool.is_some() || config.enclave_process.is_some())
+            {
+                // A pool's KME and WPEs need measurements of their own, which one enclave
+                // binary on a hardware TEE does not have yet.
+                return Err(NodeError::Unsupported(
+                    "worker pools and enclave processes run on the simulated TEE only, so far",
+                ));
             }
             let data_dir = Self::private_data_dir(&config)?;
             // Leases of a process that died run out, and the sweeper queues their orders again:
             // nothing here assumes this process is the store's only user.
             let registry = Registry::with_builtins();
             // The simulated TEE's secrets exist from here on, whichever process opens it next.
-            SimPlatform::open(&data_dir.join("sim"), afallon_enclave::sim_measurement(&registry))?;
+            if config.platform == TeePlatform::Simulated {
+                SimPlatform::open(
+                    &data_dir.join("sim"),
+                    afallon_enclave::sim_measurement(&registry),
+                )?;
+            }
             let new_enclave = |role: EnclaveRole| -> Result<host::NewEnclave, NodeError> {
                 Ok(match &config.enclave_process {
                     Some(command) => {
@@ -395,11 +427,16 @@ impl Node {
                         })
                     }
                     None => {
-                        let platform: Arc<dyn afallon_attest::Platform> =
-                            Arc::new(SimPlatform::open(
+                        let platform: Arc<dyn afallon_attest::Platform> = match &config.platform {
+                            TeePlatform::Simulated => Arc::new(SimPlatform::open(
                                 &data_dir.join("sim"),
                                 role.sim_measurement(&registry),
-                            )?);
+                            )?),
+                            TeePlatform::Gramine(dir) => Arc::new(GraminePlatform::open(dir)?),
+                            TeePlatform::ConfigfsTsm(dir) => {
+                                Arc::new(ConfigfsTsmPlatform::open(dir, &data_dir.join("cvm"))?)
+                            }
+                        };
                         let registry = registry.clone();
                         Arc::new(move || {
                             Ok(Arc::new(Enclave::new(Arc::clone(&platform), registry.clone())))
@@ -407,9 +444,11 @@ impl Node {
                     }
                 })
             };
-            tracing::warn!(
-                "workers run on the SIMULATED TEE: their keys and data are not protected by hardware"
-            );
+            if config.platform == TeePlatform::Simulated {
+                tracing::warn!(
+                    "workers run on the SIMULATED TEE: their keys and data are not protected by hardware"
+                );
+            }
             let singleton = new_enclave(EnclaveRole::Singleton)?;
             for worker_config in &config.workers {
                 let mut worker_config = worker_config.clone();

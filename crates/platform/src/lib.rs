@@ -10,6 +10,8 @@
 //!   configfs-tsm report interface (`/sys/kernel/config/tsm/report`).
 
 mod configfs_tsm;
+#[cfg(feature = "fake")]
+pub mod fake;
 mod gramine;
 mod pseudo_file;
 mod secret_file;

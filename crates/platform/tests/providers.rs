@@ -4,16 +4,13 @@
 //! sample's own report data verifies with afallon's verifiers, a request another writer changed
 //! is refused, and sealing is bound to the platform's secret and the measurement.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
-use std::time::Duration;
 
 use afallon_attest::verify::sev_snp::SevSnpVerifier;
 use afallon_attest::verify::sgx_dcap::{Collateral, CollateralCache, SgxDcapVerifier};
 use afallon_attest::verify::tdx::TdxVerifier;
 use afallon_attest::{EvidenceKind, Platform, PlatformError, ReportData, UnixTime, Verifier};
+use afallon_platform::fake::{fake_gramine, fake_tsm};
 use afallon_platform::{ConfigfsTsmPlatform, GraminePlatform};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../attest/tests/fixtures");
@@ -38,68 +35,11 @@ fn report_data(sample: &[u8], at: usize) -> ReportData {
     ReportData(sample[at..at + 64].try_into().expect("64 bytes"))
 }
 
-/// Writes `bytes` to `path` at once (readers never see half of it).
-fn put(path: &Path, bytes: &[u8]) {
-    let tmp = path.with_extension("filling");
-    std::fs::write(&tmp, bytes).expect("write");
-    std::fs::rename(&tmp, path).expect("rename");
-}
-
-/// A thread answering requests until dropped.
-struct Filler {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Filler {
-    fn start(mut answer: impl FnMut() + Send + 'static) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            while !stopping.load(Ordering::Relaxed) {
-                answer();
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        });
-        Self { stop, thread: Some(thread) }
-    }
-}
-
-impl Drop for Filler {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// Plays Gramine: a quote (the SGX sample with the written report data) for each
-/// `user_report_data`.
-fn fake_gramine(dir: &Path, sealing_key: [u8; 16]) -> Filler {
-    std::fs::create_dir_all(dir.join("keys")).expect("mkdir");
-    std::fs::write(dir.join("attestation_type"), "dcap\n").expect("write");
-    std::fs::write(dir.join("keys/_sgx_mrenclave"), sealing_key).expect("write");
-    let (dir, sample) = (dir.to_owned(), fixture("dcap/sgx_quote"));
-    let mut served = Vec::new();
-    Filler::start(move || {
-        if let Ok(data) = std::fs::read(dir.join("user_report_data"))
-            && data.len() == 64
-            && data != served
-        {
-            let mut quote = sample.clone();
-            quote[368..432].copy_from_slice(&data);
-            put(&dir.join("quote"), &quote);
-            served = data;
-        }
-    })
-}
-
 #[test]
 fn gramine_gives_dcap_quotes_that_verify_and_seals_to_its_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     let attestation = dir.path().join("dev-attestation");
-    let _gramine = fake_gramine(&attestation, [7; 16]);
+    let _gramine = fake_gramine(&attestation, fixture("dcap/sgx_quote"), [7; 16]);
     let platform = GraminePlatform::open(&attestation).expect("opens");
     let sample = fixture("dcap/sgx_quote");
     assert_eq!(platform.kind(), EvidenceKind::SgxDcap);
@@ -119,7 +59,7 @@ fn gramine_gives_dcap_quotes_that_verify_and_seals_to_its_key() {
     let blob = platform.seal("state", b"wallet").expect("seal");
     assert_eq!(&platform.unseal("state", &blob).expect("unseal")[..], b"wallet");
     let elsewhere = dir.path().join("other-cpu");
-    let _other = fake_gramine(&elsewhere, [8; 16]);
+    let _other = fake_gramine(&elsewhere, fixture("dcap/sgx_quote"), [8; 16]);
     let other_cpu = GraminePlatform::open(&elsewhere).expect("opens");
     assert!(other_cpu.unseal("state", &blob).is_err());
 }
@@ -131,38 +71,6 @@ fn gramine_without_dcap_is_refused() {
     std::fs::write(dir.path().join("attestation_type"), "epid\n").expect("write");
     let error = GraminePlatform::open(dir.path()).expect_err("epid");
     assert!(matches!(&error, PlatformError::Interface(m) if m.contains("EPID")), "{error}");
-}
-
-/// Plays the kernel's configfs-tsm: answers each request directory with `sample` (its report
-/// data at `at` replaced by the request's), from `provider`, at generation `generation`.
-fn fake_tsm(
-    reports: &Path,
-    provider: &'static str,
-    sample: Vec<u8>,
-    at: usize,
-    auxblob: Vec<u8>,
-    generation: &'static str,
-) -> Filler {
-    std::fs::create_dir_all(reports).expect("mkdir");
-    let reports: PathBuf = reports.to_owned();
-    Filler::start(move || {
-        let Ok(entries) = std::fs::read_dir(&reports) else { return };
-        for entry in entries.flatten() {
-            let request = entry.path();
-            let Ok(inblob) = std::fs::read(request.join("inblob")) else { continue };
-            if inblob.len() != 64 || request.join("outblob").exists() {
-                continue;
-            }
-            std::fs::write(request.join("provider"), format!("{provider}\n")).expect("write");
-            std::fs::write(request.join("generation"), format!("{generation}\n")).expect("write");
-            if !auxblob.is_empty() {
-                std::fs::write(request.join("auxblob"), &auxblob).expect("write");
-            }
-            let mut report = sample.clone();
-            report[at..at + 64].copy_from_slice(&inblob);
-            put(&request.join("outblob"), &report);
-        }
-    })
 }
 
 #[test]
