@@ -186,22 +186,49 @@ pub(crate) struct VerifyArgs {
     insecure_allow_simulation: bool,
 }
 
+/// The policy a requester on this machine verifies workers under, and what it trusts in words:
+/// the policy file's (or the default: hardware TEEs only, an up-to-date TCB, and simulation if
+/// `default_simulation`), with simulation, where allowed, trusted from the local node's key in
+/// `data_dir` only (from any key with `insecure_allow_simulation`), and the DCAP collateral
+/// imported into `data_dir`.
+pub(crate) fn requester_policy(
+    policy: Option<&Path>,
+    default_simulation: bool,
+    data_dir: &Path,
+    insecure_allow_simulation: bool,
+) -> anyhow::Result<(Policy, String)> {
+    let mut file = match policy {
+        Some(path) => PolicyFile::load(path)?,
+        None => PolicyFile { allow_simulation: default_simulation, ..PolicyFile::default() },
+    };
+    let (sim_key, trusted) = if insecure_allow_simulation {
+        file.allow_simulation = true;
+        (None, "any simulated TEE (--insecure-allow-simulation)".to_owned())
+    } else {
+        let key = SimPlatform::local_attestation_key(&data_dir.join("sim"))
+            .context("reading the local simulation key")?;
+        // Simulation from the local node's key, or none: never from a key nobody named.
+        file.allow_simulation &= key.is_some();
+        let trusted = if file.allow_simulation {
+            format!("the simulated TEE of the local node in {}", data_dir.display())
+        } else {
+            "hardware TEEs only".to_owned()
+        };
+        (key, trusted)
+    };
+    let collateral = Arc::new(load_collateral(data_dir)?);
+    Ok((file.policy(sim_key, collateral)?, trusted))
+}
+
 /// `afallon verify`: checks a worker's evidence and key binding under a policy and prints what
 /// it found; fails (exit 1) with the check that failed.
 pub(crate) async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
-    let mut file = match &args.policy {
-        Some(path) => PolicyFile::load(path)?,
-        None => PolicyFile::default(),
-    };
-    let sim_key = if args.insecure_allow_simulation {
-        file.allow_simulation = true;
-        None
-    } else {
-        SimPlatform::local_attestation_key(&args.data_dir.join("sim"))
-            .context("reading the local simulation key")?
-    };
-    let collateral = Arc::new(load_collateral(&args.data_dir)?);
-    let policy = file.policy(sim_key, Arc::clone(&collateral))?;
+    let (policy, _) = requester_policy(
+        args.policy.as_deref(),
+        false,
+        &args.data_dir,
+        args.insecure_allow_simulation,
+    )?;
     let (worker_id, record): (String, WorkerRecord) =
         match (&args.record, &args.worker_id, &args.worker) {
             (Some(path), id, _) => {

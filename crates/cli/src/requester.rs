@@ -5,9 +5,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use afallon_client::{Attestation, Client, InputProtection, Policy, Submission};
+use afallon_client::{Attestation, Client, InputProtection, Submission};
 use afallon_crypto::EcdsaSigningKey;
-use afallon_platform::SimPlatform;
 use anyhow::Context as _;
 use clap::Args;
 use serde_json::json;
@@ -90,35 +89,24 @@ pub(crate) struct SubmitArgs {
     #[arg(long)]
     sync: bool,
     /// The local node's data directory: a simulated worker whose evidence is signed by this
-    /// node's simulation key is accepted.
+    /// node's simulation key is accepted (unless `--policy` refuses simulation), and DCAP
+    /// collateral imported there is used.
     #[arg(long, default_value = "afallon-data")]
     data_dir: PathBuf,
+    /// The attestation policy file (TOML, docs/attestation.md) [default: simulation from the
+    /// local node, else hardware TEEs only with an up-to-date TCB].
+    #[arg(long)]
+    policy: Option<PathBuf>,
     /// Accept simulated (or unattested) workers from anywhere. For development only.
     #[arg(long)]
     insecure_allow_simulation: bool,
+    /// Go on with a worker whose attestation fails: nothing then vouches for its keys. Never in
+    /// production.
+    #[arg(long)]
+    insecure_accept_unverified_worker: bool,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
-}
-
-/// The attestation policy for `submit`, and what it means in words.
-fn policy(args: &SubmitArgs) -> anyhow::Result<(Policy, String)> {
-    if args.insecure_allow_simulation {
-        return Ok((
-            Policy::new().insecure_allow_simulation(),
-            "any simulated TEE (--insecure-allow-simulation)".into(),
-        ));
-    }
-    let sim_dir = args.data_dir.join("sim");
-    let local_key = SimPlatform::local_attestation_key(&sim_dir)
-        .with_context(|| format!("reading the local simulation key in {}", sim_dir.display()))?;
-    Ok(match local_key {
-        Some(key) => (
-            Policy::new().insecure_allow_simulation().trust_simulation_key(key),
-            format!("the simulated TEE of the local node in {}", args.data_dir.display()),
-        ),
-        None => (Policy::new(), "hardware TEEs only".into()),
-    })
 }
 
 pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
@@ -128,11 +116,30 @@ pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         (None, Some(name)) => afallon_proto::worker_id_from_name(name),
         (None, None) => anyhow::bail!("name a worker with -w NAME or --worker-id HEX"),
     };
-    let (policy, trusted) = policy(&args)?;
-    let worker = client
-        .verify_worker(&worker_id, &policy)
-        .await
-        .with_context(|| format!("verifying worker {worker_id} (accepting {trusted})"))?;
+    // Without a policy file, the local node's simulated TEE is accepted (as `afallon up` runs
+    // it), and no other simulation.
+    let (policy, trusted) = crate::attestation::requester_policy(
+        args.policy.as_deref(),
+        args.policy.is_none(),
+        &args.data_dir,
+        args.insecure_allow_simulation,
+    )?;
+    let worker = match client.verify_worker(&worker_id, &policy).await {
+        Ok(worker) => worker,
+        Err(error) if args.insecure_accept_unverified_worker => {
+            let record = client.worker_record(&worker_id).await?;
+            let why = format!("{error}");
+            eprintln!(
+                "WARNING: worker {worker_id} FAILED attestation ({why}); going on because of \
+                 --insecure-accept-unverified-worker: NOTHING vouches for its keys"
+            );
+            afallon_client::accept_worker_record_unverified(&worker_id, record, &why)?
+        }
+        Err(error) => {
+            return Err(error)
+                .with_context(|| format!("verifying worker {worker_id} (accepting {trusted})"));
+        }
+    };
     match &worker.attestation {
         Attestation::Verified(evidence) if worker.is_simulated() => {
             eprintln!(
@@ -144,6 +151,9 @@ pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
             "worker {worker_id}: attested, measurement {}",
             evidence.measurement.to_hex_upper()
         ),
+        Attestation::Ignored(why) => {
+            eprintln!("worker {worker_id}: attestation FAILED and was IGNORED ({why})");
+        }
         _ => eprintln!("worker {worker_id}: NO attestation, accepted as {trusted}"),
     }
 

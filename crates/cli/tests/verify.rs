@@ -73,6 +73,35 @@ async fn afallon_verify_checks_evidence_and_its_binding_under_a_policy_file() {
     assert!(!ok);
     assert!(err.contains("simulated evidence is refused"), "{err}");
 
+    // `afallon submit` refuses the worker under a policy that refuses simulation, and goes on
+    // only when told to, loudly.
+    let hardware = write(&dir.path().join("hardware.toml"), "minimum_tcb = \"UpToDate\"\n");
+    let submit = |extra: &[&str]| {
+        let mut args = vec![
+            "submit",
+            "--url",
+            &service.url,
+            "-w",
+            WORKER,
+            "-l",
+            "echo-result",
+            "-i",
+            "hi",
+            "--data-dir",
+            data_dir,
+            "--policy",
+            &hardware,
+        ];
+        args.extend_from_slice(extra);
+        afallon(&args)
+    };
+    let (ok, _, err) = submit(&[]);
+    assert!(!ok && err.contains("simulated evidence is refused"), "{err}");
+    let (ok, out, err) = submit(&["--insecure-accept-unverified-worker"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("FAILED attestation") && err.contains("NOTHING vouches"), "{err}");
+    assert!(out.contains("RESULT: hi"), "{out}");
+
     // The worker's record carrying a real IAS report instead: verified up to Intel's root at the
     // report's time, then refused, for it binds another key than the record's.
     let record: WorkerRecord = service

@@ -27,7 +27,9 @@ use afallon_proto::{
 };
 use serde_json::{Value, json};
 pub use transport::RpcError;
-pub use worker::{Attestation, Worker, WorkerError, verify_worker_record};
+pub use worker::{
+    Attestation, Worker, WorkerError, accept_worker_record_unverified, verify_worker_record,
+};
 
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]

@@ -46,6 +46,9 @@ pub enum Attestation {
     Verified(Box<VerifiedEvidence>),
     /// Nothing: an Avalon simulation-mode worker, accepted because the policy allows simulation.
     Unattested,
+    /// Evidence that failed (or none), and the requester chose to go on regardless
+    /// ([`accept_worker_record_unverified`]): nothing vouches for the keys.
+    Ignored(String),
 }
 
 /// A verified worker: what a requester needs to send it work.
@@ -110,6 +113,45 @@ pub fn verify_worker_record(
     policy: &Policy,
     at: UnixTime,
 ) -> Result<Worker, WorkerError> {
+    let mut worker = worker(worker_id, record, Attestation::Unattested)?;
+    let data = &worker.record.details.worker_type_data;
+    let proof = WorkerProof {
+        proof_data_type: data.proof_data_type.clone(),
+        proof_data: data.proof_data.clone(),
+        enclave_certificate: data.enclave_certificate.clone(),
+    };
+    worker.attestation = match Evidence::from_worker_proof(&proof) {
+        Some(evidence) => Attestation::Verified(Box::new(
+            policy
+                .verify(&evidence, &ReportData::for_verification_key(&worker.verification_key), at)
+                .map_err(WorkerError::Attestation)?,
+        )),
+        None if policy.allows_unattested() => Attestation::Unattested,
+        None => return Err(WorkerError::Unattested),
+    };
+    Ok(worker)
+}
+
+/// Checks a worker record as [`verify_worker_record`] does, but for its attestation, which is
+/// not looked at: for a requester that chose to trust the worker's keys without evidence (and
+/// says so loudly). The worker's [`Worker::attestation`] is [`Attestation::Ignored`] with `why`.
+///
+/// # Errors
+/// [`WorkerError`] naming the check that failed.
+pub fn accept_worker_record_unverified(
+    worker_id: &str,
+    record: WorkerRecord,
+    why: &str,
+) -> Result<Worker, WorkerError> {
+    worker(worker_id, record, Attestation::Ignored(why.to_owned()))
+}
+
+/// The checks of a record but its attestation, and the worker they give.
+fn worker(
+    worker_id: &str,
+    record: WorkerRecord,
+    attestation: Attestation,
+) -> Result<Worker, WorkerError> {
     if record.status != WorkerStatus::Active.code() {
         return Err(WorkerError::NotActive(record.status));
     }
@@ -138,25 +180,12 @@ pub fn verify_worker_record(
         &data.encryption_key_signature,
     )
     .map_err(WorkerError::EncryptionKeySignature)?;
-    let proof = WorkerProof {
-        proof_data_type: data.proof_data_type.clone(),
-        proof_data: data.proof_data.clone(),
-        enclave_certificate: data.enclave_certificate.clone(),
-    };
-    let attestation = match Evidence::from_worker_proof(&proof) {
-        Some(evidence) => Attestation::Verified(Box::new(
-            policy
-                .verify(&evidence, &ReportData::for_verification_key(&data.verification_key), at)
-                .map_err(WorkerError::Attestation)?,
-        )),
-        None if policy.allows_unattested() => Attestation::Unattested,
-        None => return Err(WorkerError::Unattested),
-    };
+    let verification_key = data.verification_key.clone();
     Ok(Worker {
         worker_id: worker_id.to_owned(),
         encryption_key,
         oaep: key_encryption.oaep_hash(),
-        verification_key: data.verification_key.clone(),
+        verification_key,
         verifying_key,
         attestation,
         record,
