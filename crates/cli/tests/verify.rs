@@ -109,6 +109,7 @@ async fn afallon_verify_checks_evidence_and_its_binding_under_a_policy_file() {
         .worker_record(&afallon_proto::worker_id_from_name(WORKER))
         .await
         .expect("record");
+    assert_eq!(record.details.worker_type_data.proof_data_type, "afallon-sim");
     let mut ias = record.clone();
     ias.details.worker_type_data.proof_data_type = "TEE-SGX-IAS".into();
     ias.details.worker_type_data.proof_data = ias_proof();
@@ -248,4 +249,64 @@ async fn a_node_on_configfs_tsm_publishes_tdx_evidence_that_a_fake_tee_cannot_ma
         requester,
     ]);
     assert!(!ok && err.contains("evidence signature is invalid"), "{err}");
+}
+
+/// The first `afallon up` line on standard error that contains `needle`, if one comes within
+/// `wait`; the process is killed after.
+fn up_says(
+    args: &[&str],
+    data_dir: &Path,
+    needle: &str,
+    wait: std::time::Duration,
+) -> Option<String> {
+    use std::io::BufRead as _;
+    let mut child = Command::new(BIN)
+        .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .args(args)
+        .env("AFALLON_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("afallon up");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let needle = needle.to_owned();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains(&needle) {
+                let _ = tx.send(line);
+                return;
+            }
+        }
+    });
+    let found = rx.recv_timeout(wait).ok();
+    let _ = child.kill();
+    let _ = child.wait();
+    found
+}
+
+#[test]
+fn afallon_up_says_when_it_runs_simulated_and_not_otherwise() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seconds = std::time::Duration::from_secs;
+    let warning = up_says(&[], &dir.path().join("sim"), "SIMULATED TEE", seconds(20));
+    assert!(
+        warning.is_some_and(|line| line.contains("protects") || line.contains("not protected"))
+    );
+    // On configfs-tsm it does not.
+    let reports = dir.path().join("tsm/report");
+    let sample = std::fs::read(format!("{FIXTURES}/dcap/tdx_quote")).expect("quote");
+    let _kernel =
+        afallon_platform::fake::fake_tsm(&reports, "tdx_guest", sample, 568, Vec::new(), "1");
+    let config = write(
+        &dir.path().join("tsm.toml"),
+        &format!(
+            "insecure_simulation = false\nplatform = \"configfs-tsm\"\ntsm_report_dir = {:?}\n",
+            reports.to_str().expect("utf-8")
+        ),
+    );
+    // (It starts within a second; a warning would come before it listens.)
+    let line = up_says(&["--config", &config], &dir.path().join("tsm"), "SIMULATED", seconds(3));
+    assert_eq!(line, None);
 }
