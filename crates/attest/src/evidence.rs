@@ -298,6 +298,33 @@ impl SnpTcb {
     }
 }
 
+/// What a TDX quote measures beyond MRTD (the TD's firmware): the runtime measurement registers
+/// (RTMR0 the firmware's configuration, RTMR1 the boot loader and kernel, RTMR2 the kernel's
+/// command line and initrd, RTMR3 the application's), and the identities the host set at launch.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TdxMeasurements {
+    /// RTMR0 to RTMR3.
+    pub rtmrs: [[u8; 48]; 4],
+    /// MRCONFIGID.
+    pub mr_config_id: [u8; 48],
+    /// MROWNER.
+    pub mr_owner: [u8; 48],
+    /// MROWNERCONFIG.
+    pub mr_owner_config: [u8; 48],
+}
+
+impl fmt::Debug for TdxMeasurements {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rtmrs: Vec<String> = self.rtmrs.iter().map(hex::encode).collect();
+        f.debug_struct("TdxMeasurements")
+            .field("rtmrs", &rtmrs)
+            .field("mr_config_id", &hex::encode(self.mr_config_id))
+            .field("mr_owner", &hex::encode(self.mr_owner))
+            .field("mr_owner_config", &hex::encode(self.mr_owner_config))
+            .finish()
+    }
+}
+
 /// What verified evidence establishes. The caller must still check that the report data binds
 /// the keys it is about to trust; [`crate::Policy::verify`] does so when given them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -318,6 +345,8 @@ pub struct VerifiedEvidence {
     pub simulation_key: Option<EcdsaVerifyingKey>,
     /// For SEV-SNP, the TCB version the report names (and its VCEK was made for).
     pub snp_tcb: Option<SnpTcb>,
+    /// For TDX, the measurements beyond MRTD.
+    pub tdx: Option<TdxMeasurements>,
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ pub mod sealing;
 pub mod verify;
 
 pub use evidence::{
-    Evidence, EvidenceKind, Measurement, ReportData, SgxSigner, SnpTcb, TcbStatus,
+    Evidence, EvidenceKind, Measurement, ReportData, SgxSigner, SnpTcb, TcbStatus, TdxMeasurements,
     VerifiedEvidence, WorkerProof,
 };
 pub use policy::Policy;

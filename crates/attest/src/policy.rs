@@ -23,8 +23,9 @@ struct AllowedSigner {
 
 /// What evidence a verifier accepts.
 ///
-/// The default refuses simulated evidence, accepts any measurement and signer, asks for an
-/// up-to-date TCB and refuses no advisory by name. Accepting simulated evidence takes
+/// The default refuses simulated evidence and accepts no hardware evidence until the policy
+/// names a measurement or an SGX signer (and, for TDX, the RTMRs; for SEV-SNP, a lowest TCB
+/// version); it asks for an up-to-date TCB and refuses no advisory by name. Accepting simulated evidence takes
 /// [`Policy::insecure_allow_simulation`].
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -35,6 +36,7 @@ pub struct Policy {
     minimum_tcb: TcbStatus,
     refused_advisories: Vec<String>,
     minimum_snp_tcb: Option<SnpTcb>,
+    allowed_tdx_rtmrs: Vec<[[u8; 48]; 4]>,
     sgx_epid: Arc<SgxEpidVerifier>,
     sev_snp: Arc<SevSnpVerifier>,
     #[cfg(feature = "dcap")]
@@ -51,6 +53,7 @@ impl Default for Policy {
             minimum_tcb: TcbStatus::UpToDate,
             refused_advisories: Vec::new(),
             minimum_snp_tcb: None,
+            allowed_tdx_rtmrs: Vec::new(),
             sgx_epid: Arc::new(SgxEpidVerifier::intel()),
             sev_snp: Arc::new(SevSnpVerifier::amd()),
             #[cfg(feature = "dcap")]
@@ -80,8 +83,8 @@ impl Policy {
         self
     }
 
-    /// Accepts this measurement (repeatable). Without any measurement or signer, every enclave
-    /// is accepted.
+    /// Accepts this measurement (repeatable). Without any measurement or signer, hardware
+    /// evidence is refused ([`VerifyError::MeasurementNotPinned`]).
     #[must_use]
     pub fn allow_measurement(mut self, measurement: Measurement) -> Self {
         self.allowed_measurements.push(measurement);
@@ -110,10 +113,18 @@ impl Policy {
     }
 
     /// Accepts SEV-SNP reports whose TCB version is `minimum` or later in every part (without
-    /// it, any version).
+    /// it, SEV-SNP evidence is refused).
     #[must_use]
     pub fn minimum_snp_tcb(mut self, minimum: SnpTcb) -> Self {
         self.minimum_snp_tcb = Some(minimum);
+        self
+    }
+
+    /// Accepts TDs whose RTMR0 to RTMR3 are `rtmrs` (repeatable). A TD is accepted only with
+    /// allowed RTMRs: its MRTD measures only its firmware.
+    #[must_use]
+    pub fn allow_tdx_rtmrs(mut self, rtmrs: [[u8; 48]; 4]) -> Self {
+        self.allowed_tdx_rtmrs.push(rtmrs);
         self
     }
 
@@ -214,6 +225,14 @@ impl Policy {
 
     /// Whether what verified evidence proves is good enough: TCB, advisories, identity.
     fn judge(&self, verified: &VerifiedEvidence) -> Result<(), VerifyError> {
+        if verified.kind != EvidenceKind::Sim
+            && self.allowed_measurements.is_empty()
+            && self.allowed_signers.is_empty()
+        {
+            // Any code in a genuine TEE would pass: hardware evidence is trusted by what it
+            // measures, which the policy must name.
+            return Err(VerifyError::MeasurementNotPinned);
+        }
         if let (Some(found), Some(minimum)) = (verified.tcb_status.rank(), self.minimum_tcb.rank())
             && found > minimum
         {
@@ -222,10 +241,16 @@ impl Policy {
                 minimum: self.minimum_tcb,
             });
         }
-        if let (Some(found), Some(minimum)) = (verified.snp_tcb, self.minimum_snp_tcb)
-            && !found.at_least(&minimum)
+        if let Some(found) = verified.snp_tcb {
+            let minimum = self.minimum_snp_tcb.ok_or(VerifyError::SnpTcbFloorMissing)?;
+            if !found.at_least(&minimum) {
+                return Err(VerifyError::SnpTcbRefused { found, minimum });
+            }
+        }
+        if let Some(tdx) = &verified.tdx
+            && !self.allowed_tdx_rtmrs.contains(&tdx.rtmrs)
         {
-            return Err(VerifyError::SnpTcbRefused { found, minimum });
+            return Err(VerifyError::TdxRuntimeNotAllowed);
         }
         if let Some(refused) =
             verified.advisories.iter().find(|id| self.refused_advisories.contains(id))
@@ -233,6 +258,7 @@ impl Policy {
             return Err(VerifyError::AdvisoryRefused(refused.clone()));
         }
         if self.allowed_measurements.is_empty() && self.allowed_signers.is_empty() {
+            // Simulation is trusted by its key.
             return Ok(());
         }
         if self.allowed_measurements.contains(&verified.measurement) {

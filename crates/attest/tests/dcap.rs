@@ -94,32 +94,49 @@ fn each_way_of_spoiling_a_quote_fails_with_its_own_error() {
 fn the_policy_judges_what_the_quotes_prove() {
     let sgx = Evidence { kind: EvidenceKind::SgxDcap, bytes: SGX_QUOTE.to_vec() };
     let tdx = Evidence { kind: EvidenceKind::Tdx, bytes: TDX_QUOTE.to_vec() };
-    let expected = |evidence: &Evidence| {
-        let policy =
-            Policy::new().minimum_tcb(TcbStatus::OutOfDate).with_dcap_collateral(collateral());
-        let at = |e| policy.clone().verify(e, &afallon_attest::ReportData([0; 64]), AT);
-        match at(evidence) {
-            Err(VerifyError::ReportDataMismatch) => {}
-            other => panic!("{other:?}"),
-        }
-        SgxDcapVerifier::new(collateral())
-            .verify(&evidence.bytes, AT)
-            .or_else(|_| TdxVerifier::new(collateral()).verify(&evidence.bytes, AT))
-            .expect("verifies")
-    };
-    let (sgx_verified, tdx_verified) = (expected(&sgx), expected(&tdx));
+    let sgx_verified = SgxDcapVerifier::new(collateral()).verify(SGX_QUOTE, AT).expect("sgx");
+    let tdx_verified = TdxVerifier::new(collateral()).verify(TDX_QUOTE, AT).expect("tdx");
+    let rtmrs = tdx_verified.tdx.expect("TDX measurements").rtmrs;
     // Without collateral, a policy refuses quotes.
     assert_eq!(
-        Policy::new().verify(&sgx, &sgx_verified.report_data, AT),
+        Policy::new().allow_measurement(sgx_verified.measurement).verify(
+            &sgx,
+            &sgx_verified.report_data,
+            AT
+        ),
         Err(VerifyError::KindRefused("sgx-dcap"))
     );
-    let policy = Policy::new().with_dcap_collateral(collateral());
+    let unpinned = Policy::new().with_dcap_collateral(collateral());
+    let policy = unpinned
+        .clone()
+        .allow_measurement(sgx_verified.measurement)
+        .allow_measurement(tdx_verified.measurement)
+        .allow_tdx_rtmrs(rtmrs);
+    // Nothing named: no quote passes.
+    assert_eq!(
+        unpinned.clone().minimum_tcb(TcbStatus::OutOfDate).verify(
+            &sgx,
+            &sgx_verified.report_data,
+            AT
+        ),
+        Err(VerifyError::MeasurementNotPinned)
+    );
     // The default minimum TCB refuses the SGX sample's and accepts the TDX sample's.
     assert!(matches!(
         policy.verify(&sgx, &sgx_verified.report_data, AT),
         Err(VerifyError::TcbStatusRefused { .. })
     ));
     policy.verify(&tdx, &tdx_verified.report_data, AT).expect("up to date");
+    // A TD whose MRTD is allowed but whose runtime (its RTMRs) is not: MRTD measures only the
+    // firmware.
+    assert_eq!(
+        unpinned.clone().allow_measurement(tdx_verified.measurement).verify(
+            &tdx,
+            &tdx_verified.report_data,
+            AT
+        ),
+        Err(VerifyError::TdxRuntimeNotAllowed)
+    );
     // A refused advisory; a measurement outside the policy.
     let lenient = policy.clone().minimum_tcb(TcbStatus::ConfigurationAndSwHardeningNeeded);
     lenient.verify(&sgx, &sgx_verified.report_data, AT).expect("accepted");
@@ -132,15 +149,16 @@ fn the_policy_judges_what_the_quotes_prove() {
         Err(VerifyError::AdvisoryRefused("INTEL-SA-00615".into()))
     );
     assert_eq!(
-        policy.clone().allow_measurement(Measurement::from([1; 48])).verify(
+        unpinned.allow_tdx_rtmrs(rtmrs).allow_measurement(Measurement::from([1; 48])).verify(
             &tdx,
             &tdx_verified.report_data,
             AT
         ),
         Err(VerifyError::MeasurementNotAllowed(tdx_verified.measurement))
     );
-    policy
-        .allow_measurement(tdx_verified.measurement)
-        .verify(&tdx, &tdx_verified.report_data, AT)
-        .expect("its MRTD allowed");
+    // Report data that binds other keys.
+    assert_eq!(
+        policy.verify(&tdx, &afallon_attest::ReportData([0; 64]), AT),
+        Err(VerifyError::ReportDataMismatch)
+    );
 }

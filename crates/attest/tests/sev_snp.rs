@@ -46,6 +46,10 @@ fn each_way_of_spoiling_the_report_fails_with_its_own_error() {
     let mut flipped = report();
     flipped[0x50] ^= 1;
     assert_eq!(amd.verify(&evidence(&flipped, &vcek()), AT), Err(VerifyError::BadSignature));
+    // A debug guest (POLICY bit 19), whose memory the host can read.
+    let mut debug = report();
+    debug[0x08 + 2] |= 0x08;
+    assert_eq!(amd.verify(&evidence(&debug, &vcek()), AT), Err(VerifyError::DebugEnclave));
     // A report of another chip (its CHIP_ID), or another TCB, than the VCEK's.
     let mut other_chip = report();
     other_chip[0x1a0] ^= 1;
@@ -91,18 +95,30 @@ fn the_policy_judges_what_the_report_proves() {
         SevSnpVerifier::amd().verify(&evidence(&report(), &vcek()), AT).expect("verifies");
     let snp = Evidence { kind: EvidenceKind::SevSnp, bytes: evidence(&report(), &vcek()) };
     let binds = verified.report_data;
-    Policy::new().verify(&snp, &binds, AT).expect("the default policy takes any SNP TCB");
+    let its_tcb = SnpTcb { bootloader: 3, tee: 0, snp: 8, microcode: 0x73 };
+    let pinned = Policy::new().allow_measurement(verified.measurement).minimum_snp_tcb(its_tcb);
+    pinned.verify(&snp, &binds, AT).expect("its measurement at its TCB");
+    // SEV-SNP has no vendor status: without a lowest TCB version, no report passes; nor without
+    // a measurement.
+    assert_eq!(
+        Policy::new().allow_measurement(verified.measurement).verify(&snp, &binds, AT),
+        Err(VerifyError::SnpTcbFloorMissing)
+    );
+    assert_eq!(
+        Policy::new().minimum_snp_tcb(its_tcb).verify(&snp, &binds, AT),
+        Err(VerifyError::MeasurementNotPinned)
+    );
     let newer = SnpTcb { bootloader: 3, tee: 0, snp: 9, microcode: 0 };
     assert!(matches!(
-        Policy::new().minimum_snp_tcb(newer).verify(&snp, &binds, AT),
+        pinned.clone().minimum_snp_tcb(newer).verify(&snp, &binds, AT),
         Err(VerifyError::SnpTcbRefused { .. })
     ));
     assert_eq!(
-        Policy::new().allow_measurement(Measurement::from([0; 48])).verify(&snp, &binds, AT),
+        Policy::new()
+            .minimum_snp_tcb(its_tcb)
+            .allow_measurement(Measurement::from([0; 48]))
+            .verify(&snp, &binds, AT),
         Err(VerifyError::MeasurementNotAllowed(verified.measurement))
     );
-    assert_eq!(
-        Policy::new().verify(&snp, &ReportData([1; 64]), AT),
-        Err(VerifyError::ReportDataMismatch)
-    );
+    assert_eq!(pinned.verify(&snp, &ReportData([1; 64]), AT), Err(VerifyError::ReportDataMismatch));
 }

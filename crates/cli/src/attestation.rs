@@ -40,6 +40,9 @@ pub(crate) struct PolicyFile {
     refused_advisories: Vec<String>,
     /// The lowest SEV-SNP TCB version accepted.
     minimum_snp_tcb: Option<SnpTcbEntry>,
+    /// Allowed TDX runtime measurements: RTMR0 to RTMR3 in hex, one list of four each.
+    #[serde(default)]
+    tdx_rtmrs: Vec<[String; 4]>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -115,6 +118,16 @@ impl PolicyFile {
         for advisory in &self.refused_advisories {
             policy = policy.refuse_advisory(advisory.clone());
         }
+        for rtmrs in &self.tdx_rtmrs {
+            let mut parsed = [[0; 48]; 4];
+            for (register, text) in parsed.iter_mut().zip(rtmrs) {
+                *register = hex::decode(text)
+                    .ok()
+                    .and_then(|b| <[u8; 48]>::try_from(b).ok())
+                    .with_context(|| format!("tdx_rtmrs: {text:?} is not 48 hex bytes"))?;
+            }
+            policy = policy.allow_tdx_rtmrs(parsed);
+        }
         if let Some(tcb) = &self.minimum_snp_tcb {
             policy = policy.minimum_snp_tcb(SnpTcb {
                 bootloader: tcb.bootloader,
@@ -146,12 +159,16 @@ pub(crate) fn load_collateral(data_dir: &Path) -> anyhow::Result<CollateralCache
     for entry in entries {
         let path = entry?.path();
         if path.extension().is_some_and(|e| e == "json") {
-            let json =
-                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-            cache.insert(
-                Collateral::from_json(&json)
-                    .with_context(|| format!("the collateral {}", path.display()))?,
-            );
+            // One bad file does not stop verification of every other platform.
+            match std::fs::read(&path)
+                .map_err(anyhow::Error::from)
+                .and_then(|json| Collateral::from_json(&json).map_err(anyhow::Error::from))
+            {
+                Ok(collateral) => cache.insert(collateral),
+                Err(error) => {
+                    eprintln!("warning: skipping the collateral {}: {error}", path.display())
+                }
+            }
         }
     }
     Ok(cache)
@@ -333,6 +350,18 @@ pub(crate) fn collateral(args: CollateralArgs) -> anyhow::Result<()> {
         let collateral = Collateral::from_json(&json)
             .with_context(|| format!("{} is not DCAP collateral", file.display()))?;
         let target = dir.join(format!("{}.json", collateral.name()));
+        // Never back to older collateral (which could undo a TCB recovery).
+        if let Ok(held) = std::fs::read(&target)
+            && let Ok(held) = Collateral::from_json(&held)
+            && held.issued() > collateral.issued()
+        {
+            anyhow::bail!(
+                "{} was issued before the collateral held for {} (issued {}): not imported",
+                file.display(),
+                collateral.name(),
+                held.issued().0
+            );
+        }
         let tmp = target.with_extension("tmp");
         std::fs::write(&tmp, &json).with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, &target).with_context(|| format!("writing {}", target.display()))?;

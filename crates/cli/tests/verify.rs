@@ -16,6 +16,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use common::{BIN, Service, WORKER};
 use serde_json::json;
 
+/// The MRENCLAVE of the DCAP SGX sample.
+const SGX_MRENCLAVE: &str = "33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb";
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../attest/tests/fixtures");
 
 /// Runs `afallon ARGS`; returns whether it succeeded, and its standard output and error.
@@ -116,7 +118,10 @@ async fn afallon_verify_checks_evidence_and_its_binding_under_a_policy_file() {
     ias.details.worker_type_data.enclave_certificate = None;
     let ias_record =
         write(&dir.path().join("ias.json"), &serde_json::to_string(&ias).expect("json"));
-    let lenient = write(&dir.path().join("lenient.toml"), "minimum_tcb = \"OutOfDate\"\n");
+    let lenient = write(
+        &dir.path().join("lenient.toml"),
+        "minimum_tcb = \"OutOfDate\"\nmeasurements = [\"10829681801CBEFD5B75779D0820D86D0A60D81EAD14DB793595EDBE0E87B986\"]\n",
+    );
     let report_time = "1697619675";
     let (ok, _, err) =
         afallon(&["verify", "--record", &ias_record, "--policy", &lenient, "--at", report_time]);
@@ -126,6 +131,20 @@ async fn afallon_verify_checks_evidence_and_its_binding_under_a_policy_file() {
     let (_, _, err) = afallon(&["verify", "--record", &ias_record, "--policy", &lenient]);
     assert!(err.contains("certificate 0 of the chain is not valid"), "{err}");
     let (_, _, err) = afallon(&["verify", "--record", &ias_record, "--at", report_time]);
+    assert!(err.contains("names no measurement or signer"), "{err}");
+    let pinned_only = write(
+        &dir.path().join("pinned.toml"),
+        "measurements = [\"10829681801CBEFD5B75779D0820D86D0A60D81EAD14DB793595EDBE0E87B986\"]\n",
+    );
+    let (_, _, err) = afallon(&[
+        "verify",
+        "--record",
+        &ias_record,
+        "--policy",
+        &pinned_only,
+        "--at",
+        report_time,
+    ]);
     assert!(err.contains("TCB status OutOfDate is below"), "{err}");
 
     // A DCAP quote: without collateral it cannot be checked; imported, it is, and binds no key
@@ -143,7 +162,9 @@ async fn afallon_verify_checks_evidence_and_its_binding_under_a_policy_file() {
     let pinned = "1751328000";
     let dcap_policy = write(
         &dir.path().join("dcap.toml"),
-        "minimum_tcb = \"ConfigurationAndSwHardeningNeeded\"\n",
+        &format!(
+            "minimum_tcb = \"ConfigurationAndSwHardeningNeeded\"\nmeasurements = [\"{SGX_MRENCLAVE}\"]\n"
+        ),
     );
     let verify_dcap = |policy: &str| {
         afallon(&[
@@ -178,10 +199,20 @@ async fn afallon_verify_checks_evidence_and_its_binding_under_a_policy_file() {
     assert!(err.contains("report data does not bind the expected keys"), "{err}");
     let refusing = write(
         &dir.path().join("advisory.toml"),
-        "minimum_tcb = \"ConfigurationAndSwHardeningNeeded\"\nrefused_advisories = [\"INTEL-SA-00615\"]\n",
+        &format!(
+            "minimum_tcb = \"ConfigurationAndSwHardeningNeeded\"\nmeasurements = [\"{SGX_MRENCLAVE}\"]\nrefused_advisories = [\"INTEL-SA-00615\"]\n"
+        ),
     );
     let (_, _, err) = verify_dcap(&refusing);
     assert!(err.contains("advisory INTEL-SA-00615"), "{err}");
+    // Older collateral for the same platform is not imported over newer.
+    let real = std::fs::read_to_string(format!("{FIXTURES}/dcap/sgx_quote_collateral.json"))
+        .expect("collateral");
+    let older = real.replace("2025-06-19T10:56:11Z", "2025-06-01T10:56:11Z");
+    assert_ne!(older, real);
+    let older = write(&dir.path().join("older.json"), &older);
+    let (ok, _, err) = afallon(&["collateral", "import", &older, "--data-dir", requester]);
+    assert!(!ok && err.contains("was issued before the collateral held"), "{err}");
     // Garbage is not collateral.
     let (ok, _, err) = afallon(&["collateral", "import", &ias_record, "--data-dir", requester]);
     assert!(!ok && err.contains("is not DCAP collateral"), "{err}");

@@ -59,12 +59,34 @@ impl SimPlatform {
     }
 
     /// The public half of the simulation attestation key kept in `dir`, if there is one, without
-    /// creating anything: a requester on the node's machine can trust exactly that key.
+    /// creating anything: a requester on the node's machine can trust exactly that key, and only
+    /// if the file is its own and private (a key someone else put there would make their
+    /// simulated workers pass).
     ///
     /// # Errors
-    /// [`PlatformError`] if the key file cannot be read or is corrupt.
+    /// [`PlatformError`] if the key file cannot be read, is corrupt, or is not the requester's
+    /// own private file.
     pub fn local_attestation_key(dir: &Path) -> Result<Option<EcdsaVerifyingKey>, PlatformError> {
-        match fs::read(dir.join(ATTESTATION_KEY_FILE)) {
+        let path = dir.join(ATTESTATION_KEY_FILE);
+        match fs::metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+            #[cfg(unix)]
+            Ok(meta) => {
+                use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+                // /proc/self belongs to this process's effective user.
+                let me = fs::metadata("/proc/self").map(|m| m.uid()).ok();
+                if meta.permissions().mode() & 0o077 != 0 || me.is_some_and(|me| me != meta.uid()) {
+                    return Err(PlatformError::Interface(format!(
+                        "{} is not a private file of this user: its simulated TEE is not trusted",
+                        path.display()
+                    )));
+                }
+            }
+            #[cfg(not(unix))]
+            Ok(_) => {}
+        }
+        match fs::read(&path) {
             Ok(bytes) => {
                 let bytes = Zeroizing::new(bytes);
                 let key = EcdsaSigningKey::from_scalar_bytes(&bytes[..])
@@ -145,6 +167,21 @@ mod tests {
             SimPlatform::open(dir.path(), Measurement::from([0; 32])),
             Err(PlatformError::CorruptSecret("node secret"))
         ));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_simulation_key_others_can_read_is_not_trusted() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let platform = SimPlatform::open(dir.path(), Measurement::from([0; 32])).expect("open");
+        let key = SimPlatform::local_attestation_key(dir.path()).expect("private");
+        assert_eq!(key, Some(platform.attestation_key()));
+        let file = dir.path().join(ATTESTATION_KEY_FILE);
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).expect("chmod");
+        let error = SimPlatform::local_attestation_key(dir.path()).expect_err("readable by others");
+        assert!(matches!(error, PlatformError::Interface(_)), "{error}");
+        assert_eq!(SimPlatform::local_attestation_key(&dir.path().join("none")).ok(), Some(None));
     }
 
     #[cfg(unix)]

@@ -101,6 +101,11 @@ impl Collateral {
         format!("{tee}-{}", hex::encode_upper(self.fmspc))
     }
 
+    /// When it was issued: the latest `issueDate` of its TCB info and QE identity.
+    pub fn issued(&self) -> UnixTime {
+        UnixTime(self.issued)
+    }
+
     /// Until when it may be used: the earliest `nextUpdate` of its TCB info and QE identity.
     pub fn next_update(&self) -> UnixTime {
         UnixTime(self.next_update)

@@ -124,6 +124,17 @@ pub enum VerifyError {
     /// The measured enclave is not one the policy allows.
     #[error("measurement {0:?} is not allowed")]
     MeasurementNotAllowed(Measurement),
+    /// Hardware evidence, and the policy names no measurement or signer: any code in a genuine
+    /// TEE would pass.
+    #[error("the policy names no measurement or signer to accept hardware evidence from")]
+    MeasurementNotPinned,
+    /// A TD's runtime measurements (RTMRs: its kernel, command line, application) are not ones
+    /// the policy allows: MRTD alone measures only the TD's firmware.
+    #[error("the TD's runtime measurements (RTMRs) are not allowed by the policy")]
+    TdxRuntimeNotAllowed,
+    /// SEV-SNP evidence, and the policy sets no lowest TCB version.
+    #[error("the policy sets no lowest SEV-SNP TCB version (minimum_snp_tcb)")]
+    SnpTcbFloorMissing,
     /// The enclave's signer, product or security version is not one the policy allows.
     #[error("the enclave's signer, product or security version is not allowed")]
     SignerNotAllowed,

@@ -18,6 +18,8 @@ use crate::evidence::{EvidenceKind, Measurement, ReportData, SnpTcb, TcbStatus, 
 const REPORT_LEN: usize = 1184;
 /// The signed part of a report: everything before its signature.
 const SIGNED_LEN: usize = 0x2a0;
+/// The guest POLICY's DEBUG bit.
+const POLICY_DEBUG: u64 = 1 << 19;
 /// `SIGNATURE_ALGO` 1: ECDSA P-384 with SHA-384.
 const ECDSA_P384_SHA384: u32 = 1;
 
@@ -120,6 +122,10 @@ impl Verifier for SevSnpVerifier {
         if version < 2 {
             return Err(VerifyError::UnsupportedVersion(version));
         }
+        // A debug guest's memory is open to the host (SNP's debug commands).
+        if u64::from_le_bytes(array(&report, 0x08)) & POLICY_DEBUG != 0 {
+            return Err(VerifyError::DebugEnclave);
+        }
         if u32::from_le_bytes(array(&report, 0x34)) != ECDSA_P384_SHA384 {
             return Err(VerifyError::Malformed("the report's signature algorithm"));
         }
@@ -182,6 +188,7 @@ impl Verifier for SevSnpVerifier {
             sgx_signer: None,
             simulation_key: None,
             snp_tcb: Some(tcb),
+            tdx: None,
         })
     }
 }

@@ -52,6 +52,7 @@ impl Verifier for SgxDcapVerifier {
             }),
             simulation_key: None,
             snp_tcb: None,
+            tdx: None,
         })
     }
 }

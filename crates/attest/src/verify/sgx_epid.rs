@@ -129,6 +129,7 @@ impl Verifier for SgxEpidVerifier {
             sgx_signer: Some(signer),
             simulation_key: None,
             snp_tcb: None,
+            tdx: None,
         })
     }
 }

@@ -98,6 +98,7 @@ impl Verifier for SimVerifier {
             sgx_signer: None,
             simulation_key: Some(key),
             snp_tcb: None,
+            tdx: None,
         })
     }
 }

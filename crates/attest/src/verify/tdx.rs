@@ -1,11 +1,12 @@
 //! `tdx`: a TDX trust domain's quote (v4 or v5), checked with dcap-qvl against the collateral
-//! for its platform: MRTD as the measurement, the RTMRs, report data, TCB status and advisories.
+//! for its platform: MRTD as the measurement, the RTMRs and launch identities
+//! ([`TdxMeasurements`]), report data, TCB status and advisories.
 
 use std::sync::Arc;
 
 use super::dcap::{CollateralCache, Tee, intel_sgx_root, tcb_status, verify_quote};
 use super::{UnixTime, Verifier, VerifyError};
-use crate::evidence::{EvidenceKind, Measurement, ReportData, VerifiedEvidence};
+use crate::evidence::{EvidenceKind, Measurement, ReportData, TdxMeasurements, VerifiedEvidence};
 
 /// Verifies TDX quotes with the collateral it is given, under Intel's SGX Root CA unless told
 /// otherwise.
@@ -46,6 +47,12 @@ impl Verifier for TdxVerifier {
             sgx_signer: None,
             simulation_key: None,
             snp_tcb: None,
+            tdx: Some(TdxMeasurements {
+                rtmrs: [report.rt_mr0, report.rt_mr1, report.rt_mr2, report.rt_mr3],
+                mr_config_id: report.mr_config_id,
+                mr_owner: report.mr_owner,
+                mr_owner_config: report.mr_owner_config,
+            }),
         })
     }
 }

@@ -16,6 +16,9 @@ const ECDSA_WITH_SHA384: Oid = Oid::new_unwrap("1.2.840.10045.4.3.3");
 /// SHA-384's OID as DER content bytes: a PSS certificate must name it in its parameters.
 const SHA384_OID_DER: &[u8] = &[0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02];
 
+/// The longest chain below the root a vendor uses, and more.
+const MAX_CHAIN: usize = 4;
+
 /// A parsed certificate and the DER bytes its signature covers.
 #[derive(Clone)]
 pub(crate) struct VendorCert {
@@ -102,6 +105,10 @@ pub(crate) fn verify_chain<'c>(
         _ => chain,
     };
     let leaf = chain.first().ok_or(VerifyError::MalformedCertificate { index: 0, what: "none" })?;
+    // Vendors' chains are short (IAS: one certificate; AMD: two): a long one is only work.
+    if chain.len() > MAX_CHAIN {
+        return Err(VerifyError::MalformedCertificate { index: MAX_CHAIN, what: "chain too long" });
+    }
     for (index, cert) in chain.iter().enumerate() {
         cert.check_time(index, at)?;
         match chain.get(index + 1) {
