@@ -5,20 +5,19 @@
 use std::sync::{Arc, LazyLock};
 
 use afallon_attest::verify::sev_snp::SevSnpVerifier;
-use afallon_attest::verify::sgx_dcap::{CollateralCache, SgxDcapVerifier};
+use afallon_attest::verify::sgx_dcap::{CollateralCache, DcapVerifier};
 use afallon_attest::verify::sgx_epid::SgxEpidVerifier;
 use afallon_attest::verify::sim::SimVerifier;
-use afallon_attest::verify::tdx::TdxVerifier;
 use afallon_attest::{UnixTime, Verifier};
 use libfuzzer_sys::fuzz_target;
 
 static SGX_EPID: LazyLock<SgxEpidVerifier> = LazyLock::new(SgxEpidVerifier::intel);
 static SEV_SNP: LazyLock<SevSnpVerifier> = LazyLock::new(SevSnpVerifier::amd);
 // No collateral: the quote is parsed (for its platform) and refused before any signature.
-static SGX_DCAP: LazyLock<SgxDcapVerifier> =
-    LazyLock::new(|| SgxDcapVerifier::new(Arc::new(CollateralCache::new())));
-static TDX: LazyLock<TdxVerifier> =
-    LazyLock::new(|| TdxVerifier::new(Arc::new(CollateralCache::new())));
+static SGX_DCAP: LazyLock<DcapVerifier> =
+    LazyLock::new(|| DcapVerifier::sgx(Arc::new(CollateralCache::new())));
+static TDX: LazyLock<DcapVerifier> =
+    LazyLock::new(|| DcapVerifier::tdx(Arc::new(CollateralCache::new())));
 
 fuzz_target!(|data: &[u8]| {
     let Some((&pick, evidence)) = data.split_first() else { return };

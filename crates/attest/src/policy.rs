@@ -40,7 +40,7 @@ pub struct Policy {
     sgx_epid: Arc<SgxEpidVerifier>,
     sev_snp: Arc<SevSnpVerifier>,
     #[cfg(feature = "dcap")]
-    dcap: Option<(crate::verify::sgx_dcap::SgxDcapVerifier, crate::verify::tdx::TdxVerifier)>,
+    dcap: Option<(crate::verify::sgx_dcap::DcapVerifier, crate::verify::sgx_dcap::DcapVerifier)>,
 }
 
 impl Default for Policy {
@@ -151,8 +151,8 @@ impl Policy {
         collateral: Arc<crate::verify::sgx_dcap::CollateralCache>,
     ) -> Self {
         self.dcap = Some((
-            crate::verify::sgx_dcap::SgxDcapVerifier::new(Arc::clone(&collateral)),
-            crate::verify::tdx::TdxVerifier::new(collateral),
+            crate::verify::sgx_dcap::DcapVerifier::sgx(Arc::clone(&collateral)),
+            crate::verify::tdx::DcapVerifier::tdx(collateral),
         ));
         self
     }

@@ -4,8 +4,7 @@
 
 use std::sync::Arc;
 
-use afallon_attest::verify::sgx_dcap::{Collateral, CollateralCache, SgxDcapVerifier};
-use afallon_attest::verify::tdx::TdxVerifier;
+use afallon_attest::verify::sgx_dcap::{Collateral, CollateralCache, DcapVerifier};
 use afallon_attest::{
     Evidence, EvidenceKind, Measurement, Policy, TcbStatus, UnixTime, Verifier, VerifyError,
 };
@@ -30,7 +29,7 @@ fn collateral() -> Arc<CollateralCache> {
 
 #[test]
 fn a_real_sgx_quote_verifies_with_its_collateral() {
-    let verified = SgxDcapVerifier::new(collateral()).verify(SGX_QUOTE, AT).expect("verifies");
+    let verified = DcapVerifier::sgx(collateral()).verify(SGX_QUOTE, AT).expect("verifies");
     assert_eq!(verified.kind, EvidenceKind::SgxDcap);
     assert_eq!(verified.tcb_status, TcbStatus::ConfigurationAndSwHardeningNeeded);
     assert_eq!(verified.advisories, ["INTEL-SA-00289", "INTEL-SA-00615"]);
@@ -41,7 +40,7 @@ fn a_real_sgx_quote_verifies_with_its_collateral() {
 
 #[test]
 fn a_real_tdx_quote_verifies_with_its_collateral() {
-    let verified = TdxVerifier::new(collateral()).verify(TDX_QUOTE, AT).expect("verifies");
+    let verified = DcapVerifier::tdx(collateral()).verify(TDX_QUOTE, AT).expect("verifies");
     assert_eq!(verified.kind, EvidenceKind::Tdx);
     assert_eq!(verified.tcb_status, TcbStatus::UpToDate);
     assert!(verified.advisories.is_empty());
@@ -52,8 +51,8 @@ fn a_real_tdx_quote_verifies_with_its_collateral() {
 #[test]
 fn each_way_of_spoiling_a_quote_fails_with_its_own_error() {
     let collateral = collateral();
-    let sgx = SgxDcapVerifier::new(Arc::clone(&collateral));
-    let tdx = TdxVerifier::new(Arc::clone(&collateral));
+    let sgx = DcapVerifier::sgx(Arc::clone(&collateral));
+    let tdx = DcapVerifier::tdx(Arc::clone(&collateral));
     // One flipped byte in each quote's signed report (its report data).
     for (verifier, quote, at) in
         [(&sgx as &dyn Verifier, SGX_QUOTE, 48 + 320), (&tdx, TDX_QUOTE, 48 + 520)]
@@ -78,10 +77,10 @@ fn each_way_of_spoiling_a_quote_fails_with_its_own_error() {
     ))
     .expect("pem")
     .der;
-    let pinned = SgxDcapVerifier::new(Arc::clone(&collateral)).with_root_der(other_root);
+    let pinned = DcapVerifier::sgx(Arc::clone(&collateral)).with_root_der(other_root);
     assert_eq!(pinned.verify(SGX_QUOTE, AT), Err(VerifyError::UntrustedRoot));
     // No collateral for the platform.
-    let empty = SgxDcapVerifier::new(Arc::new(CollateralCache::new()));
+    let empty = DcapVerifier::sgx(Arc::new(CollateralCache::new()));
     assert!(matches!(empty.verify(SGX_QUOTE, AT), Err(VerifyError::NoCollateral(_))));
     // An SGX quote is not a TD's, nor garbage a quote.
     assert!(tdx.verify(SGX_QUOTE, AT).is_err());
@@ -94,8 +93,8 @@ fn each_way_of_spoiling_a_quote_fails_with_its_own_error() {
 fn the_policy_judges_what_the_quotes_prove() {
     let sgx = Evidence { kind: EvidenceKind::SgxDcap, bytes: SGX_QUOTE.to_vec() };
     let tdx = Evidence { kind: EvidenceKind::Tdx, bytes: TDX_QUOTE.to_vec() };
-    let sgx_verified = SgxDcapVerifier::new(collateral()).verify(SGX_QUOTE, AT).expect("sgx");
-    let tdx_verified = TdxVerifier::new(collateral()).verify(TDX_QUOTE, AT).expect("tdx");
+    let sgx_verified = DcapVerifier::sgx(collateral()).verify(SGX_QUOTE, AT).expect("sgx");
+    let tdx_verified = DcapVerifier::tdx(collateral()).verify(TDX_QUOTE, AT).expect("tdx");
     let rtmrs = tdx_verified.tdx.expect("TDX measurements").rtmrs;
     // Without collateral, a policy refuses quotes.
     assert_eq!(

@@ -7,8 +7,7 @@
 use std::sync::Arc;
 
 use afallon_attest::verify::sev_snp::SevSnpVerifier;
-use afallon_attest::verify::sgx_dcap::{Collateral, CollateralCache, SgxDcapVerifier};
-use afallon_attest::verify::tdx::TdxVerifier;
+use afallon_attest::verify::sgx_dcap::{Collateral, CollateralCache, DcapVerifier};
 use afallon_attest::{EvidenceKind, Platform, PlatformError, ReportData, UnixTime, Verifier};
 use afallon_platform::fake::{fake_gramine, fake_tsm};
 use afallon_platform::{ConfigfsTsmPlatform, GraminePlatform};
@@ -49,7 +48,7 @@ fn gramine_gives_dcap_quotes_that_verify_and_seals_to_its_key() {
     let evidence = platform.evidence(&report_data(&sample, 368)).expect("evidence");
     assert_eq!(evidence.bytes, sample);
     let verified =
-        SgxDcapVerifier::new(collateral()).verify(&evidence.bytes, DCAP_AT).expect("verifies");
+        DcapVerifier::sgx(collateral()).verify(&evidence.bytes, DCAP_AT).expect("verifies");
     assert_eq!(verified.measurement, platform.measurement());
     // Over other report data, the quote carries it.
     let other = platform.evidence(&ReportData([9; 64])).expect("evidence");
@@ -85,7 +84,7 @@ fn configfs_tsm_on_tdx_gives_quotes_that_verify() {
     let evidence = platform.evidence(&report_data(&sample, 568)).expect("evidence");
     assert_eq!(evidence.bytes, sample);
     let verified =
-        TdxVerifier::new(collateral()).verify(&evidence.bytes, DCAP_AT).expect("verifies");
+        DcapVerifier::tdx(collateral()).verify(&evidence.bytes, DCAP_AT).expect("verifies");
     assert_eq!(verified.measurement, platform.measurement());
 
     // Sealing keys persist with the secret directory and follow the measurement.

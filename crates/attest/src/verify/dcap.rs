@@ -10,13 +10,60 @@ use dcap_qvl::quote::Quote;
 use dcap_qvl::verify::{QuoteVerifier, VerifiedReport};
 use serde::Deserialize;
 
-use super::{UnixTime, VerifyError, parse_utc};
-use crate::evidence::TcbStatus;
+use std::sync::Arc;
+
+use super::{UnixTime, Verifier, VerifyError, parse_utc};
+use crate::evidence::{EvidenceKind, TcbStatus, VerifiedEvidence};
 
 /// Intel's SGX Root CA (DER): the root of PCK certificates and of the TCB info and QE identity
 /// signers.
-pub(crate) fn intel_sgx_root() -> Vec<u8> {
+fn intel_sgx_root() -> Vec<u8> {
     include_bytes!("roots/intel-sgx-root-ca.der").to_vec()
+}
+
+/// Verifies DCAP quotes of one TEE (SGX enclaves or TDX trust domains) with the collateral it
+/// is given, under Intel's SGX Root CA unless told otherwise.
+#[derive(Debug, Clone)]
+pub struct DcapVerifier {
+    tee: Tee,
+    collateral: Arc<CollateralCache>,
+    root: Vec<u8>,
+}
+
+impl DcapVerifier {
+    /// The `sgx-dcap` verifier, with `collateral`.
+    pub fn sgx(collateral: Arc<CollateralCache>) -> Self {
+        Self { tee: Tee::Sgx, collateral, root: intel_sgx_root() }
+    }
+
+    /// The `tdx` verifier, with `collateral`.
+    pub fn tdx(collateral: Arc<CollateralCache>) -> Self {
+        Self { tee: Tee::Tdx, collateral, root: intel_sgx_root() }
+    }
+
+    /// The same, trusting the root certificate `root_der` instead of Intel's.
+    #[must_use]
+    pub fn with_root_der(mut self, root_der: Vec<u8>) -> Self {
+        self.root = root_der;
+        self
+    }
+}
+
+impl Verifier for DcapVerifier {
+    fn kind(&self) -> EvidenceKind {
+        match self.tee {
+            Tee::Sgx => EvidenceKind::SgxDcap,
+            Tee::Tdx => EvidenceKind::Tdx,
+        }
+    }
+
+    fn verify(&self, evidence: &[u8], at: UnixTime) -> Result<VerifiedEvidence, VerifyError> {
+        let verified = verify_quote(evidence, self.tee, &self.collateral, &self.root, at)?;
+        match self.tee {
+            Tee::Sgx => super::sgx_dcap::evidence(verified),
+            Tee::Tdx => super::tdx::evidence(verified),
+        }
+    }
 }
 
 /// The TEE a piece of collateral is for.
@@ -180,7 +227,7 @@ fn fmspc(quote: &[u8]) -> Result<[u8; 6], VerifyError> {
 
 /// Verifies a quote of `tee` with the collateral `cache` holds for its platform, under `root`,
 /// at `at`.
-pub(crate) fn verify_quote(
+fn verify_quote(
     quote: &[u8],
     tee: Tee,
     cache: &CollateralCache,
