@@ -347,6 +347,9 @@ pub struct VerifiedEvidence {
     pub snp_tcb: Option<SnpTcb>,
     /// For TDX, the measurements beyond MRTD.
     pub tdx: Option<TdxMeasurements>,
+    /// When the evidence was made, where it says (an IAS report's timestamp), in seconds since
+    /// the epoch.
+    pub issued_at: Option<u64>,
 }
 
 #[cfg(test)]

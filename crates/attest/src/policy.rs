@@ -37,6 +37,7 @@ pub struct Policy {
     refused_advisories: Vec<String>,
     minimum_snp_tcb: Option<SnpTcb>,
     allowed_tdx_rtmrs: Vec<[[u8; 48]; 4]>,
+    max_report_age: Option<u64>,
     sgx_epid: Arc<SgxEpidVerifier>,
     sev_snp: Arc<SevSnpVerifier>,
     #[cfg(feature = "dcap")]
@@ -54,6 +55,7 @@ impl Default for Policy {
             refused_advisories: Vec::new(),
             minimum_snp_tcb: None,
             allowed_tdx_rtmrs: Vec::new(),
+            max_report_age: None,
             sgx_epid: Arc::new(SgxEpidVerifier::intel()),
             sev_snp: Arc::new(SevSnpVerifier::amd()),
             #[cfg(feature = "dcap")]
@@ -125,6 +127,14 @@ impl Policy {
     #[must_use]
     pub fn allow_tdx_rtmrs(mut self, rtmrs: [[u8; 48]; 4]) -> Self {
         self.allowed_tdx_rtmrs.push(rtmrs);
+        self
+    }
+
+    /// Refuses evidence that says it was made more than `seconds` before the time of
+    /// verification (IAS reports; quotes and SNP reports carry no date).
+    #[must_use]
+    pub fn max_report_age(mut self, seconds: u64) -> Self {
+        self.max_report_age = Some(seconds);
         self
     }
 
@@ -200,6 +210,12 @@ impl Policy {
             EvidenceKind::SevSnp => self.sev_snp.verify(&evidence.bytes, at)?,
         };
         self.judge(&verified)?;
+        if let (Some(max), Some(issued)) = (self.max_report_age, verified.issued_at) {
+            let age = at.0.saturating_sub(issued);
+            if age > max {
+                return Err(VerifyError::ReportTooOld { age, max });
+            }
+        }
         if verified.report_data != *expected_report_data {
             return Err(VerifyError::ReportDataMismatch);
         }

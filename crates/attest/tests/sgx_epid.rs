@@ -104,6 +104,24 @@ fn each_way_of_spoiling_the_sample_fails_with_its_own_error() {
     // And a report is not valid before it was made.
     assert_eq!(verify(&sample(), UnixTime(SIGNED_AT.0 - 1)), Err(VerifyError::ReportFromTheFuture));
 
+    // A chain whose issuer is no certificate authority: the signing certificate posing as the
+    // root.
+    let mut posing = sample();
+    posing["ias_report_signing_certificate"] = json!(format!(
+        "{}{}",
+        pem::encode(
+            "CERTIFICATE",
+            &BASE64.decode(phala["rawSigningCert"].as_str().expect("c")).expect("b64")
+        ),
+        pem::encode(
+            "CERTIFICATE",
+            &BASE64.decode(phala["rawSigningCert"].as_str().expect("c")).expect("b64")
+        ),
+    ));
+    assert!(matches!(
+        verify(&posing, SIGNED_AT),
+        Err(VerifyError::MalformedCertificate { index: 1, .. })
+    ));
     // A verifier that pins another root: the chain does not lead there.
     let phala_cert = pem::encode(
         "CERTIFICATE",
@@ -174,5 +192,13 @@ fn the_policy_judges_what_the_report_proves() {
     assert_eq!(
         out_of_date.verify(&evidence, &ReportData([0; 64]), SIGNED_AT),
         Err(VerifyError::ReportDataMismatch)
+    );
+    // A report older than the policy allows.
+    let day_later = UnixTime(SIGNED_AT.0 + 86_400);
+    let fresh_only = out_of_date.clone().max_report_age(3_600);
+    fresh_only.verify(&evidence, &hello_world(), SIGNED_AT).expect("fresh");
+    assert_eq!(
+        fresh_only.verify(&evidence, &hello_world(), day_later),
+        Err(VerifyError::ReportTooOld { age: 86_400, max: 3_600 })
     );
 }

@@ -40,6 +40,8 @@ pub(crate) struct PolicyFile {
     refused_advisories: Vec<String>,
     /// The lowest SEV-SNP TCB version accepted.
     minimum_snp_tcb: Option<SnpTcbEntry>,
+    /// The oldest a dated report (IAS) may be, in seconds.
+    max_report_age_seconds: Option<u64>,
     /// Allowed TDX runtime measurements: RTMR0 to RTMR3 in hex, one list of four each.
     #[serde(default)]
     tdx_rtmrs: Vec<[String; 4]>,
@@ -117,6 +119,9 @@ impl PolicyFile {
         }
         for advisory in &self.refused_advisories {
             policy = policy.refuse_advisory(advisory.clone());
+        }
+        if let Some(seconds) = self.max_report_age_seconds {
+            policy = policy.max_report_age(seconds);
         }
         for rtmrs in &self.tdx_rtmrs {
             let mut parsed = [[0; 48]; 4];

@@ -96,6 +96,14 @@ pub enum VerifyError {
         /// Its validity's end.
         not_after: u64,
     },
+    /// The report is older than the policy allows.
+    #[error("the report is {age} s old, more than the policy's {max} s")]
+    ReportTooOld {
+        /// Its age at the time of verification.
+        age: u64,
+        /// The policy's limit.
+        max: u64,
+    },
     /// The report was made after the time of verification.
     #[error("the report is dated after the time of verification")]
     ReportFromTheFuture,

@@ -189,6 +189,7 @@ impl Verifier for SevSnpVerifier {
             simulation_key: None,
             snp_tcb: Some(tcb),
             tdx: None,
+            issued_at: None,
         })
     }
 }

@@ -27,5 +27,6 @@ pub(super) fn evidence(verified: VerifiedReport) -> Result<VerifiedEvidence, Ver
         simulation_key: None,
         snp_tcb: None,
         tdx: None,
+        issued_at: None,
     })
 }

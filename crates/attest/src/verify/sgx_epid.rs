@@ -130,6 +130,7 @@ impl Verifier for SgxEpidVerifier {
             simulation_key: None,
             snp_tcb: None,
             tdx: None,
+            issued_at: Some(issued),
         })
     }
 }

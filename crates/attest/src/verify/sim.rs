@@ -99,6 +99,7 @@ impl Verifier for SimVerifier {
             simulation_key: Some(key),
             snp_tcb: None,
             tdx: None,
+            issued_at: None,
         })
     }
 }

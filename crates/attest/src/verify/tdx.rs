@@ -27,5 +27,6 @@ pub(super) fn evidence(verified: VerifiedReport) -> Result<VerifiedEvidence, Ver
             mr_owner: report.mr_owner,
             mr_owner_config: report.mr_owner_config,
         }),
+        issued_at: None,
     })
 }

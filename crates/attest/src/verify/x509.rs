@@ -47,6 +47,11 @@ impl VendorCert {
         extensions.iter().find(|e| e.extn_id == oid).map(|e| e.extn_value.as_bytes())
     }
 
+    /// Whether its basic constraints make it a certificate authority (`cA` TRUE).
+    fn is_ca(&self) -> bool {
+        matches!(self.extension("2.5.29.19"), Some([0x30, _, 0x01, 0x01, 0xff, ..]))
+    }
+
     /// Whether `self` names `issuer`'s subject as its issuer.
     pub(crate) fn issued_by_name(&self, issuer: &VendorCert) -> bool {
         self.cert.tbs_certificate.issuer == issuer.cert.tbs_certificate.subject
@@ -109,22 +114,22 @@ pub(crate) fn verify_chain<'c>(
     if chain.len() > MAX_CHAIN {
         return Err(VerifyError::MalformedCertificate { index: MAX_CHAIN, what: "chain too long" });
     }
+    let not_a_ca = |index| VerifyError::MalformedCertificate {
+        index,
+        what: "it issues certificates and is no certificate authority",
+    };
     for (index, cert) in chain.iter().enumerate() {
         cert.check_time(index, at)?;
-        match chain.get(index + 1) {
-            Some(issuer) => {
-                if !cert.signed_by(issuer, index)? {
-                    return Err(VerifyError::CertificateSignature { index });
-                }
-            }
-            None => {
-                if cert.cert.tbs_certificate.issuer != root.cert.tbs_certificate.subject {
-                    return Err(VerifyError::UntrustedRoot);
-                }
-                if !cert.signed_by(root, index)? {
-                    return Err(VerifyError::CertificateSignature { index });
-                }
-            }
+        let issuer = match chain.get(index + 1) {
+            Some(issuer) => issuer,
+            None if !cert.issued_by_name(root) => return Err(VerifyError::UntrustedRoot),
+            None => root,
+        };
+        if !issuer.is_ca() {
+            return Err(not_a_ca(index + 1));
+        }
+        if !cert.signed_by(issuer, index)? {
+            return Err(VerifyError::CertificateSignature { index });
         }
     }
     root.check_time(chain.len(), at)?;
