@@ -887,6 +887,24 @@ async fn postgres_restarted_under_load_loses_no_acknowledged_order_and_answers_n
 
 const SUBMITTED: &str = "afallon_workorders_submitted_total";
 
+/// A listener on `store`, a client of it, and the pool `pool` verified through it (its record,
+/// registered by its KME host).
+async fn pool_listener(store: &str, data: &Path, pool: &str) -> (Service, Arc<Client>, Worker) {
+    let any = "127.0.0.1:0";
+    let listener = Service::start_role(
+        "listener",
+        data,
+        &["--store", store, "--listen", any],
+        "listening on ",
+    );
+    let client = Arc::new(listener.client());
+    let worker = client
+        .verify_worker(&afallon_proto::worker_id_from_name(pool), &listener.policy())
+        .await
+        .expect("the pool's record verifies");
+    (listener, client, worker)
+}
+
 /// A worker pool split across processes on one store: two `afallon kme` hosts (the second
 /// joined the first by attesting to it), an `afallon worker --pool` host running the WPEs with
 /// both KMEs, and a listener. Pool results verify in two steps; the first KME killed under load
@@ -915,17 +933,7 @@ async fn a_pool_split_across_kme_hosts_and_a_wpe_host_survives_a_kme_and_a_wpe_h
         Service::start_role("worker", &data, &args, "health and metrics on ")
     };
     let mut wpes = Some(wpe_host(&[&first.url, &second.url]));
-    let listener = Service::start_role(
-        "listener",
-        &data,
-        &["--store", &store, "--listen", any],
-        "listening on ",
-    );
-    let client = Arc::new(listener.client());
-    let worker = client
-        .verify_worker(&afallon_proto::worker_id_from_name(pool), &listener.policy())
-        .await
-        .expect("the pool's record, registered by its KME host, verifies");
+    let (_listener, client, worker) = pool_listener(&store, &data, pool).await;
     assert_eq!(echoes(&client, &worker, "before", 100).await, Vec::<String>::new());
 
     // The first KME killed under load: every order completes through the second.
@@ -1013,17 +1021,7 @@ async fn a_tenant_s_orders_run_on_its_dedicated_wpes_only_and_no_one_else_s_do()
         args.extend_from_slice(extra);
         Service::start_role("worker", &data, &args, "health and metrics on ")
     };
-    let listener = Service::start_role(
-        "listener",
-        &data,
-        &["--store", &store, "--listen", any],
-        "listening on ",
-    );
-    let client = Arc::new(listener.client());
-    let worker = client
-        .verify_worker(&afallon_proto::worker_id_from_name(pool), &listener.policy())
-        .await
-        .expect("the pool's record verifies");
+    let (listener, client, worker) = pool_listener(&store, &data, pool).await;
 
     // An order of the tenant's, queued before any WPE (and before the tenant had WPEs).
     let straggler = {

@@ -218,6 +218,23 @@ async fn afallon_verify_checks_evidence_and_its_binding_under_a_policy_file() {
     assert!(!ok && err.contains("is not DCAP collateral"), "{err}");
 }
 
+/// A fake kernel's configfs-tsm under `dir`, serving the real TDX quote, and a node config (its
+/// path) that runs the workers on it.
+fn configfs_tsm_node(dir: &Path) -> (afallon_platform::fake::Filler, String) {
+    let reports = dir.join("tsm/report");
+    let sample = std::fs::read(format!("{FIXTURES}/dcap/tdx_quote")).expect("quote");
+    let kernel =
+        afallon_platform::fake::fake_tsm(&reports, "tdx_guest", sample, 568, Vec::new(), "1");
+    let config = write(
+        &dir.join("tsm.toml"),
+        &format!(
+            "insecure_simulation = false\nplatform = \"configfs-tsm\"\ntsm_report_dir = {:?}\n",
+            reports.to_str().expect("utf-8")
+        ),
+    );
+    (kernel, config)
+}
+
 /// `afallon up` on configfs-tsm (`platform = "configfs-tsm"`), its report directory answered by a
 /// fake kernel serving a real TDX quote: the worker's record carries TDX evidence over its own
 /// key, and `afallon verify` checks it against Intel's collateral, and refuses it, for the fake's
@@ -225,17 +242,7 @@ async fn afallon_verify_checks_evidence_and_its_binding_under_a_policy_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_on_configfs_tsm_publishes_tdx_evidence_that_a_fake_tee_cannot_make_pass() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let reports = dir.path().join("tsm/report");
-    let sample = std::fs::read(format!("{FIXTURES}/dcap/tdx_quote")).expect("quote");
-    let _kernel =
-        afallon_platform::fake::fake_tsm(&reports, "tdx_guest", sample, 568, Vec::new(), "1");
-    let config = write(
-        &dir.path().join("afallon.toml"),
-        &format!(
-            "insecure_simulation = false\nplatform = \"configfs-tsm\"\ntsm_report_dir = {:?}\n",
-            reports.to_str().expect("utf-8")
-        ),
-    );
+    let (_kernel, config) = configfs_tsm_node(dir.path());
     let service = Service::start(&dir.path().join("data"), &["--config", &config]);
     let record = service
         .client()
@@ -326,17 +333,7 @@ fn afallon_up_says_when_it_runs_simulated_and_not_otherwise() {
         warning.is_some_and(|line| line.contains("protects") || line.contains("not protected"))
     );
     // On configfs-tsm it does not.
-    let reports = dir.path().join("tsm/report");
-    let sample = std::fs::read(format!("{FIXTURES}/dcap/tdx_quote")).expect("quote");
-    let _kernel =
-        afallon_platform::fake::fake_tsm(&reports, "tdx_guest", sample, 568, Vec::new(), "1");
-    let config = write(
-        &dir.path().join("tsm.toml"),
-        &format!(
-            "insecure_simulation = false\nplatform = \"configfs-tsm\"\ntsm_report_dir = {:?}\n",
-            reports.to_str().expect("utf-8")
-        ),
-    );
+    let (_kernel, config) = configfs_tsm_node(dir.path());
     // (It starts within a second; a warning would come before it listens.)
     let line = up_says(&["--config", &config], &dir.path().join("tsm"), "SIMULATED", seconds(3));
     assert_eq!(line, None);
