@@ -285,6 +285,7 @@ pub(crate) async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
                 "isvSvn": s.isv_svn,
             })),
             "snpTcb": evidence.snp_tcb.map(|t| format!("{t:?}")),
+            "tdxRtmrs": evidence.tdx.map(|t| t.rtmrs.map(hex::encode)),
             "bindsVerificationKey": true,
         }),
         _ => json!({"kind": "none", "simulated": true}),
@@ -315,6 +316,12 @@ pub(crate) async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
             }
             if let Some(tcb) = evidence.snp_tcb {
                 println!("  SNP TCB        {tcb:?}");
+            }
+            if let Some(tdx) = evidence.tdx {
+                // What a policy's `tdx_rtmrs` names.
+                for (n, rtmr) in tdx.rtmrs.iter().enumerate() {
+                    println!("  RTMR{n}          {}", hex::encode(rtmr));
+                }
             }
             println!("  report data    binds the worker's verification key");
         }
