@@ -122,6 +122,18 @@ fn each_way_of_spoiling_the_sample_fails_with_its_own_error() {
         verify(&posing, SIGNED_AT),
         Err(VerifyError::MalformedCertificate { index: 1, .. })
     ));
+    // A chain longer than any vendor's is refused before any signature is checked (a record
+    // built to be expensive).
+    let signer_pem = pem::encode(
+        "CERTIFICATE",
+        &BASE64.decode(phala["rawSigningCert"].as_str().expect("c")).expect("b64"),
+    );
+    let mut long = sample();
+    long["ias_report_signing_certificate"] = json!(signer_pem.repeat(5));
+    assert!(matches!(
+        verify(&long, SIGNED_AT),
+        Err(VerifyError::MalformedCertificate { index: 4, what: "chain too long" })
+    ));
     // A verifier that pins another root: the chain does not lead there.
     let phala_cert = pem::encode(
         "CERTIFICATE",
