@@ -345,49 +345,61 @@ async fn concurrent_submissions_to_a_full_store_purge_distinct_orders() {
     });
 }
 
-/// A TCP proxy in front of the database, that a test can cut and restore.
+/// A TCP proxy in front of the database, that a test can cut and restore. It keeps its port
+/// throughout (a cut closes every connection and hangs up on new ones at once), so that nothing
+/// else can take the port between a cut and a restore.
 struct Proxy {
     port: u16,
-    upstream: String,
-    tasks: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    open: Arc<std::sync::atomic::AtomicBool>,
+    relays: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
 }
 
 impl Proxy {
     async fn start(upstream: String) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("address").port();
-        let proxy = Self { port, upstream, tasks: Arc::default() };
-        proxy.serve(listener);
-        proxy
-    }
-
-    fn serve(&self, listener: tokio::net::TcpListener) {
-        let (upstream, tasks) = (self.upstream.clone(), Arc::clone(&self.tasks));
-        let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let upstream = upstream.clone();
-                let relay = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let relays: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let accept = {
+            let (open, relays) = (Arc::clone(&open), Arc::clone(&relays));
+            tokio::spawn(async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if !open.load(std::sync::atomic::Ordering::SeqCst) {
+                        continue; // dropped: the connection is closed at once
                     }
-                });
-                tasks.lock().expect("tasks").push(relay);
-            }
-        });
-        self.tasks.lock().expect("tasks").push(accept);
+                    let upstream = upstream.clone();
+                    let relay = tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    relays.lock().expect("relays").push(relay);
+                }
+            })
+        };
+        Self { port, open, relays, accept }
     }
 
-    /// Closes every connection and refuses new ones.
+    /// Closes every connection and hangs up on new ones.
     fn cut(&self) {
-        for task in self.tasks.lock().expect("tasks").drain(..) {
-            task.abort();
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        for relay in self.relays.lock().expect("relays").drain(..) {
+            relay.abort();
         }
     }
 
-    async fn restore(&self) {
-        let listener =
-            tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await.expect("bind again");
-        self.serve(listener);
+    /// Relays new connections again.
+    fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
     }
 }
 
@@ -423,7 +435,7 @@ async fn a_lost_database_makes_the_store_failing_until_it_answers_again() {
         assert_eq!(*health.borrow_and_update(), StoreHealth::Failing);
         assert_eq!(store.submit(order("1")).await, Err(StoreError::Unavailable), "refused at once");
         assert!(store.stats().write_failures >= 1);
-        proxy.restore().await;
+        proxy.restore();
         let back = tokio::time::timeout(
             Duration::from_secs(20),
             health.wait_for(|h| *h == StoreHealth::Writable),
