@@ -204,6 +204,9 @@ pub enum PgStoreError {
 /// over still finish.
 pub struct PgStore {
     inner: Arc<Inner>,
+    /// The runtime it was connected on, which drives its connections: writes run there, also
+    /// when called from a runtime without I/O (a node's enclave threads claim orders).
+    runtime: tokio::runtime::Handle,
     wakeups: WakeupSender,
     _tasks: [AbortOnDrop; 2],
 }
@@ -306,7 +309,12 @@ impl PgStore {
             options.listen_ping,
         ));
         let health = tokio::spawn(db::watch_health(Arc::clone(&inner)));
-        Ok(Self { inner, wakeups, _tasks: [AbortOnDrop(listener), AbortOnDrop(health)] })
+        Ok(Self {
+            inner,
+            runtime: tokio::runtime::Handle::current(),
+            wakeups,
+            _tasks: [AbortOnDrop(listener), AbortOnDrop(health)],
+        })
     }
 
     /// How many orders wait for a result (queued or processing), by [`QUEUE_DEPTH_SQL`].
@@ -317,14 +325,16 @@ impl PgStore {
         self.inner.queue_depth().await
     }
 
-    /// Runs `write` in a task of its own, so that dropping the caller's future does not stop it.
+    /// Runs `write` in a task of its own on the store's runtime, so that dropping the caller's
+    /// future does not stop it, and a connection it opens has I/O whichever runtime calls.
     async fn write<T, F>(&self, write: impl FnOnce(Arc<Inner>) -> F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: Future<Output = Result<T, StoreError>> + Send + 'static,
     {
         self.inner.writable()?;
-        tokio::spawn(write(Arc::clone(&self.inner)))
+        self.runtime
+            .spawn(write(Arc::clone(&self.inner)))
             .await
             .unwrap_or_else(|_| Err(StoreError::backend(PgStoreError::WriteTask)))
     }
