@@ -20,6 +20,7 @@ mod body;
 mod enclave_process;
 mod host;
 mod http;
+mod local;
 mod metrics;
 mod pool;
 mod private;
@@ -46,6 +47,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use crate::enclave_process::{EnclaveRole, serve_enclave_process};
+pub use crate::local::LocalListener;
 pub use crate::pool::PoolConfig;
 pub use crate::serve::{HttpConfig, TlsError, TlsFiles};
 
@@ -232,6 +234,26 @@ pub(crate) struct App<S> {
 }
 
 impl<S> App<S> {
+    /// The shared state of a node with `workers`, on the current runtime.
+    fn new(config: NodeConfig, store: Arc<S>, workers: Vec<Arc<LocalWorker>>) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let body_budget_kib =
+            (config.http.max_buffered_body_bytes / 1024).min(tokio::sync::Semaphore::MAX_PERMITS);
+        let enclave_threads = config.enclave_threads.max(1);
+        Self {
+            store,
+            config,
+            workers,
+            waiters: Waiters::default(),
+            metrics: Metrics::default(),
+            body_budget: Arc::new(tokio::sync::Semaphore::new(body_budget_kib)),
+            large_parses: Arc::new(tokio::sync::Semaphore::new((cores / 2).max(1))),
+            enclave_slots: tokio::sync::Semaphore::new(enclave_threads),
+            look_up_slots: Arc::new(tokio::sync::Semaphore::new((cores / 2).max(1))),
+            io: tokio::runtime::Handle::current(),
+        }
+    }
+
     pub(crate) fn local_worker(&self, worker_id: &str) -> Option<&Arc<LocalWorker>> {
         self.workers.iter().find(|w| w.worker_id() == worker_id)
     }
@@ -356,11 +378,22 @@ impl Node {
     /// # Errors
     /// [`NodeError`] if the store, the TEE platform, an enclave or the listener cannot be set up.
     pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
+        let store = Self::open_embedded_store(&config)?;
+        Self::start_with_store(config, store).await
+    }
+
+    /// Opens the embedded store in `config.data_dir` (made private first, as by
+    /// [`Node::start`]), for a node started with [`Node::start_with_store`] that shares it with
+    /// another role in the same process (a chain connector).
+    ///
+    /// # Errors
+    /// [`NodeError`] if the directory or the store cannot be opened.
+    pub fn open_embedded_store(config: &NodeConfig) -> Result<Arc<RedbStore>, NodeError> {
         let store = RedbStore::open(
-            &Self::private_data_dir(&config)?.join("store.redb"),
+            &Self::private_data_dir(config)?.join("store.redb"),
             RedbStoreOptions { max_orders: config.max_orders, ..RedbStoreOptions::default() },
         )?;
-        Self::start_with_store(config, Arc::new(store)).await
+        Ok(Arc::new(store))
     }
 
     /// Makes `config.data_dir` private (0700 directories, 0600 files, whatever the umask) and
@@ -503,21 +536,7 @@ impl Node {
         } else {
             EnclavePool::new(config_enclave_threads)?
         };
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let body_budget_kib =
-            (config.http.max_buffered_body_bytes / 1024).min(tokio::sync::Semaphore::MAX_PERMITS);
-        let app = Arc::new(App {
-            store,
-            config,
-            workers,
-            waiters: Waiters::default(),
-            metrics: Metrics::default(),
-            body_budget: Arc::new(tokio::sync::Semaphore::new(body_budget_kib)),
-            large_parses: Arc::new(tokio::sync::Semaphore::new((cores / 2).max(1))),
-            enclave_slots: tokio::sync::Semaphore::new(config_enclave_threads),
-            look_up_slots: Arc::new(tokio::sync::Semaphore::new((cores / 2).max(1))),
-            io: tokio::runtime::Handle::current(),
-        });
+        let app = Arc::new(App::new(config, store, workers));
         let (stop_serving, stopped) = watch::channel(false);
         let (stop_working, workers_stopped) = watch::channel(false);
         let store_health = app.store.health();
