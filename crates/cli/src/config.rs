@@ -154,6 +154,10 @@ pub(crate) fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         "REQUIRE_SERVICES",
         "PG_BIN",
         "SERVICES_NO_INSTALL",
+        // The proxy model's account and node (`afallon connector`, `deploy-contracts`, `submit`).
+        "ETH_KEY",
+        "ETH_RPC",
+        "ANVIL",
     ]));
     figment.extract().map_err(|e| ConfigError(e.to_string()))
 }

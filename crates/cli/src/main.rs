@@ -9,12 +9,15 @@
 mod attestation;
 mod bench;
 mod bench_look_ups;
+#[cfg(feature = "ethereum")]
+mod chain;
 mod config;
 mod requester;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use afallon_node::Roles;
 use clap::{Args, Parser, Subcommand};
@@ -62,6 +65,14 @@ enum Command {
     Receipt(requester::IdArgs),
     /// Measures throughput and latency of verified results, against the crypto limit.
     Bench(bench::BenchArgs),
+    /// Deploys the proxy model's registries on an Ethereum (or Besu) chain and writes the
+    /// deployment file.
+    #[cfg(feature = "ethereum")]
+    DeployContracts(chain::DeployArgs),
+    /// Runs a blockchain connector: on-chain work orders run on this service's workers and are
+    /// completed on chain, and the on-chain worker registry follows the service's.
+    #[cfg(feature = "ethereum")]
+    Connector(chain::ConnectorArgs),
     /// Runs one enclave on the simulated TEE, speaking the enclave's messages on standard input
     /// and output: what `--enclave-process` starts for each worker.
     Enclave(EnclaveArgs),
@@ -134,6 +145,58 @@ struct UpArgs {
     /// evidence, they run its orders only, and its orders, submitted from now on, run on them only.
     #[arg(long, requires = "pool", value_name = "REQUESTER_ID")]
     tenant: Option<String>,
+    /// Also run the proxy model's connector in this process, on this process's store, for the
+    /// registries of this deployment file (`afallon deploy-contracts`); the account's key from
+    /// `AFALLON_ETH_KEY` or `--eth-key-file`. See `afallon connector ethereum`.
+    #[arg(long, value_name = "FILE")]
+    contracts: Option<PathBuf>,
+    /// With `--contracts`: the Ethereum node's JSON-RPC URL.
+    #[arg(
+        long,
+        requires = "contracts",
+        env = "AFALLON_ETH_RPC",
+        default_value = "http://127.0.0.1:8545",
+        value_name = "URL"
+    )]
+    ethereum_rpc: String,
+    /// With `--contracts`: the file with the connector account's private key in hex.
+    #[arg(long, requires = "contracts", value_name = "FILE")]
+    eth_key_file: Option<PathBuf>,
+    /// With `--contracts`: how deep a block must be before its orders run.
+    #[arg(long, requires = "contracts", default_value_t = 2)]
+    confirmations: u64,
+}
+
+/// A chain connector to run, as the command line describes it.
+#[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "ethereum"), allow(dead_code))]
+pub(crate) struct ConnectorPlan {
+    /// The Ethereum node's JSON-RPC URL.
+    pub(crate) rpc: String,
+    /// The account's key file; none: `AFALLON_ETH_KEY`.
+    pub(crate) key_file: Option<PathBuf>,
+    /// The deployment file.
+    pub(crate) contracts: PathBuf,
+    /// Blocks a block or a completion must be deep.
+    pub(crate) confirmations: u64,
+    /// How often the chain's head is read.
+    pub(crate) poll: std::time::Duration,
+    /// How often the on-chain worker registry is brought in step.
+    pub(crate) registry_sync: std::time::Duration,
+}
+
+impl UpArgs {
+    /// The connector `--contracts` asks for, if any.
+    fn connector(&self) -> Option<ConnectorPlan> {
+        Some(ConnectorPlan {
+            rpc: self.ethereum_rpc.clone(),
+            key_file: self.eth_key_file.clone(),
+            contracts: self.contracts.clone()?,
+            confirmations: self.confirmations,
+            poll: std::time::Duration::from_secs(1),
+            registry_sync: std::time::Duration::from_secs(30),
+        })
+    }
 }
 
 fn main() -> ExitCode {
@@ -159,7 +222,7 @@ fn main() -> ExitCode {
     let serving = matches!(
         cli.command,
         Command::Up(_) | Command::Listener(_) | Command::Worker(_) | Command::Kme(_)
-    );
+    ) || is_connector(&cli.command);
     let default_log = if serving { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("AFALLON_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log));
@@ -189,6 +252,10 @@ fn main() -> ExitCode {
             Command::Result(args) => requester::result(args).await,
             Command::Receipt(args) => requester::receipt(args).await,
             Command::Bench(args) => bench::bench(args).await,
+            #[cfg(feature = "ethereum")]
+            Command::DeployContracts(args) => chain::deploy(args).await,
+            #[cfg(feature = "ethereum")]
+            Command::Connector(args) => chain::connector(args).await,
             Command::Enclave(_) => Ok(()),
         }
     });
@@ -223,6 +290,7 @@ async fn serve(args: UpArgs, roles: Roles) -> anyhow::Result<()> {
 
 /// Runs a node with `roles` (a KME host alone if `kme_only`) until a signal.
 async fn serve_as(args: UpArgs, roles: Roles, kme_only: bool) -> anyhow::Result<()> {
+    let connector = args.connector();
     let mut config = config::load(args.config.as_deref())?;
     if let Some(listen) = args.listen {
         config.listen = listen;
@@ -287,7 +355,7 @@ async fn serve_as(args: UpArgs, roles: Roles, kme_only: bool) -> anyhow::Result<
         );
     }
     raise_open_files_limit(node_config.http.max_connections);
-    let node = match store.as_deref() {
+    let (node, connector) = match store.as_deref() {
         None if roles != Roles::BOTH => {
             return Err(config::ConfigError::new(
                 "the listener and worker roles share their store with other processes: give \
@@ -295,8 +363,18 @@ async fn serve_as(args: UpArgs, roles: Roles, kme_only: bool) -> anyhow::Result<
             )
             .into());
         }
-        None => afallon_node::Node::start(node_config.clone()).await?,
-        Some(url) => shared_store::start(url, node_config.clone()).await?,
+        None => {
+            let store = afallon_node::Node::open_embedded_store(&node_config)?;
+            let node =
+                afallon_node::Node::start_with_store(node_config.clone(), Arc::clone(&store))
+                    .await?;
+            let connector = match &connector {
+                Some(plan) => Some(start_connector(plan, node_config.clone(), store).await?),
+                None => None,
+            };
+            (node, connector)
+        }
+        Some(url) => shared_store::start(url, node_config.clone(), connector.as_ref()).await?,
     };
     if roles.worker {
         if let Some(pool) = &node_config.pool {
@@ -331,9 +409,50 @@ async fn serve_as(args: UpArgs, roles: Roles, kme_only: bool) -> anyhow::Result<
     if let Some(kme) = node.kme_addr() {
         println!("kme endpoint on {kme}");
     }
-    node.run_until(shutdown_signal()).await?;
+    let outcome = node.run_until(shutdown_signal()).await;
+    if let Some(connector) = connector {
+        connector.stop().await?;
+    }
+    outcome?;
     eprintln!("stopped");
     Ok(())
+}
+
+/// A connector running in this process (`afallon up --contracts`, `afallon connector`).
+#[cfg(feature = "ethereum")]
+type RunningConnector = chain::RunningConnector;
+
+/// Without the proxy model, there is never a connector to stop.
+#[cfg(not(feature = "ethereum"))]
+enum RunningConnector {}
+
+#[cfg(not(feature = "ethereum"))]
+impl RunningConnector {
+    async fn stop(self) -> anyhow::Result<()> {
+        match self {}
+    }
+}
+
+/// Starts the connector `plan` describes on `store`.
+#[cfg(feature = "ethereum")]
+async fn start_connector<S: afallon_node::afallon_store::Store>(
+    plan: &ConnectorPlan,
+    node_config: afallon_node::NodeConfig,
+    store: Arc<S>,
+) -> anyhow::Result<RunningConnector> {
+    chain::start(plan, node_config, store).await
+}
+
+#[cfg(not(feature = "ethereum"))]
+async fn start_connector<S: afallon_node::afallon_store::Store>(
+    _plan: &ConnectorPlan,
+    _node_config: afallon_node::NodeConfig,
+    _store: Arc<S>,
+) -> anyhow::Result<RunningConnector> {
+    Err(config::ConfigError::new(
+        "this afallon was built without the proxy model (feature `ethereum`)",
+    )
+    .into())
 }
 
 /// Shared stores, chosen by the URL's scheme.
@@ -341,29 +460,64 @@ mod shared_store {
     use afallon_node::{NodeConfig, RunningNode};
 
     use crate::config::ConfigError;
+    use crate::{ConnectorPlan, RunningConnector};
 
-    /// Connects to the store at `url` and starts the node on it.
-    pub(crate) async fn start(url: &str, config: NodeConfig) -> anyhow::Result<RunningNode> {
+    /// Connects to the store at `url` and starts the node on it, and the connector `plan`
+    /// describes, if any.
+    pub(crate) async fn start(
+        url: &str,
+        config: NodeConfig,
+        plan: Option<&ConnectorPlan>,
+    ) -> anyhow::Result<(RunningNode, Option<RunningConnector>)> {
+        check(url)?;
+        let store = postgres(url, &config).await?;
+        let node =
+            afallon_node::Node::start_with_store(config.clone(), std::sync::Arc::clone(&store))
+                .await?;
+        let connector = match plan {
+            Some(plan) => Some(crate::start_connector(plan, config, store).await?),
+            None => None,
+        };
+        Ok((node, connector))
+    }
+
+    /// Connects to the store at `url` and starts the connector `plan` describes on it, alone.
+    #[cfg_attr(not(feature = "ethereum"), allow(dead_code))]
+    pub(crate) async fn connector(
+        url: &str,
+        plan: &ConnectorPlan,
+        config: NodeConfig,
+    ) -> anyhow::Result<RunningConnector> {
+        check(url)?;
+        let store = postgres(url, &config).await?;
+        crate::start_connector(plan, config, store).await
+    }
+
+    fn check(url: &str) -> Result<(), ConfigError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return postgres(url, config).await;
+            return Ok(());
         }
         Err(ConfigError::new(format!(
             "unknown store {:?}: give a postgres:// URL, or none for the embedded store",
             url.split(':').next().unwrap_or_default()
-        ))
-        .into())
+        )))
     }
 
     #[cfg(feature = "postgres")]
-    async fn postgres(url: &str, config: NodeConfig) -> anyhow::Result<RunningNode> {
+    async fn postgres(
+        url: &str,
+        config: &NodeConfig,
+    ) -> anyhow::Result<std::sync::Arc<afallon_store_postgres::PgStore>> {
         use afallon_store_postgres::{PgStore, PgStoreOptions};
         let options = PgStoreOptions { max_orders: config.max_orders, ..PgStoreOptions::default() };
-        let store = PgStore::connect(url, options).await?;
-        Ok(afallon_node::Node::start_with_store(config, std::sync::Arc::new(store)).await?)
+        Ok(std::sync::Arc::new(PgStore::connect(url, options).await?))
     }
 
     #[cfg(not(feature = "postgres"))]
-    async fn postgres(_url: &str, _config: NodeConfig) -> anyhow::Result<RunningNode> {
+    async fn postgres(
+        _url: &str,
+        _config: &NodeConfig,
+    ) -> anyhow::Result<std::sync::Arc<afallon_node::afallon_store::RedbStore>> {
         Err(ConfigError::new("this afallon was built without PostgreSQL (feature `postgres`)")
             .into())
     }
@@ -384,7 +538,17 @@ fn raise_open_files_limit(max_connections: usize) {
     }
 }
 
-async fn shutdown_signal() {
+/// Whether the command runs a connector (which logs as a service does).
+fn is_connector(command: &Command) -> bool {
+    #[cfg(feature = "ethereum")]
+    if matches!(command, Command::Connector(_)) {
+        return true;
+    }
+    let _ = command;
+    false
+}
+
+pub(crate) async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -107,10 +107,60 @@ pub(crate) struct SubmitArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
+    /// The proxy model: read the worker from the on-chain registry, submit the order on the
+    /// chain of this Ethereum node, and take the result from its completion event (the sending
+    /// account's key from `AFALLON_ETH_KEY` or `--eth-key-file`).
+    #[arg(long, requires = "contracts", value_name = "URL")]
+    chain_rpc: Option<String>,
+    /// With `--chain-rpc`: the deployment file `afallon deploy-contracts` wrote.
+    #[arg(long, requires = "chain_rpc", value_name = "FILE")]
+    contracts: Option<PathBuf>,
+    /// With `--chain-rpc`: the file with the sending account's private key in hex.
+    #[arg(long, requires = "chain_rpc", value_name = "FILE")]
+    eth_key_file: Option<PathBuf>,
+    /// With `--chain-rpc`: how deep the completion must be before it is taken.
+    #[arg(long, requires = "chain_rpc", default_value_t = 0)]
+    confirmations: u64,
+}
+
+/// Where an order goes: a listener, or a chain (the proxy model).
+enum Route {
+    Listener(Client),
+    #[cfg(feature = "ethereum")]
+    Chain(crate::chain::OnChain),
+}
+
+impl Route {
+    fn of(args: &SubmitArgs) -> anyhow::Result<Self> {
+        match (&args.chain_rpc, &args.contracts) {
+            (Some(_rpc), Some(_contracts)) => {
+                #[cfg(feature = "ethereum")]
+                return Ok(Self::Chain(crate::chain::OnChain::new(
+                    _rpc,
+                    args.eth_key_file.clone(),
+                    _contracts,
+                    args.confirmations,
+                )?));
+                #[cfg(not(feature = "ethereum"))]
+                anyhow::bail!(
+                    "this afallon was built without the proxy model (feature `ethereum`)"
+                );
+            }
+            _ => Ok(Self::Listener(args.connect.client()?)),
+        }
+    }
+
+    async fn worker_record(&self, worker_id: &str) -> anyhow::Result<afallon_proto::WorkerRecord> {
+        match self {
+            Self::Listener(client) => Ok(client.worker_record(worker_id).await?),
+            #[cfg(feature = "ethereum")]
+            Self::Chain(chain) => chain.worker_record(worker_id).await,
+        }
+    }
 }
 
 pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
-    let client = args.connect.client()?;
+    let route = Route::of(&args)?;
     let worker_id = match (&args.worker_id, &args.worker) {
         (Some(id), _) => id.clone(),
         (None, Some(name)) => afallon_proto::worker_id_from_name(name),
@@ -124,22 +174,25 @@ pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         &args.data_dir,
         args.insecure_allow_simulation,
     )?;
-    let worker = match client.verify_worker(&worker_id, &policy).await {
-        Ok(worker) => worker,
-        Err(error) if args.insecure_accept_unverified_worker => {
-            let record = client.worker_record(&worker_id).await?;
-            let why = format!("{error}");
-            eprintln!(
-                "WARNING: worker {worker_id} FAILED attestation ({why}); going on because of \
+    let record = route.worker_record(&worker_id).await.context("reading the worker's record")?;
+    let now = afallon_attest::UnixTime::now();
+    let worker =
+        match afallon_client::verify_worker_record(&worker_id, record.clone(), &policy, now) {
+            Ok(worker) => worker,
+            Err(error) if args.insecure_accept_unverified_worker => {
+                let why = format!("{error}");
+                eprintln!(
+                    "WARNING: worker {worker_id} FAILED attestation ({why}); going on because of \
                  --insecure-accept-unverified-worker: NOTHING vouches for its keys"
-            );
-            afallon_client::accept_worker_record_unverified(&worker_id, record, &why)?
-        }
-        Err(error) => {
-            return Err(error)
-                .with_context(|| format!("verifying worker {worker_id} (accepting {trusted})"));
-        }
-    };
+                );
+                afallon_client::accept_worker_record_unverified(&worker_id, record, &why)?
+            }
+            Err(error) => {
+                return Err(error).with_context(|| {
+                    format!("verifying worker {worker_id} (accepting {trusted})")
+                });
+            }
+        };
     match &worker.attestation {
         Attestation::Verified(evidence) if worker.is_simulated() => {
             eprintln!(
@@ -173,6 +226,21 @@ pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         }
     }
     let (request, pending) = builder.build(signer.as_ref().filter(|_| args.sign))?;
+    let client = match route {
+        Route::Listener(client) => client,
+        #[cfg(feature = "ethereum")]
+        Route::Chain(chain) => {
+            if args.receipt {
+                anyhow::bail!("--receipt is not available in the proxy model yet");
+            }
+            let timeout = Duration::from_secs(args.timeout);
+            let result = chain.submit_and_wait(&request, timeout).await?;
+            let outputs = pending
+                .open_with_key(&result, &worker.verifying_key)
+                .context("verifying the result")?;
+            return print_outputs(&args, &request, &worker_id, &worker, &result, &outputs, None);
+        }
+    };
     let submission = client.submit_surely(&request).await.context("submitting")?;
     eprintln!("work order {} submitted", request.work_order_id);
     if args.receipt
@@ -200,6 +268,19 @@ pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         None
     };
 
+    print_outputs(&args, &request, &worker_id, &worker, &result, &outputs, receipt.as_ref())
+}
+
+/// Prints the verified outputs (and the receipt), as text or JSON.
+fn print_outputs(
+    args: &SubmitArgs,
+    request: &afallon_proto::WorkOrderRequest,
+    worker_id: &str,
+    worker: &afallon_client::Worker,
+    result: &afallon_proto::WorkOrderResult,
+    outputs: &[(i64, Vec<u8>)],
+    receipt: Option<&afallon_proto::ReceiptRetrieveResult>,
+) -> anyhow::Result<()> {
     if args.connect.json {
         let outputs: Vec<_> = outputs
             .iter()
@@ -212,12 +293,12 @@ pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
             "simulated": worker.is_simulated(),
             "outputs": outputs,
         });
-        if let Some(receipt) = &receipt {
+        if let Some(receipt) = receipt {
             out["receipt"] = serde_json::to_value(receipt)?;
         }
         println!("{out}");
     } else {
-        for (_, data) in &outputs {
+        for (_, data) in outputs {
             println!("{}", String::from_utf8_lossy(data));
         }
         if result.ext_verification_key.is_some() {
@@ -228,7 +309,7 @@ pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         } else {
             eprintln!("signature verified: the result is signed by worker {worker_id}'s key");
         }
-        if let Some(receipt) = &receipt {
+        if let Some(receipt) = receipt {
             eprintln!("receipt status: {}", receipt_status_name(receipt.receipt_current_status));
         }
     }

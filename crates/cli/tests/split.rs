@@ -26,28 +26,6 @@ use afallon_crypto::EcdsaSigningKey;
 use afallon_proto::{WorkOrderResult, WorkOrderStatus};
 use common::{Service, WORKER};
 
-/// A database of its own on the test PostgreSQL, or `None` (said loudly) without one.
-fn fresh_database(test: &str) -> Option<String> {
-    let base = services::tool(
-        test,
-        "PostgreSQL (AFALLON_TEST_POSTGRES)",
-        std::env::var_os("AFALLON_TEST_POSTGRES").map(PathBuf::from),
-    )?;
-    let base = base.to_str().expect("a UTF-8 URL").to_owned();
-    let (server, _) = base.rsplit_once('/').expect("postgres://HOST:PORT/DATABASE");
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or_default();
-    let name = format!("split_{}_{nanos}", std::process::id());
-    let output = Command::new("psql")
-        .args([base.as_str(), "-q", "-c", &format!("CREATE DATABASE {name}")])
-        .output()
-        .expect("psql runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    Some(format!("{server}/{name}"))
-}
-
 /// Listeners and workers on one store, nginx in front of the listeners.
 struct Deployment {
     store: String,
@@ -63,7 +41,7 @@ impl Deployment {
     /// keys), two listeners and nginx.
     fn start(test: &str, workers: usize, config: &str) -> Option<Self> {
         let nginx = services::tool(test, "nginx", services::nginx())?;
-        let store = fresh_database(test)?;
+        let store = services::fresh_postgres_database(test)?;
         Some(Self::start_on(&nginx, store, workers, config))
     }
 
@@ -912,7 +890,7 @@ async fn pool_listener(store: &str, data: &Path, pool: &str) -> (Service, Arc<Cl
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_split_across_kme_hosts_and_a_wpe_host_survives_a_kme_and_a_wpe_host_dying() {
     let test = "a_pool_split_across_kme_hosts_and_a_wpe_host_survives_a_kme_and_a_wpe_host_dying";
-    let Some(store) = fresh_database(test) else { return };
+    let Some(store) = services::fresh_postgres_database(test) else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let pool = "pool-1";
@@ -1005,7 +983,7 @@ fn keyed_requester() -> (Arc<EcdsaSigningKey>, Arc<str>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_s_orders_run_on_its_dedicated_wpes_only_and_no_one_else_s_do() {
     let test = "a_tenant_s_orders_run_on_its_dedicated_wpes_only_and_no_one_else_s_do";
-    let Some(store) = fresh_database(test) else { return };
+    let Some(store) = services::fresh_postgres_database(test) else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let (pool, any) = ("pool-t", "127.0.0.1:0");

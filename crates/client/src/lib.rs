@@ -17,7 +17,7 @@ mod worker;
 
 use std::time::Duration;
 
-pub use afallon_attest::Policy;
+pub use afallon_attest::{Policy, UnixTime};
 use afallon_crypto::{EcdsaSigningKey, random_array};
 pub use afallon_proto::requester::{InputProtection, PendingResult, ResultError, WorkOrderBuilder};
 use afallon_proto::{

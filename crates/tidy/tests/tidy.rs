@@ -68,11 +68,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("node", &["attest", "crypto", "enclave", "platform", "proto", "store", "workloads"]),
     ("client", &["attest", "crypto", "proto"]),
     ("bench", &["attest", "client", "crypto", "enclave", "platform", "proto", "workloads"]),
+    ("chain", &["client", "proto", "store"]),
     (
         "cli",
         &[
             "attest",
             "bench",
+            "chain",
             "client",
             "crypto",
             "enclave",
@@ -134,6 +136,18 @@ fn architecture_doc_names_every_crate() {
             doc.contains(&format!("crates/{name}")),
             "docs/ARCHITECTURE.md does not mention crates/{name}"
         );
+    }
+}
+
+/// alloy brings the previous RustCrypto generation: only the chain crate may compile it.
+#[test]
+fn only_the_chain_crate_depends_on_alloy() {
+    for entry in fs::read_dir(root().join("crates")).expect("crates/") {
+        let dir = entry.expect("entry").path();
+        let manifest = fs::read_to_string(dir.join("Cargo.toml")).unwrap_or_default();
+        let uses_alloy = manifest.lines().any(|line| line.trim_start().starts_with("alloy"));
+        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        assert!(!uses_alloy || name == "chain", "crates/{name} depends on alloy");
     }
 }
 

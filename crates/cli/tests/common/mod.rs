@@ -63,7 +63,9 @@ impl Service {
         Self::spawn_until(command, data_dir, "listening on ")
     }
 
-    fn spawn_until(mut command: Command, data_dir: &Path, ready: &str) -> Self {
+    /// Runs `command` (the `afallon` binary with arguments), once it prints the line starting
+    /// with `ready` (what follows is taken as its URL).
+    pub fn spawn_until(mut command: Command, data_dir: &Path, ready: &str) -> Self {
         let mut child = command
             .env("AFALLON_LOG", "warn")
             .stdout(Stdio::piped())

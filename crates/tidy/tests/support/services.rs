@@ -40,6 +40,42 @@ pub fn tool(test: &str, what: &str, found: Option<PathBuf>) -> Option<PathBuf> {
     None
 }
 
+/// A database of its own on the test PostgreSQL (`AFALLON_TEST_POSTGRES`), or `None` (said
+/// loudly, as [`tool`]) without one.
+pub fn fresh_postgres_database(test: &str) -> Option<String> {
+    let base = tool(
+        test,
+        "PostgreSQL (AFALLON_TEST_POSTGRES)",
+        env::var_os("AFALLON_TEST_POSTGRES").map(PathBuf::from),
+    )?;
+    let base = base.to_str().expect("a UTF-8 URL").to_owned();
+    let (server, _) = base.rsplit_once('/').expect("postgres://HOST:PORT/DATABASE");
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let name =
+        format!("test_{}_{}_{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    let output = Command::new("psql")
+        .args([base.as_str(), "-q", "-c", &format!("CREATE DATABASE {name}")])
+        .output()
+        .expect("psql runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    Some(format!("{server}/{name}"))
+}
+
+/// anvil, the Ethereum dev node: `AFALLON_ANVIL`, the one `npm ci` put in `contracts/`, or
+/// one on the `PATH`.
+pub fn anvil() -> Option<PathBuf> {
+    let candidates = [
+        env::var_os("AFALLON_ANVIL").map(PathBuf::from),
+        Some(root().join("contracts/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")),
+        on_path("anvil"),
+    ];
+    candidates.into_iter().flatten().find(|anvil| anvil.is_file())
+}
+
 pub fn on_path(name: &str) -> Option<PathBuf> {
     let path = env::var_os("PATH")?;
     env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
