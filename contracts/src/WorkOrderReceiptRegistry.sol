@@ -5,10 +5,12 @@ import "./WorkOrderRegistry.sol";
 
 /// @title The EEA work-order receipts (proxy model)
 /// @notice A receipt per work order and its updates, with the ABI of Avalon's receipt registry
-/// (wire spec §8). Only the account that submitted the order creates its receipt; it and the
-/// account that registered the order's worker (whose connector posts the worker's signed update)
-/// update it. The chain stores what it is given: a reader checks each update's signature (EEA §7),
-/// as with receipts the service keeps.
+/// (wire spec §8). Only the account that submitted the order creates its receipt, for the order's
+/// own worker and requester; updates come from that account (as the requester) and from the
+/// account that registered the order's worker (as the worker, whose signed update its connector
+/// posts). The chain stores what it is given: a reader checks each update's signature (EEA §7),
+/// as with receipts the service keeps. Look-ups read an index per filter and scan a bounded
+/// stretch of it per page.
 contract WorkOrderReceiptRegistry {
     /// `updateIndex` that names an updater's last update.
     uint256 public constant LASTUPDATE = 0xFFFFFFFF;
@@ -16,6 +18,8 @@ contract WorkOrderReceiptRegistry {
     uint256 public constant ANY_STATUS = 255;
     /// The most ids one look-up answer carries.
     uint256 public constant PAGE = 100;
+    /// The most index entries one look-up page looks at (the status filter skips some).
+    uint256 public constant SCAN = 400;
 
     struct Receipt {
         bool exists;
@@ -39,8 +43,9 @@ contract WorkOrderReceiptRegistry {
     mapping(bytes32 => Receipt) private receipts;
     /// work order id => updater id => its updates, oldest first.
     mapping(bytes32 => mapping(bytes32 => Update[])) private updates;
-    /// Every work order id with a receipt, in creation order (look-ups walk it).
-    bytes32[] private ids;
+    /// Work order ids per (worker service, worker, requester) filter, 0 for "any", in creation
+    /// order.
+    mapping(bytes32 => bytes32[]) private index;
 
     event workOrderReceiptCreated(
         bytes32 indexed workOrderId,
@@ -77,14 +82,21 @@ contract WorkOrderReceiptRegistry {
         require(workOrderId != bytes32(0), "empty work order id");
         require(!receipts[workOrderId].exists, "the work order has a receipt already");
         require(receiptCreateStatus < ANY_STATUS, "status out of range");
-        require(
-            workOrderRegistry.workOrderSubmitter(workOrderId) == msg.sender,
-            "only the account that submitted the work order may create its receipt"
-        );
+        (address submitter, bytes32 orderWorker, bytes32 orderRequester,) = workOrderRegistry.workOrderParties(workOrderId);
+        require(submitter == msg.sender, "only the account that submitted the work order may create its receipt");
+        require(workerId == orderWorker && requesterId == orderRequester, "not the work order's worker and requester");
         receipts[workOrderId] = Receipt(
             true, workerServiceId, workerId, requesterId, receiptCreateStatus, workOrderRequestHash, receiptCreateStatus
         );
-        ids.push(workOrderId);
+        for (uint256 i = 0; i < 8; ++i) {
+            index[
+                filterKey(
+                    i & 1 == 0 ? bytes32(0) : workerServiceId,
+                    i & 2 == 0 ? bytes32(0) : workerId,
+                    i & 4 == 0 ? bytes32(0) : requesterId
+                )
+            ].push(workOrderId);
+        }
         emit workOrderReceiptCreated(
             workOrderId, workerServiceId, requesterId, workerId, receiptCreateStatus, workOrderRequestHash, 0
         );
@@ -101,11 +113,14 @@ contract WorkOrderReceiptRegistry {
     ) public returns (uint256 errorCode) {
         Receipt storage receipt = receipts[workOrderId];
         require(receipt.exists, "no receipt for the work order");
-        (, address workerOwner) = workOrderRegistry.workOrderWorker(workOrderId);
-        require(
-            msg.sender == workerOwner || msg.sender == workOrderRegistry.workOrderSubmitter(workOrderId),
-            "only the work order's submitter or its worker's registrant may update its receipt"
-        );
+        (address submitter, bytes32 orderWorker, bytes32 orderRequester, address workerOwner) =
+            workOrderRegistry.workOrderParties(workOrderId);
+        if (msg.sender == workerOwner) {
+            require(updaterId == orderWorker, "the worker's registrant updates as the worker");
+        } else {
+            require(msg.sender == submitter, "only the work order's submitter or its worker's registrant may update its receipt");
+            require(updaterId == orderRequester, "the submitter updates as the requester");
+        }
         if (updateType < ANY_STATUS) {
             receipt.currentReceiptStatus = updateType;
         }
@@ -152,9 +167,9 @@ contract WorkOrderReceiptRegistry {
     {
         Update[] storage list = updates[workOrderId][updaterId_];
         require(list.length > 0, "no such update");
-        uint256 index = updateIndex == LASTUPDATE ? list.length - 1 : updateIndex;
-        require(index < list.length, "no such update");
-        Update storage update = list[index];
+        uint256 position = updateIndex == LASTUPDATE ? list.length - 1 : updateIndex;
+        require(position < list.length, "no such update");
+        Update storage update = list[position];
         return (
             update.updaterId,
             update.updateType,
@@ -173,8 +188,10 @@ contract WorkOrderReceiptRegistry {
         return workOrderReceiptLookUpNext(workerServiceId, workerId, requesterId, receiptStatus, 0);
     }
 
-    /// @notice The page of matching ids (zero ids and ANY_STATUS match anything) from `lastLookUpTag`,
-    /// an index into the creation order; the answer's tag is where the next page starts, 0 if none.
+    /// @notice A page of matching ids (zero ids and ANY_STATUS match anything), looking at most
+    /// SCAN index entries from `lastLookUpTag`, a position in the filter's index; the answer's tag
+    /// is where the next page starts (0: none left). `totalCount` counts the entries under the id
+    /// filter, whatever their status.
     function workOrderReceiptLookUpNext(
         bytes32 workerServiceId,
         bytes32 workerId,
@@ -182,26 +199,25 @@ contract WorkOrderReceiptRegistry {
         uint256 receiptStatus,
         uint256 lastLookUpTag
     ) public view returns (uint256 totalCount, uint256 lookUpTag, bytes32[] memory ids_) {
+        bytes32[] storage entries = index[filterKey(workerServiceId, workerId, requesterId)];
+        totalCount = entries.length;
         bytes32[] memory page = new bytes32[](PAGE);
         uint256 found = 0;
-        for (uint256 i = 0; i < ids.length; ++i) {
-            Receipt storage receipt = receipts[ids[i]];
-            if (workerServiceId != bytes32(0) && receipt.workerServiceId != workerServiceId) continue;
-            if (workerId != bytes32(0) && receipt.workerId != workerId) continue;
-            if (requesterId != bytes32(0) && receipt.requesterId != requesterId) continue;
-            if (receiptStatus != ANY_STATUS && receipt.currentReceiptStatus != receiptStatus) continue;
-            if (i >= lastLookUpTag) {
-                if (found < PAGE) {
-                    page[found++] = ids[i];
-                } else if (lookUpTag == 0) {
-                    lookUpTag = i;
-                }
+        uint256 i = lastLookUpTag < totalCount ? lastLookUpTag : totalCount;
+        uint256 end = totalCount - i > SCAN ? i + SCAN : totalCount;
+        for (; i < end && found < PAGE; ++i) {
+            if (receiptStatus == ANY_STATUS || receipts[entries[i]].currentReceiptStatus == receiptStatus) {
+                page[found++] = entries[i];
             }
-            ++totalCount;
         }
+        lookUpTag = i < totalCount ? i : 0;
         ids_ = new bytes32[](found);
-        for (uint256 i = 0; i < found; ++i) {
-            ids_[i] = page[i];
+        for (uint256 k = 0; k < found; ++k) {
+            ids_[k] = page[k];
         }
+    }
+
+    function filterKey(bytes32 workerServiceId, bytes32 workerId, bytes32 requesterId) private pure returns (bytes32) {
+        return keccak256(abi.encode(workerServiceId, workerId, requesterId));
     }
 }

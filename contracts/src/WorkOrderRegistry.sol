@@ -86,15 +86,15 @@ contract WorkOrderRegistry {
         return 0;
     }
 
-    /// @notice The account that submitted an order (zero for an unknown id).
-    function workOrderSubmitter(bytes32 workOrderID) public view returns (address) {
-        return orders[workOrderID].submitter;
-    }
-
-    /// @notice The worker an order is for, and the account that registered that worker.
-    function workOrderWorker(bytes32 workOrderID) public view returns (bytes32 workerID, address owner) {
-        workerID = orders[workOrderID].workerID;
-        owner = workerRegistry.workerOwner(workerID);
+    /// @notice Who an order concerns: the account that submitted it, its worker and requester,
+    /// and the account that registered the worker (zeros for an unknown id).
+    function workOrderParties(bytes32 workOrderID)
+        public
+        view
+        returns (address submitter, bytes32 workerID, bytes32 requesterID, address workerOwner)
+    {
+        WorkOrder storage order = orders[workOrderID];
+        return (order.submitter, order.workerID, order.requesterID, workerRegistry.workerOwner(order.workerID));
     }
 
     /// @notice An order's state; an unknown id answers status 0 and empty strings.

@@ -15,12 +15,14 @@ fuzz_target!(|data: &[u8]| {
         requester_id: "cc".repeat(32),
         request: text.clone(),
         block: 1,
+        block_hash: Default::default(),
     };
     match relay::submit_body(&order, 7) {
         // A body the connector sends must be one JSON value carrying the on-chain ids.
         Ok(body) => {
             let value: serde_json::Value = serde_json::from_str(&body).expect("a JSON body");
-            assert_eq!(value["params"]["workOrderId"].as_str().map(str::to_lowercase), Some("aa".repeat(32)));
+            assert_eq!(value["params"]["workOrderId"].as_str(), Some("aa".repeat(32).as_str()));
+            assert!(relay::same_request(body.as_bytes(), &text));
         }
         Err(refusal) => {
             serde_json::from_str::<serde_json::Value>(&refusal).expect("a JSON refusal");

@@ -39,6 +39,14 @@ pub const ORDER_ACTIVE: u64 = 1;
 /// `workOrderGet`'s status of a completed order.
 pub const ORDER_COMPLETED: u64 = 2;
 
+/// A worker's status: active (the only one that takes orders).
+pub const WORKER_ACTIVE: u64 = 1;
+/// A worker's status: decommissioned.
+pub const WORKER_DECOMMISSIONED: u64 = 3;
+
+/// `workOrderReceiptUpdateRetrieve`'s index of an updater's last update.
+pub const LAST_UPDATE: u64 = 0xFFFF_FFFF;
+
 /// Where the registries are on one chain: what `afallon deploy-contracts` writes and the
 /// connector and the on-chain requester read (`--contracts FILE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +98,19 @@ pub fn id_to_bytes32(id: &str) -> Result<B256, ChainError> {
     Ok(B256::from(out))
 }
 
+/// An id a requester puts on chain: exactly 64 lower-case hex characters (what the connector
+/// reads back from the `bytes32`, so that the request's ids are the on-chain ones).
+///
+/// # Errors
+/// [`ChainError::Id`] for anything else.
+pub fn full_id_to_bytes32(id: &str) -> Result<B256, ChainError> {
+    let lower_hex = id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if id.len() != 64 || !lower_hex {
+        return Err(ChainError::Id(id.chars().take(80).collect()));
+    }
+    id_to_bytes32(id)
+}
+
 /// A `bytes32` as an EEA id: 64 lowercase hex characters, no `0x`.
 pub fn bytes32_to_id(id: &B256) -> String {
     hex::encode(id.as_slice())
@@ -110,6 +131,9 @@ mod tests {
         assert!(id_to_bytes32(&"a".repeat(66)).is_err());
         assert!(id_to_bytes32("xyz").is_err());
         assert!(id_to_bytes32("abc").is_err());
+        assert!(full_id_to_bytes32(&id).is_ok());
+        assert!(full_id_to_bytes32("ab").is_err());
+        assert!(full_id_to_bytes32(&id.to_uppercase()).is_err());
     }
 
     #[test]

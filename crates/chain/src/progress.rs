@@ -57,6 +57,40 @@ impl Progress {
         self.read_to = self.read_to.max(*range.end());
     }
 
+    /// The last block of `range` to read now, given the blocks of what was found in it (in
+    /// order), so that at most `max_open` are open afterwards: whole blocks only, and a block
+    /// with more than that is read whole when nothing else is open. `None`: none of it yet.
+    pub fn read_end(
+        &self,
+        range: &RangeInclusive<u64>,
+        found: &[u64],
+        max_open: usize,
+    ) -> Option<u64> {
+        let mut open = self.open();
+        let mut rest = found;
+        while let Some(&block) = rest.first() {
+            let count = rest.iter().take_while(|b| **b == block).count();
+            if open > 0 && open + count > max_open {
+                let end = block.checked_sub(1)?;
+                return (end >= *range.start()).then_some(end);
+            }
+            open += count;
+            rest = &rest[count..];
+        }
+        Some(*range.end())
+    }
+
+    /// Reads again after `block`: the chain changed under what was read. What is open stays
+    /// open.
+    pub fn rewind_to(&mut self, block: u64) {
+        self.read_to = self.read_to.min(block);
+    }
+
+    /// The last block read.
+    pub fn read_to(&self) -> u64 {
+        self.read_to
+    }
+
     /// Records that an order from `block` is settled.
     pub fn settled(&mut self, block: u64) {
         if let Some(count) = self.open.get_mut(&block) {
@@ -93,6 +127,35 @@ mod tests {
         assert_eq!(progress.next_range(500, 2, 100), Some(11..=110));
         assert_eq!(progress.next_range(1, 2, 100), None);
         assert_eq!(progress.next_range(12, 0, 0), Some(11..=11));
+    }
+
+    #[test]
+    fn reading_stops_at_whole_blocks_once_enough_is_open() {
+        let mut progress = Progress::after(10);
+        let range = 11..=20;
+        assert_eq!(progress.read_end(&range, &[12, 12, 15, 15, 15, 18], 10), Some(20));
+        assert_eq!(progress.read_end(&range, &[12, 12, 15, 15, 15, 18], 5), Some(17));
+        assert_eq!(progress.read_end(&range, &[12, 12, 15, 15, 15, 18], 4), Some(14));
+        // A block with more than the bound is read whole when nothing is open.
+        assert_eq!(progress.read_end(&range, &[11, 11, 11], 2), Some(20));
+        progress.read(&(11..=11), [11]);
+        assert_eq!(progress.read_end(&(12..=20), &[12, 12], 2), None);
+        assert_eq!(progress.read_end(&(12..=20), &[13, 13], 2), Some(12));
+        assert_eq!(progress.read_end(&(12..=20), &[], 1), Some(20));
+    }
+
+    #[test]
+    fn a_rewind_reads_again_and_keeps_what_is_open() {
+        let mut progress = Progress::after(10);
+        progress.read(&(11..=20), [15]);
+        progress.rewind_to(12);
+        assert_eq!(progress.read_to(), 12);
+        assert_eq!(progress.done_to(), 12);
+        assert_eq!(progress.next_range(30, 0, 100), Some(13..=30));
+        progress.rewind_to(40);
+        assert_eq!(progress.read_to(), 12);
+        progress.settled(15);
+        assert_eq!(progress.open(), 0);
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! The requester's side of the proxy model: a worker's record from the on-chain registry, a work
-//! order submitted on chain, and its completion read from the `workOrderCompleted` events.
+//! order submitted on chain, its completion read from the `workOrderCompleted` events, and its
+//! receipt.
 //! Verifying and decrypting is the SDK's, exactly as in the direct model: a result is accepted
 //! only if it answers the requester's own order.
 
 use std::time::Duration;
 
 use afallon_client::{Policy, Worker, verify_worker_record};
-use afallon_proto::{WorkOrderRequest, WorkOrderResult, WorkerRecord};
+use afallon_proto::{ReceiptUpdate, WorkOrderRequest, WorkOrderResult, WorkerRecord};
 use alloy::primitives::U256;
 use alloy::providers::{DynProvider, Provider};
 use alloy::rpc::types::Filter;
@@ -15,8 +16,10 @@ use serde_json::Value;
 
 use crate::ChainError;
 use crate::contracts::{
-    Deployment, WorkOrderRegistry, WorkerRegistry, bytes32_to_id, id_to_bytes32,
+    Deployment, LAST_UPDATE, WorkOrderReceiptRegistry, WorkOrderRegistry, WorkerRegistry,
+    bytes32_to_id, full_id_to_bytes32, id_to_bytes32,
 };
+use crate::relay::{self, ChainUpdate};
 
 /// A requester on a chain where the registries of `deployment` are.
 #[derive(Debug, Clone)]
@@ -108,9 +111,9 @@ impl ChainRequester {
         let registry = WorkOrderRegistry::new(self.deployment.work_order_registry, &self.provider);
         let receipt = registry
             .workOrderSubmit(
-                id_to_bytes32(&request.work_order_id)?,
-                id_to_bytes32(&request.worker_id)?,
-                id_to_bytes32(&request.requester_id)?,
+                full_id_to_bytes32(&request.work_order_id)?,
+                full_id_to_bytes32(&request.worker_id)?,
+                full_id_to_bytes32(&request.requester_id)?,
                 params,
             )
             .send()
@@ -122,6 +125,72 @@ impl ChainRequester {
             return Err(ChainError::Reverted(receipt.transaction_hash));
         }
         receipt.block_number.ok_or_else(|| ChainError::Unexpected("a receipt with no block".into()))
+    }
+
+    /// Creates the order's receipt on chain (status pending), with the order's request hash: the
+    /// connector mirrors it into the service, whose worker then signs its update, which the
+    /// connector posts back ([`ChainRequester::worker_receipt_update`]). Returns the block.
+    ///
+    /// # Errors
+    /// [`ChainError`]: not the order's submitter, a receipt exists, the node failed.
+    pub async fn create_receipt(&self, request: &WorkOrderRequest) -> Result<u64, ChainError> {
+        let registry =
+            WorkOrderReceiptRegistry::new(self.deployment.receipt_registry, &self.provider);
+        let worker = full_id_to_bytes32(&request.worker_id)?;
+        let hash = afallon_proto::request_hash(request).as_bytes().to_vec();
+        let receipt = registry
+            .workOrderReceiptCreate(
+                full_id_to_bytes32(&request.work_order_id)?,
+                worker,
+                worker,
+                full_id_to_bytes32(&request.requester_id)?,
+                U256::ZERO,
+                hash.into(),
+            )
+            .send()
+            .await?
+            .with_timeout(Some(Duration::from_secs(120)))
+            .get_receipt()
+            .await?;
+        if !receipt.status() {
+            return Err(ChainError::Reverted(receipt.transaction_hash));
+        }
+        receipt.block_number.ok_or_else(|| ChainError::Unexpected("a receipt with no block".into()))
+    }
+
+    /// The worker's last update of the order's receipt on chain, verified with the worker's
+    /// key; `None` while there is none.
+    ///
+    /// # Errors
+    /// [`ChainError::Unexpected`] for an update whose signature is not the worker's, or the
+    /// node's failure.
+    pub async fn worker_receipt_update(
+        &self,
+        work_order_id: &str,
+        worker: &Worker,
+    ) -> Result<Option<ReceiptUpdate>, ChainError> {
+        let registry =
+            WorkOrderReceiptRegistry::new(self.deployment.receipt_registry, &self.provider);
+        let call = registry.workOrderReceiptUpdateRetrieve(
+            full_id_to_bytes32(work_order_id)?,
+            full_id_to_bytes32(&worker.worker_id)?,
+            U256::from(LAST_UPDATE),
+        );
+        let update = match call.call().await {
+            Ok(update) => update,
+            Err(error) if error.as_revert_data().is_some() => return Ok(None),
+            Err(error) => return Err(error.into()),
+        };
+        let update = ChainUpdate {
+            update_type: u64::try_from(update.updateType)
+                .map_err(|_| ChainError::Unexpected("an update type out of range".into()))?,
+            data: update.updateData.to_vec(),
+            signature: update.updateSignature.to_vec(),
+            rules: update.signatureRules,
+        };
+        relay::verified_update(work_order_id, &update, &worker.verification_key)
+            .map(Some)
+            .map_err(ChainError::Unexpected)
     }
 
     /// Waits for `work_order_id`'s completion event, from block `from` on, asking every `poll`,

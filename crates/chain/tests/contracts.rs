@@ -249,6 +249,40 @@ async fn work_orders_are_submitted_once_and_completed_once_by_their_worker_s_reg
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_registrars_register_workers_and_a_worker_can_be_handed_over() {
+    let test = "only_registrars_register_workers_and_a_worker_can_be_handed_over";
+    let Some((anvil, deployment, deployer, other)) = deployed(test).await else { return };
+    let as_deployer = WorkerRegistry::new(deployment.worker_registry, &deployer);
+    let as_other = WorkerRegistry::new(deployment.worker_registry, &other);
+    let (_, other_address) = account(&anvil, OTHER);
+    let (_, deployer_address) = account(&anvil, DEPLOYER);
+    let register = |worker: u8, app_types: Vec<B256>| {
+        (id(worker), U256::from(1), id(9), app_types, "{}".to_owned())
+    };
+    // Nobody takes a worker id first without being named a registrar.
+    let (w, t, o, a, d) = register(1, vec![]);
+    assert!(refused(as_other.workerRegister(w, t, o, a, d)).await);
+    assert!(refused(as_other.setRegistrar(other_address, true)).await);
+    sent(as_deployer.setRegistrar(other_address, true)).await;
+    let (w, t, o, a, d) = register(1, vec![]);
+    sent(as_other.workerRegister(w, t, o, a, d)).await;
+    let (w, t, o, a, d) = register(1, vec![]);
+    assert!(refused(as_deployer.workerRegister(w, t, o, a, d)).await);
+    // Application types are named once each, and never zero.
+    let (w, t, o, a, d) = register(2, vec![id(7), id(7)]);
+    assert!(refused(as_deployer.workerRegister(w, t, o, a, d)).await);
+    let (w, t, o, a, d) = register(2, vec![B256::ZERO]);
+    assert!(refused(as_deployer.workerRegister(w, t, o, a, d)).await);
+    // Handed to another account (a new connector key), the worker is that account's.
+    assert!(refused(as_deployer.workerTransfer(id(1), deployer_address)).await);
+    sent(as_other.workerTransfer(id(1), deployer_address)).await;
+    assert_eq!(as_other.workerOwner(id(1)).call().await.expect("answers"), deployer_address);
+    assert!(refused(as_other.workerSetStatus(id(1), U256::from(2))).await);
+    sent(as_deployer.workerSetStatus(id(1), U256::from(2))).await;
+    assert!(refused(as_other.workerUpdate(id(1), "{\"x\":1}".into())).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_look_ups_filter_and_page() {
     let test = "worker_look_ups_filter_and_page";
     let Some((_anvil, deployment, service, _)) = deployed(test).await else { return };
@@ -315,59 +349,52 @@ async fn receipts_are_created_by_the_submitter_and_updated_by_the_parties() {
         account(&anvil, "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a");
     let as_stranger = WorkOrderReceiptRegistry::new(deployment.receipt_registry, &stranger);
     let hash = Bytes::from(vec![0xAB; 32]);
-    assert!(
-        refused(as_service.workOrderReceiptCreate(
+    type Receipts<'a> = WorkOrderReceiptRegistry::WorkOrderReceiptRegistryInstance<&'a DynProvider>;
+    // Whether the registry takes a receipt for order 2 of worker service 1 from `registry`'s account.
+    let created = async |registry: &Receipts<'_>, worker: B256, requester: B256| {
+        let call = registry.workOrderReceiptCreate(
             id(2),
+            worker,
             id(1),
-            id(1),
-            id(3),
+            requester,
             U256::ZERO,
-            hash.clone()
-        ))
-        .await
-    );
-    sent(as_requester.workOrderReceiptCreate(id(2), id(1), id(1), id(3), U256::ZERO, hash.clone()))
-        .await;
-    assert!(
-        refused(as_requester.workOrderReceiptCreate(
+            hash.clone(),
+        );
+        !refused(call).await
+    };
+    // The submitter creates it, once, for the order's own worker and requester.
+    assert!(!created(&as_service, id(1), id(3)).await);
+    assert!(!created(&as_requester, id(8), id(3)).await);
+    assert!(!created(&as_requester, id(1), id(4)).await);
+    assert!(created(&as_requester, id(1), id(3)).await);
+    assert!(!created(&as_requester, id(1), id(3)).await);
+    let data = Bytes::from(b"done".to_vec());
+    let signature = Bytes::from(vec![1u8; 70]);
+    let updated = async |registry: &Receipts<'_>, updater: B256, update_type: u64| {
+        let call = registry.workOrderReceiptUpdate(
             id(2),
-            id(1),
-            id(1),
-            id(3),
-            U256::ZERO,
-            hash.clone()
-        ))
-        .await
-    );
-    let update = |data: &str| (Bytes::from(data.as_bytes().to_vec()), Bytes::from(vec![1u8; 70]));
-    let (data, signature) = update("done");
-    assert!(
-        refused(as_stranger.workOrderReceiptUpdate(
-            id(2),
-            id(5),
-            U256::from(1),
+            updater,
+            U256::from(update_type),
             data.clone(),
             signature.clone(),
-            "SHA-256/SECP256K1".into()
-        ))
-        .await
-    );
-    sent(as_service.workOrderReceiptUpdate(
-        id(2),
-        id(5),
-        U256::from(1),
-        data.clone(),
-        signature.clone(),
-        "SHA-256/SECP256K1".into(),
-    ))
-    .await;
+            "SHA-256/SECP256K1".into(),
+        );
+        !refused(call).await
+    };
+    assert!(!updated(&as_stranger, id(1), 1).await);
+    // Each party updates under its own id only: the worker's registrant as the worker, the
+    // submitter as the requester.
+    assert!(!updated(&as_service, id(3), 1).await);
+    assert!(!updated(&as_requester, id(1), 1).await);
+    assert!(updated(&as_requester, id(3), 0).await);
+    assert!(updated(&as_service, id(1), 1).await);
     let retrieved = as_stranger.workOrderReceiptRetrieve(id(2)).call().await.expect("answers");
     assert_eq!(
         (retrieved.workOrderRequestHash, retrieved.currentReceiptStatus),
         (hash, U256::from(1))
     );
     let last = as_stranger
-        .workOrderReceiptUpdateRetrieve(id(2), id(5), U256::from(0xFFFF_FFFFu32))
+        .workOrderReceiptUpdateRetrieve(id(2), id(1), U256::from(0xFFFF_FFFFu32))
         .call()
         .await
         .expect("answers");

@@ -224,14 +224,24 @@ impl OnChain {
         Ok(self.requester.worker_record(worker_id).await?)
     }
 
-    /// Submits on chain and waits for the completion event; the result, not yet verified.
+    /// Submits on chain (and creates its receipt, with `receipt`) and waits for the completion
+    /// event; the result, not yet verified.
     pub(crate) async fn submit_and_wait(
         &self,
         request: &afallon_proto::WorkOrderRequest,
+        receipt: bool,
         timeout: Duration,
     ) -> anyhow::Result<afallon_proto::WorkOrderResult> {
         let block = self.requester.submit(request).await.context("submitting on chain")?;
         eprintln!("work order {} submitted on chain in block {block}", request.work_order_id);
+        if receipt {
+            let block = self
+                .requester
+                .create_receipt(request)
+                .await
+                .context("creating the receipt on chain")?;
+            eprintln!("its receipt created on chain in block {block}");
+        }
         let completion = self
             .requester
             .wait_completion(
@@ -243,5 +253,29 @@ impl OnChain {
             )
             .await?;
         Ok(completion.result()?)
+    }
+
+    /// Waits for the worker's update of the order's receipt on chain, verified with its key.
+    pub(crate) async fn wait_worker_update(
+        &self,
+        request: &afallon_proto::WorkOrderRequest,
+        worker: &afallon_client::Worker,
+        timeout: Duration,
+    ) -> anyhow::Result<afallon_proto::ReceiptUpdate> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let update = self
+                .requester
+                .worker_receipt_update(&request.work_order_id, worker)
+                .await
+                .context("reading the receipt on chain")?;
+            if let Some(update) = update {
+                return Ok(update);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                anyhow::bail!("no update of the receipt by its worker on chain after {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 }

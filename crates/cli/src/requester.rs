@@ -230,15 +230,20 @@ pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         Route::Listener(client) => client,
         #[cfg(feature = "ethereum")]
         Route::Chain(chain) => {
-            if args.receipt {
-                anyhow::bail!("--receipt is not available in the proxy model yet");
-            }
             let timeout = Duration::from_secs(args.timeout);
-            let result = chain.submit_and_wait(&request, timeout).await?;
+            let result = chain.submit_and_wait(&request, args.receipt, timeout).await?;
             let outputs = pending
                 .open_with_key(&result, &worker.verifying_key)
                 .context("verifying the result")?;
-            return print_outputs(&args, &request, &worker_id, &worker, &result, &outputs, None);
+            let receipt = match args.receipt {
+                true => {
+                    let update = chain.wait_worker_update(&request, &worker, timeout).await?;
+                    let status = update.update_type.unwrap_or_default();
+                    Some((status, serde_json::to_value(update)?))
+                }
+                false => None,
+            };
+            return print_outputs(&args, &request, &worker_id, &worker, &result, &outputs, receipt);
         }
     };
     let submission = client.submit_surely(&request).await.context("submitting")?;
@@ -268,10 +273,15 @@ pub(crate) async fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         None
     };
 
-    print_outputs(&args, &request, &worker_id, &worker, &result, &outputs, receipt.as_ref())
+    let receipt = match receipt {
+        Some(receipt) => Some((receipt.receipt_current_status, serde_json::to_value(receipt)?)),
+        None => None,
+    };
+    print_outputs(&args, &request, &worker_id, &worker, &result, &outputs, receipt)
 }
 
-/// Prints the verified outputs (and the receipt), as text or JSON.
+/// Prints the verified outputs (and the receipt's status and the receipt, or in the proxy model
+/// the worker's verified update), as text or JSON.
 fn print_outputs(
     args: &SubmitArgs,
     request: &afallon_proto::WorkOrderRequest,
@@ -279,7 +289,7 @@ fn print_outputs(
     worker: &afallon_client::Worker,
     result: &afallon_proto::WorkOrderResult,
     outputs: &[(i64, Vec<u8>)],
-    receipt: Option<&afallon_proto::ReceiptRetrieveResult>,
+    receipt: Option<(i64, serde_json::Value)>,
 ) -> anyhow::Result<()> {
     if args.connect.json {
         let outputs: Vec<_> = outputs
@@ -293,8 +303,8 @@ fn print_outputs(
             "simulated": worker.is_simulated(),
             "outputs": outputs,
         });
-        if let Some(receipt) = receipt {
-            out["receipt"] = serde_json::to_value(receipt)?;
+        if let Some((_, receipt)) = receipt {
+            out["receipt"] = receipt;
         }
         println!("{out}");
     } else {
@@ -309,8 +319,8 @@ fn print_outputs(
         } else {
             eprintln!("signature verified: the result is signed by worker {worker_id}'s key");
         }
-        if let Some(receipt) = receipt {
-            eprintln!("receipt status: {}", receipt_status_name(receipt.receipt_current_status));
+        if let Some((status, _)) = receipt {
+            eprintln!("receipt status: {}", receipt_status_name(status));
         }
     }
     Ok(())

@@ -210,6 +210,23 @@ async fn completed(
     output.strip_prefix("RESULT: ").expect("an echo").to_owned()
 }
 
+/// The worker's update of an order's receipt, once the connector posted it on chain.
+async fn worker_update(
+    requester: &ChainRequester,
+    worker: &Worker,
+    work_order_id: &str,
+) -> afallon_proto::ReceiptUpdate {
+    for _ in 0..600 {
+        if let Some(update) =
+            requester.worker_receipt_update(work_order_id, worker).await.expect("verifies")
+        {
+            return update;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no update of {work_order_id}'s receipt by its worker on chain");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_submitted_on_chain_complete_exactly_once_across_a_connector_restart() {
     let test = "orders_submitted_on_chain_complete_exactly_once_across_a_connector_restart";
@@ -240,6 +257,10 @@ async fn orders_submitted_on_chain_complete_exactly_once_across_a_connector_rest
         let input = format!("on-chain order {i}");
         let (request, pending) = order(&worker, &input, None);
         let block = requester.submit(&request).await.expect("submitted on chain");
+        if i % 4 == 0 {
+            // Some with a receipt, created on chain and mirrored by the connector.
+            requester.create_receipt(&request).await.expect("receipt created on chain");
+        }
         orders.push((input, request, pending, block));
         // A stream: when the connector dies, some orders are settled and some in progress.
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -250,6 +271,23 @@ async fn orders_submitted_on_chain_complete_exactly_once_across_a_connector_rest
     for (_, request, _, _) in &orders {
         let completions = requester.completions(&request.work_order_id, 0).await.expect("logs");
         assert_eq!(completions.len(), 1, "one completion event for {}", request.work_order_id);
+    }
+    // The worker's updates of the receipts, posted on chain by the connector, verify with the
+    // worker's key and are the ones its worker signed in the service: the same data (the hash
+    // of the stored response) under the same signature.
+    let service = node.client();
+    for (_, request, _, _) in orders.iter().step_by(4) {
+        let on_chain = worker_update(&requester, &worker, &request.work_order_id).await;
+        let stored = service
+            .receipt_update_retrieve(&request.work_order_id, None)
+            .await
+            .expect("the service has the receipt")
+            .update;
+        assert_eq!(
+            (&on_chain.update_data, &on_chain.update_signature, on_chain.update_type),
+            (&stored.update_data, &stored.update_signature, stored.update_type)
+        );
+        assert!(on_chain.update_data.as_ref().is_some_and(|data| data.len() == 64));
     }
     // Each ran once: the worker's process counts every order it ran.
     assert_eq!(node.metric("afallon_workorders_completed_total{outcome=\"success\"}").await, 12.0);
@@ -528,7 +566,16 @@ async fn afallon_up_runs_the_connector_on_its_embedded_store_and_afallon_submit_
     let requester = requester(&anvil, deployment);
     chain_worker(&requester, &node.policy()).await;
     let output = Command::new(BIN)
-        .args(["submit", "-w", WORKER, "-l", "echo-result", "-i", "hello from the chain"])
+        .args([
+            "submit",
+            "-w",
+            WORKER,
+            "-l",
+            "echo-result",
+            "-i",
+            "hello from the chain",
+            "--receipt",
+        ])
         .args(["--chain-rpc", &anvil.url, "--contracts", contracts_arg, "--eth-key-file"])
         .arg(&requester_key)
         .current_dir(dir.path())
@@ -540,4 +587,8 @@ async fn afallon_up_runs_the_connector_on_its_embedded_store_and_afallon_submit_
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "RESULT: hello from the chain");
     assert!(stderr.contains("submitted on chain in block"), "{stderr}");
     assert!(stderr.contains("signature verified"), "{stderr}");
+    // The receipt: created on chain, mirrored into the service, its worker's signed update
+    // posted back on chain and verified with the worker's key.
+    assert!(stderr.contains("its receipt created on chain"), "{stderr}");
+    assert!(stderr.contains("receipt status: "), "{stderr}");
 }

@@ -1,0 +1,537 @@
+//! The connector: runs the orders submitted on chain for the service's workers, completes them
+//! with the service's responses, mirrors their receipts, and keeps the on-chain worker registry
+//! in step with the service's. It remembers, in the store, the block up to which everything is
+//! settled, and reads on from there after a restart: an order is neither missed nor completed
+//! twice.
+//!
+//! The rules that make it so:
+//! - an order is read only once its block is `confirmations` deep, so an order that a
+//!   reorganisation takes back is never run; a reorganisation deeper than that, found while
+//!   running or at a restart, makes it read again from before it;
+//! - it is settled only once its completion is as deep, so a completion that a reorganisation
+//!   takes back is sent again;
+//! - before sending a completion it asks the chain whether the order is still active (while no
+//!   other transaction of its account is being sent), and the registry refuses a second
+//!   completion; a completion still waiting in the node's pool is waited for, not sent again;
+//! - the service refuses a second submission of an id, and answers the first one's result,
+//!   which is relayed only if the service's request under that id is the on-chain one.
+//!
+//! `mod.rs` has the loop and the cursor; `orders.rs` an order's way, `receipts.rs` a receipt's,
+//! `registry.rs` the worker registry's.
+
+mod orders;
+mod receipts;
+mod registry;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use afallon_store::{SealedBlob, Store};
+use alloy::contract::{CallBuilder, CallDecoder};
+use alloy::primitives::{Address, B256, TxHash, U256};
+use alloy::providers::{DynProvider, Provider};
+use alloy::rpc::types::{Filter, Log};
+use alloy::sol_types::SolEvent;
+use tokio::sync::{mpsc, watch};
+
+use crate::contracts::{
+    Deployment, WorkOrderReceiptRegistry, WorkOrderRegistry, WorkerRegistry, bytes32_to_id,
+};
+use crate::progress::{Cursor, Progress};
+use crate::relay::{ChainOrder, ChainReceipt};
+use crate::{ChainError, Service};
+
+/// How the connector runs.
+#[derive(Debug, Clone)]
+pub struct ConnectorConfig {
+    /// How deep a block must be before its orders are run, and a completion before its order
+    /// is settled [default: 2; public Ethereum wants more, Besu with QBFT or IBFT needs 0].
+    pub confirmations: u64,
+    /// How often the chain's head is read [default: 1 s].
+    pub poll: Duration,
+    /// How often the service is asked for an order's result [default: 100 ms].
+    pub result_poll: Duration,
+    /// How often the on-chain worker registry is brought in step with the service [default:
+    /// 30 s, as Avalon's connector].
+    pub registry_sync: Duration,
+    /// The most blocks read in one `eth_getLogs` [default: 1000].
+    pub span: u64,
+    /// The most orders and receipts in progress at once: reading stops at a whole block once
+    /// that many are open [default: 256].
+    pub max_open: usize,
+    /// The largest response put on chain (a block holds a limited amount of data, and the
+    /// service's account pays for each byte): a larger one is replaced by an error
+    /// [default: 32 KiB].
+    pub max_response_bytes: usize,
+}
+
+impl Default for ConnectorConfig {
+    fn default() -> Self {
+        Self {
+            confirmations: 2,
+            poll: Duration::from_secs(1),
+            result_poll: Duration::from_millis(100),
+            registry_sync: Duration::from_secs(30),
+            span: 1000,
+            max_open: 256,
+            max_response_bytes: 32 * 1024,
+        }
+    }
+}
+
+/// How far the connector goes back when the chain changed under what it had read (a
+/// reorganisation deeper than the confirmations): everything since is looked at again, which
+/// is harmless (see the module's rules).
+pub const REWIND_BLOCKS: u64 = 256;
+
+/// Where a connector goes on from ([`Connector::resume`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resume {
+    /// Orders are read from the block after this one.
+    pub from_block: u64,
+    cursor: Option<Cursor>,
+    version: u64,
+}
+
+/// The connector for one deployment of the registries, speaking for one service.
+pub struct Connector<S, St> {
+    inner: Arc<Inner<S, St>>,
+}
+
+impl<S, St> std::fmt::Debug for Connector<S, St> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector")
+            .field("account", &self.inner.account)
+            .field("deployment", &self.inner.deployment)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner<S, St> {
+    provider: DynProvider,
+    account: Address,
+    deployment: Deployment,
+    service: S,
+    store: Arc<St>,
+    config: ConnectorConfig,
+    /// Held while a transaction is signed and sent, so that nonces follow each other and a
+    /// check made under it still holds when the transaction goes out.
+    sending: tokio::sync::Mutex<()>,
+    rpc_ids: std::sync::atomic::AtomicU64,
+}
+
+/// What a task reports when it ends: the key it ran under, the block it came from, and whether
+/// what it was about vanished from the chain (a reorganisation deeper than the confirmations).
+struct Ended {
+    key: String,
+    block: u64,
+    vanished: bool,
+}
+
+/// What the loop keeps between steps.
+struct Reading {
+    progress: Progress,
+    /// The last block read, with its hash then: a change means a reorganisation under it.
+    mark: Option<(u64, B256)>,
+    in_flight: Arc<Mutex<HashSet<String>>>,
+    ended: mpsc::UnboundedSender<Ended>,
+}
+
+impl<S: Service, St: Store> Connector<S, St> {
+    /// A connector that sends transactions from `provider`'s wallet account `account`, for the
+    /// registries of `deployment`, and keeps its progress in `store`.
+    ///
+    /// # Errors
+    /// [`ChainError::WrongChain`] if the node is on another chain than the deployment;
+    /// [`ChainError::Rpc`] if it cannot be asked.
+    pub async fn new(
+        provider: DynProvider,
+        account: Address,
+        deployment: Deployment,
+        service: S,
+        store: Arc<St>,
+        config: ConnectorConfig,
+    ) -> Result<Self, ChainError> {
+        let chain_id = provider.get_chain_id().await?;
+        if chain_id != deployment.chain_id {
+            return Err(ChainError::WrongChain { deployment: deployment.chain_id, node: chain_id });
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                provider,
+                account,
+                deployment,
+                service,
+                store,
+                config,
+                sending: tokio::sync::Mutex::new(()),
+                rpc_ids: std::sync::atomic::AtomicU64::new(1),
+            }),
+        })
+    }
+
+    /// Where the connector goes on from: the stored cursor's block if the chain still has it,
+    /// an earlier one if the chain changed under it, the deployment's block the first time.
+    ///
+    /// # Errors
+    /// [`ChainError`] if the stored cursor cannot be read.
+    pub async fn resume(&self) -> Result<Resume, ChainError> {
+        let (cursor, version) = self.inner.load_cursor().await?;
+        let from_block = match cursor {
+            Some(stored) => self.inner.start_from(stored).await,
+            None => self.inner.deployment.deployed_at_block,
+        };
+        Ok(Resume { from_block, cursor, version })
+    }
+
+    /// Runs from `resume` until `stop` turns true: reads confirmed orders and receipts, runs
+    /// and completes them, keeps the registry in step. Failures of the chain's node, the
+    /// service or the store are logged and retried.
+    ///
+    /// # Errors
+    /// None so far: the result leaves room for failures that end the connector.
+    pub async fn run(
+        self,
+        resume: Resume,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), ChainError> {
+        let inner = self.inner;
+        let Resume { from_block, mut cursor, mut version } = resume;
+        tracing::info!(from_block, "connector reading on-chain orders");
+        let (ended, mut ends) = mpsc::unbounded_channel::<Ended>();
+        let mut reading = Reading {
+            progress: Progress::after(from_block),
+            mark: None,
+            in_flight: Arc::default(),
+            ended,
+        };
+        let mut last_sync: Option<tokio::time::Instant> = None;
+        loop {
+            while let Ok(end) = ends.try_recv() {
+                reading.progress.settled(end.block);
+                lock(&reading.in_flight).remove(&end.key);
+                if end.vanished {
+                    let to = end.block.saturating_sub(1).max(inner.deployment.deployed_at_block);
+                    tracing::warn!(
+                        block = end.block,
+                        "what was read there vanished from the chain; reading again"
+                    );
+                    reading.progress.rewind_to(to);
+                    reading.mark = None;
+                }
+            }
+            if last_sync.is_none_or(|at| at.elapsed() >= inner.config.registry_sync) {
+                match inner.sync_workers().await {
+                    Ok(()) => last_sync = Some(tokio::time::Instant::now()),
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot bring the worker registry in step")
+                    }
+                }
+            }
+            if let Err(error) = inner.step(&mut reading, &stop).await {
+                tracing::warn!(%error, "reading on-chain orders failed; trying again");
+            }
+            match inner.save_cursor(&reading.progress, cursor, version).await {
+                Ok(Some((saved, saved_version))) => {
+                    cursor = Some(saved);
+                    version = saved_version;
+                }
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, "cannot store the connector's cursor"),
+            }
+            tokio::select! {
+                _ = stop.wait_for(|stop| *stop) => break,
+                () = tokio::time::sleep(inner.config.poll) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<S: Service, St: Store> Inner<S, St> {
+    fn cursor_key(&self) -> String {
+        format!(
+            "connector/ethereum/{}/{:#x}/cursor",
+            self.deployment.chain_id, self.deployment.work_order_registry
+        )
+    }
+
+    async fn load_cursor(&self) -> Result<(Option<Cursor>, u64), ChainError> {
+        let key = self.cursor_key();
+        let stored = self.store.sealed(&key).await?.into_iter().find(|blob| blob.key == key);
+        match stored {
+            None => Ok((None, 0)),
+            Some(blob) => {
+                let cursor = serde_json::from_slice(&blob.blob)
+                    .map_err(|error| ChainError::Cursor(error.to_string()))?;
+                Ok((Some(cursor), blob.version))
+            }
+        }
+    }
+
+    /// Where to read on from after a restart: the stored cursor if its block is still on the
+    /// chain, else (the chain changed under it) [`REWIND_BLOCKS`] before it.
+    async fn start_from(&self, stored: Cursor) -> u64 {
+        if self.block_hash(stored.block).await.ok().flatten() == Some(stored.hash) {
+            return stored.block;
+        }
+        let from =
+            stored.block.saturating_sub(REWIND_BLOCKS).max(self.deployment.deployed_at_block);
+        tracing::warn!(
+            cursor = stored.block,
+            from,
+            "the chain changed under the stored cursor (a reorganisation deeper than the confirmations); reading again from an earlier block"
+        );
+        from
+    }
+
+    /// The hash of the chain's block `number` now, if it has one.
+    async fn block_hash(&self, number: u64) -> Result<Option<B256>, ChainError> {
+        let block = self.provider.get_block_by_number(number.into()).await?;
+        Ok(block.map(|block| block.header.hash))
+    }
+
+    /// Stores the cursor if it moved (either way).
+    async fn save_cursor(
+        &self,
+        progress: &Progress,
+        cursor: Option<Cursor>,
+        version: u64,
+    ) -> Result<Option<(Cursor, u64)>, ChainError> {
+        let block = progress.done_to();
+        if cursor.is_some_and(|cursor| cursor.block == block)
+            || (cursor.is_none() && block == self.deployment.deployed_at_block)
+        {
+            return Ok(None);
+        }
+        let Some(hash) = self.block_hash(block).await? else { return Ok(None) };
+        let next = Cursor { block, hash };
+        let version = version + 1;
+        self.store
+            .put_sealed(SealedBlob {
+                key: self.cursor_key(),
+                version,
+                based_on: None,
+                blob: serde_json::to_vec(&next).map_err(|e| ChainError::Cursor(e.to_string()))?,
+            })
+            .await?;
+        Ok(Some((next, version)))
+    }
+
+    /// Reads the next confirmed blocks, up to whole blocks within [`ConnectorConfig::max_open`],
+    /// and starts a task for each order and receipt of the service's workers in them.
+    async fn step(
+        self: &Arc<Self>,
+        reading: &mut Reading,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<(), ChainError> {
+        if reading.progress.open() >= self.config.max_open {
+            return Ok(());
+        }
+        if let Some((number, hash)) = reading.mark
+            && self.block_hash(number).await? != Some(hash)
+        {
+            let to = number.saturating_sub(REWIND_BLOCKS).max(self.deployment.deployed_at_block);
+            tracing::warn!(
+                block = number,
+                from = to,
+                "the chain changed under what was read (a reorganisation deeper than the confirmations); reading again"
+            );
+            reading.progress.rewind_to(to);
+            reading.mark = None;
+        }
+        let head = self.provider.get_block_number().await?;
+        let Some(range) =
+            reading.progress.next_range(head, self.config.confirmations, self.config.span)
+        else {
+            return Ok(());
+        };
+        let mut owners = HashMap::new();
+        let mut orders = Vec::new();
+        for log in self
+            .logs(
+                self.deployment.work_order_registry,
+                WorkOrderRegistry::workOrderSubmitted::SIGNATURE_HASH,
+                &range,
+            )
+            .await?
+        {
+            let Ok(event) = WorkOrderRegistry::workOrderSubmitted::decode_log(&log.inner) else {
+                tracing::warn!(?log, "a workOrderSubmitted log that does not decode");
+                continue;
+            };
+            let (Some(block), Some(block_hash)) = (log.block_number, log.block_hash) else {
+                continue;
+            };
+            if event.errorCode != U256::ZERO || !self.ours(event.workerId, &mut owners).await? {
+                continue;
+            }
+            orders.push(ChainOrder {
+                work_order_id: bytes32_to_id(&event.workOrderId),
+                worker_id: bytes32_to_id(&event.workerId),
+                requester_id: bytes32_to_id(&event.requesterId),
+                request: event.workOrderRequest.clone(),
+                block,
+                block_hash,
+            });
+        }
+        let mut receipts = Vec::new();
+        for log in self
+            .logs(
+                self.deployment.receipt_registry,
+                WorkOrderReceiptRegistry::workOrderReceiptCreated::SIGNATURE_HASH,
+                &range,
+            )
+            .await?
+        {
+            let Ok(event) =
+                WorkOrderReceiptRegistry::workOrderReceiptCreated::decode_log(&log.inner)
+            else {
+                continue;
+            };
+            let Some(block) = log.block_number else { continue };
+            if event.errorCode != U256::ZERO || !self.ours(event.workerId, &mut owners).await? {
+                continue;
+            }
+            receipts.push(ChainReceipt {
+                work_order_id: bytes32_to_id(&event.workOrderId),
+                worker_service_id: bytes32_to_id(&event.workerServiceId),
+                worker_id: bytes32_to_id(&event.workerId),
+                requester_id: bytes32_to_id(&event.requesterId),
+                status: u64::try_from(event.receiptStatus).unwrap_or(u64::MAX),
+                request_hash: event.workOrderRequestHash.to_vec(),
+                block,
+            });
+        }
+        let mut found: Vec<u64> =
+            orders.iter().map(|o| o.block).chain(receipts.iter().map(|r| r.block)).collect();
+        found.sort_unstable();
+        let Some(end) = reading.progress.read_end(&range, &found, self.config.max_open) else {
+            return Ok(());
+        };
+        orders.retain(|order| order.block <= end);
+        receipts.retain(|receipt| receipt.block <= end);
+        let Some(end_hash) = self.block_hash(end).await? else { return Ok(()) };
+        reading.progress.read(
+            &(*range.start()..=end),
+            orders.iter().map(|o| o.block).chain(receipts.iter().map(|r| r.block)),
+        );
+        reading.mark = Some((end, end_hash));
+        for order in orders {
+            let key = format!("order/{}", order.work_order_id);
+            if !lock(&reading.in_flight).insert(key.clone()) {
+                // Read again after a rewind while it is still in progress.
+                reading.progress.settled(order.block);
+                continue;
+            }
+            let (inner, ended, stop) = (Arc::clone(self), reading.ended.clone(), stop.clone());
+            tokio::spawn(async move {
+                let block = order.block;
+                if let Some(vanished) = inner.settle_order(order, stop).await {
+                    let _ = ended.send(Ended { key, block, vanished });
+                }
+            });
+        }
+        for receipt in receipts {
+            let key = format!("receipt/{}", receipt.work_order_id);
+            if !lock(&reading.in_flight).insert(key.clone()) {
+                reading.progress.settled(receipt.block);
+                continue;
+            }
+            let (inner, ended, stop) = (Arc::clone(self), reading.ended.clone(), stop.clone());
+            tokio::spawn(async move {
+                let block = receipt.block;
+                if inner.settle_receipt(receipt, stop).await {
+                    let _ = ended.send(Ended { key, block, vanished: false });
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// The logs of `event` from `address` in `range`.
+    async fn logs(
+        &self,
+        address: Address,
+        event: B256,
+        range: &std::ops::RangeInclusive<u64>,
+    ) -> Result<Vec<Log>, ChainError> {
+        let filter = Filter::new()
+            .address(address)
+            .event_signature(event)
+            .from_block(*range.start())
+            .to_block(*range.end());
+        Ok(self.provider.get_logs(&filter).await?)
+    }
+
+    /// Whether this account registered `worker` on chain, so that its orders are the service's
+    /// (asked once per step for each worker).
+    async fn ours(
+        &self,
+        worker: B256,
+        owners: &mut HashMap<B256, bool>,
+    ) -> Result<bool, ChainError> {
+        if let Some(ours) = owners.get(&worker) {
+            return Ok(*ours);
+        }
+        let registry = WorkerRegistry::new(self.deployment.worker_registry, self.provider.clone());
+        let ours = registry.workerOwner(worker).call().await? == self.account;
+        owners.insert(worker, ours);
+        Ok(ours)
+    }
+
+    fn rpc_id(&self) -> u64 {
+        self.rpc_ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Sends `call` if `still_wanted` says so when asked while no other transaction of this
+    /// account is being sent (so that its answer still holds when the transaction goes out, and
+    /// nonces follow each other); returns the transaction's hash.
+    async fn send_if<C: CallDecoder>(
+        &self,
+        call: CallBuilder<&DynProvider, C>,
+        still_wanted: impl AsyncFnOnce() -> Result<bool, ChainError>,
+    ) -> Result<Option<TxHash>, ChainError> {
+        let _sending = self.sending.lock().await;
+        if !still_wanted().await? {
+            return Ok(None);
+        }
+        let pending = call.send().await?;
+        Ok(Some(*pending.tx_hash()))
+    }
+
+    /// Sends `call` and waits until it is mined; a reverted one is an error.
+    async fn send_and_wait<C: CallDecoder>(
+        &self,
+        call: CallBuilder<&DynProvider, C>,
+    ) -> Result<(), ChainError> {
+        let Some(hash) = self.send_if(call, async || Ok(true)).await? else { return Ok(()) };
+        let receipt =
+            alloy::providers::PendingTransactionBuilder::new(self.provider.root().clone(), hash)
+                .with_timeout(Some(Duration::from_secs(120)))
+                .get_receipt()
+                .await?;
+        if !receipt.status() {
+            return Err(ChainError::Reverted(receipt.transaction_hash));
+        }
+        Ok(())
+    }
+
+    /// Whether the transaction `hash` is still waiting in the node's pool (neither mined nor
+    /// dropped).
+    async fn waiting(&self, hash: TxHash) -> Result<bool, ChainError> {
+        let transaction = self.provider.get_transaction_by_hash(hash).await?;
+        Ok(transaction.is_some_and(|transaction| transaction.block_number.is_none()))
+    }
+
+    /// The block `confirmations` below the head, if there is one.
+    async fn confirmed_height(&self) -> Result<Option<u64>, ChainError> {
+        let head = self.provider.get_block_number().await?;
+        Ok(head.checked_sub(self.config.confirmations))
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
