@@ -488,3 +488,36 @@ async fn round_trip_time() {
         println!("submit + claim + complete: {each:?} per order ({ROUNDS} orders, one at a time)");
     });
 }
+
+/// A node's enclave threads claim orders from a runtime without I/O: a write that opens a
+/// pooled connection there must still work (it runs on the store's runtime).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_from_a_runtime_without_io_open_connections_on_the_store_s_runtime() {
+    with_pg!("writes_from_a_runtime_without_io_open_connections_on_the_store_s_runtime", |pg| {
+        pg.create_schema().await;
+        let options = PgStoreOptions { pool_size: 8, ..PgStoreOptions::default() };
+        let store =
+            Arc::new(PgStore::connect(&pg.store_url(), options).await.expect("connect the store"));
+        store.put_worker("w", &worker(1, "0a", "0b")).await.expect("worker");
+        let claims = Arc::clone(&store);
+        // More writes at once than the pool has connections open: some open new ones.
+        let outcomes = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .expect("a runtime without I/O");
+            runtime.block_on(async {
+                let claims = (0..8).map(|n| {
+                    let store = Arc::clone(&claims);
+                    async move { store.claim("w", None, &format!("holder-{n}"), 1, 1000).await }
+                });
+                futures::future::join_all(claims).await
+            })
+        })
+        .join()
+        .expect("the thread");
+        for outcome in outcomes {
+            assert_eq!(outcome, Ok(None), "a claim on an empty queue answers none");
+        }
+    });
+}
