@@ -592,3 +592,66 @@ async fn afallon_up_runs_the_connector_on_its_embedded_store_and_afallon_submit_
     assert!(stderr.contains("its receipt created on chain"), "{stderr}");
     assert!(stderr.contains("receipt status: "), "{stderr}");
 }
+
+/// Python with web3 from the tools venv (scripts/services), if it is there.
+fn web3_python(test: &str) -> Option<PathBuf> {
+    let python = services::tools_dir().join("venv/bin/python3");
+    let found = Command::new(&python)
+        .args(["-c", "import web3"])
+        .output()
+        .is_ok_and(|output| output.status.success())
+        .then_some(python);
+    services::tool(test, "web3 in the tools venv (scripts/services install)", found)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_avalon_style_web3_client_gets_a_result_that_verifies_from_the_chain() {
+    let test = "an_avalon_style_web3_client_gets_a_result_that_verifies_from_the_chain";
+    let Some(python) = web3_python(test) else { return };
+    let Some(anvil) = Anvil::start(test).await else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (contracts, deployment) = deploy(&anvil, dir.path());
+    let service_key = dir.path().join("service.key");
+    std::fs::write(&service_key, SERVICE_KEY).expect("write");
+    let contracts_arg = contracts.to_str().expect("UTF-8");
+    let node = Service::start(
+        &dir.path().join("data"),
+        &[
+            "--contracts",
+            contracts_arg,
+            "--ethereum-rpc",
+            &anvil.url,
+            "--eth-key-file",
+            service_key.to_str().expect("UTF-8"),
+            "--confirmations",
+            "1",
+        ],
+    );
+    let requester = requester(&anvil, deployment);
+    let worker = chain_worker(&requester, &node.policy()).await;
+    let (request, pending) = order(&worker, "from web3", None);
+    let params = serde_json::to_string(&request).expect("params JSON");
+    // web3.py with an ABI written from wire spec §8 only, as Avalon's client calls it.
+    let mut client = Command::new(python)
+        .arg(services::root().join("scripts/avalon-chain-client"))
+        .args(["--rpc", &anvil.url, "--contracts", contracts_arg, "--key", REQUESTER_KEY])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the client starts");
+    std::io::Write::write_all(&mut client.stdin.take().expect("stdin"), params.as_bytes())
+        .expect("params written");
+    let output = tokio::task::spawn_blocking(move || client.wait_with_output())
+        .await
+        .expect("joins")
+        .expect("the client runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let completion = afallon_chain::Completion {
+        block: 0,
+        response: String::from_utf8(output.stdout).expect("UTF-8").trim().to_owned(),
+    };
+    let result = completion.result().expect("a result");
+    let outputs = pending.open_with_key(&result, &worker.verifying_key).expect("verifies");
+    assert_eq!(String::from_utf8_lossy(&outputs[0].1), "RESULT: from web3");
+}
