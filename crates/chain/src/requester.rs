@@ -21,6 +21,18 @@ use crate::contracts::{
 };
 use crate::relay::{self, ChainUpdate};
 
+/// Sends `call` and waits until it is mined; the block it is in (a reverted one is an error).
+async fn mined_in<P: Provider, C: alloy::contract::CallDecoder>(
+    call: alloy::contract::CallBuilder<P, C>,
+) -> Result<u64, ChainError> {
+    let receipt =
+        call.send().await?.with_timeout(Some(Duration::from_secs(120))).get_receipt().await?;
+    if !receipt.status() {
+        return Err(ChainError::Reverted(receipt.transaction_hash));
+    }
+    receipt.block_number.ok_or_else(|| ChainError::Unexpected("a receipt with no block".into()))
+}
+
 /// A requester on a chain where the registries of `deployment` are.
 #[derive(Debug, Clone)]
 pub struct ChainRequester {
@@ -109,22 +121,13 @@ impl ChainRequester {
         let params = serde_json::to_string(request)
             .map_err(|error| ChainError::Unexpected(error.to_string()))?;
         let registry = WorkOrderRegistry::new(self.deployment.work_order_registry, &self.provider);
-        let receipt = registry
-            .workOrderSubmit(
-                full_id_to_bytes32(&request.work_order_id)?,
-                full_id_to_bytes32(&request.worker_id)?,
-                full_id_to_bytes32(&request.requester_id)?,
-                params,
-            )
-            .send()
-            .await?
-            .with_timeout(Some(Duration::from_secs(120)))
-            .get_receipt()
-            .await?;
-        if !receipt.status() {
-            return Err(ChainError::Reverted(receipt.transaction_hash));
-        }
-        receipt.block_number.ok_or_else(|| ChainError::Unexpected("a receipt with no block".into()))
+        let call = registry.workOrderSubmit(
+            full_id_to_bytes32(&request.work_order_id)?,
+            full_id_to_bytes32(&request.worker_id)?,
+            full_id_to_bytes32(&request.requester_id)?,
+            params,
+        );
+        mined_in(call).await
     }
 
     /// Creates the order's receipt on chain (status pending), with the order's request hash: the
@@ -138,24 +141,15 @@ impl ChainRequester {
             WorkOrderReceiptRegistry::new(self.deployment.receipt_registry, &self.provider);
         let worker = full_id_to_bytes32(&request.worker_id)?;
         let hash = afallon_proto::request_hash(request).as_bytes().to_vec();
-        let receipt = registry
-            .workOrderReceiptCreate(
-                full_id_to_bytes32(&request.work_order_id)?,
-                worker,
-                worker,
-                full_id_to_bytes32(&request.requester_id)?,
-                U256::ZERO,
-                hash.into(),
-            )
-            .send()
-            .await?
-            .with_timeout(Some(Duration::from_secs(120)))
-            .get_receipt()
-            .await?;
-        if !receipt.status() {
-            return Err(ChainError::Reverted(receipt.transaction_hash));
-        }
-        receipt.block_number.ok_or_else(|| ChainError::Unexpected("a receipt with no block".into()))
+        let call = registry.workOrderReceiptCreate(
+            full_id_to_bytes32(&request.work_order_id)?,
+            worker,
+            worker,
+            full_id_to_bytes32(&request.requester_id)?,
+            U256::ZERO,
+            hash.into(),
+        );
+        mined_in(call).await
     }
 
     /// The worker's last update of the order's receipt on chain, verified with the worker's

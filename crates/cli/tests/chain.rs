@@ -144,6 +144,26 @@ fn start_connector(
     (connector, from)
 }
 
+/// `afallon up --contracts` in `dir`: the service on its embedded store with its connector
+/// (one confirmation), the account's key in a file.
+fn up_with_connector(anvil: &Anvil, dir: &Path, contracts: &Path) -> Service {
+    let service_key = dir.join("service.key");
+    std::fs::write(&service_key, SERVICE_KEY).expect("write");
+    Service::start(
+        &dir.join("data"),
+        &[
+            "--contracts",
+            contracts.to_str().expect("UTF-8"),
+            "--ethereum-rpc",
+            &anvil.url,
+            "--eth-key-file",
+            service_key.to_str().expect("UTF-8"),
+            "--confirmations",
+            "1",
+        ],
+    )
+}
+
 fn requester(anvil: &Anvil, deployment: Deployment) -> ChainRequester {
     let signer = afallon_chain::signer_from_hex(REQUESTER_KEY).expect("a key");
     let (provider, _) = afallon_chain::connect(&anvil.url, signer).expect("connects");
@@ -545,24 +565,10 @@ async fn afallon_up_runs_the_connector_on_its_embedded_store_and_afallon_submit_
     let Some(anvil) = Anvil::start(test).await else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let (contracts, deployment) = deploy(&anvil, dir.path());
-    let service_key = dir.path().join("service.key");
     let requester_key = dir.path().join("requester.key");
-    std::fs::write(&service_key, SERVICE_KEY).expect("write");
     std::fs::write(&requester_key, REQUESTER_KEY).expect("write");
     let contracts_arg = contracts.to_str().expect("UTF-8");
-    let node = Service::start(
-        &dir.path().join("data"),
-        &[
-            "--contracts",
-            contracts_arg,
-            "--ethereum-rpc",
-            &anvil.url,
-            "--eth-key-file",
-            service_key.to_str().expect("UTF-8"),
-            "--confirmations",
-            "1",
-        ],
-    );
+    let node = up_with_connector(&anvil, dir.path(), &contracts);
     let requester = requester(&anvil, deployment);
     chain_worker(&requester, &node.policy()).await;
     let output = Command::new(BIN)
@@ -611,22 +617,8 @@ async fn an_avalon_style_web3_client_gets_a_result_that_verifies_from_the_chain(
     let Some(anvil) = Anvil::start(test).await else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let (contracts, deployment) = deploy(&anvil, dir.path());
-    let service_key = dir.path().join("service.key");
-    std::fs::write(&service_key, SERVICE_KEY).expect("write");
     let contracts_arg = contracts.to_str().expect("UTF-8");
-    let node = Service::start(
-        &dir.path().join("data"),
-        &[
-            "--contracts",
-            contracts_arg,
-            "--ethereum-rpc",
-            &anvil.url,
-            "--eth-key-file",
-            service_key.to_str().expect("UTF-8"),
-            "--confirmations",
-            "1",
-        ],
-    );
+    let node = up_with_connector(&anvil, dir.path(), &contracts);
     let requester = requester(&anvil, deployment);
     let worker = chain_worker(&requester, &node.policy()).await;
     let (request, pending) = order(&worker, "from web3", None);

@@ -31,7 +31,7 @@ use afallon_store::{SealedBlob, Store};
 use alloy::contract::{CallBuilder, CallDecoder};
 use alloy::primitives::{Address, B256, TxHash, U256};
 use alloy::providers::{DynProvider, Provider};
-use alloy::rpc::types::{Filter, Log};
+use alloy::rpc::types::Filter;
 use alloy::sol_types::SolEvent;
 use tokio::sync::{mpsc, watch};
 
@@ -349,21 +349,13 @@ impl<S: Service, St: Store> Inner<S, St> {
         };
         let mut owners = HashMap::new();
         let mut orders = Vec::new();
-        for log in self
-            .logs(
+        let submitted = self
+            .events::<WorkOrderRegistry::workOrderSubmitted>(
                 self.deployment.work_order_registry,
-                WorkOrderRegistry::workOrderSubmitted::SIGNATURE_HASH,
                 &range,
             )
-            .await?
-        {
-            let Ok(event) = WorkOrderRegistry::workOrderSubmitted::decode_log(&log.inner) else {
-                tracing::warn!(?log, "a workOrderSubmitted log that does not decode");
-                continue;
-            };
-            let (Some(block), Some(block_hash)) = (log.block_number, log.block_hash) else {
-                continue;
-            };
+            .await?;
+        for (event, block, block_hash) in submitted {
             if event.errorCode != U256::ZERO || !self.ours(event.workerId, &mut owners).await? {
                 continue;
             }
@@ -371,26 +363,19 @@ impl<S: Service, St: Store> Inner<S, St> {
                 work_order_id: bytes32_to_id(&event.workOrderId),
                 worker_id: bytes32_to_id(&event.workerId),
                 requester_id: bytes32_to_id(&event.requesterId),
-                request: event.workOrderRequest.clone(),
+                request: event.workOrderRequest,
                 block,
                 block_hash,
             });
         }
         let mut receipts = Vec::new();
-        for log in self
-            .logs(
+        let created = self
+            .events::<WorkOrderReceiptRegistry::workOrderReceiptCreated>(
                 self.deployment.receipt_registry,
-                WorkOrderReceiptRegistry::workOrderReceiptCreated::SIGNATURE_HASH,
                 &range,
             )
-            .await?
-        {
-            let Ok(event) =
-                WorkOrderReceiptRegistry::workOrderReceiptCreated::decode_log(&log.inner)
-            else {
-                continue;
-            };
-            let Some(block) = log.block_number else { continue };
+            .await?;
+        for (event, block, _) in created {
             if event.errorCode != U256::ZERO || !self.ours(event.workerId, &mut owners).await? {
                 continue;
             }
@@ -419,50 +404,69 @@ impl<S: Service, St: Store> Inner<S, St> {
         );
         reading.mark = Some((end, end_hash));
         for order in orders {
-            let key = format!("order/{}", order.work_order_id);
-            if !lock(&reading.in_flight).insert(key.clone()) {
-                // Read again after a rewind while it is still in progress.
-                reading.progress.settled(order.block);
-                continue;
-            }
-            let (inner, ended, stop) = (Arc::clone(self), reading.ended.clone(), stop.clone());
-            tokio::spawn(async move {
-                let block = order.block;
-                if let Some(vanished) = inner.settle_order(order, stop).await {
-                    let _ = ended.send(Ended { key, block, vanished });
-                }
-            });
+            let (key, block) = (format!("order/{}", order.work_order_id), order.block);
+            let (inner, stop) = (Arc::clone(self), stop.clone());
+            Self::start_task(
+                reading,
+                key,
+                block,
+                async move { inner.settle_order(order, stop).await },
+            );
         }
         for receipt in receipts {
-            let key = format!("receipt/{}", receipt.work_order_id);
-            if !lock(&reading.in_flight).insert(key.clone()) {
-                reading.progress.settled(receipt.block);
-                continue;
-            }
-            let (inner, ended, stop) = (Arc::clone(self), reading.ended.clone(), stop.clone());
-            tokio::spawn(async move {
-                let block = receipt.block;
-                if inner.settle_receipt(receipt, stop).await {
-                    let _ = ended.send(Ended { key, block, vanished: false });
-                }
+            let (key, block) = (format!("receipt/{}", receipt.work_order_id), receipt.block);
+            let (inner, stop) = (Arc::clone(self), stop.clone());
+            Self::start_task(reading, key, block, async move {
+                inner.settle_receipt(receipt, stop).await.then_some(false)
             });
         }
         Ok(())
     }
 
-    /// The logs of `event` from `address` in `range`.
-    async fn logs(
+    /// Starts `task` for what was read from `block` under `key`, unless a task for it is still
+    /// in progress (it was read again after a rewind). The task answers whether what it was
+    /// about vanished, or nothing if the connector stopped first.
+    fn start_task(
+        reading: &mut Reading,
+        key: String,
+        block: u64,
+        task: impl Future<Output = Option<bool>> + Send + 'static,
+    ) {
+        if !lock(&reading.in_flight).insert(key.clone()) {
+            reading.progress.settled(block);
+            return;
+        }
+        let ended = reading.ended.clone();
+        tokio::spawn(async move {
+            if let Some(vanished) = task.await {
+                let _ = ended.send(Ended { key, block, vanished });
+            }
+        });
+    }
+
+    /// The events `E` that `address` emitted in `range`, each with its block and the block's
+    /// hash; a log that does not decode is logged and skipped.
+    async fn events<E: SolEvent>(
         &self,
         address: Address,
-        event: B256,
         range: &std::ops::RangeInclusive<u64>,
-    ) -> Result<Vec<Log>, ChainError> {
+    ) -> Result<Vec<(E, u64, B256)>, ChainError> {
         let filter = Filter::new()
             .address(address)
-            .event_signature(event)
+            .event_signature(E::SIGNATURE_HASH)
             .from_block(*range.start())
             .to_block(*range.end());
-        Ok(self.provider.get_logs(&filter).await?)
+        let mut events = Vec::new();
+        for log in self.provider.get_logs(&filter).await? {
+            let (Some(block), Some(hash)) = (log.block_number, log.block_hash) else { continue };
+            match E::decode_log(&log.inner) {
+                Ok(event) => events.push((event.data, block, hash)),
+                Err(error) => {
+                    tracing::warn!(%error, event = E::SIGNATURE, "a log that does not decode")
+                }
+            }
+        }
+        Ok(events)
     }
 
     /// Whether this account registered `worker` on chain, so that its orders are the service's
