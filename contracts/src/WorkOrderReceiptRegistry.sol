@@ -89,6 +89,10 @@ contract WorkOrderReceiptRegistry {
             true, workerServiceId, workerId, requesterId, receiptCreateStatus, workOrderRequestHash, receiptCreateStatus
         );
         for (uint256 i = 0; i < 8; ++i) {
+            // A combination that names a zero id is the one that leaves it out: listed once.
+            bool zero = (i & 1 != 0 && workerServiceId == bytes32(0)) || (i & 2 != 0 && workerId == bytes32(0))
+                || (i & 4 != 0 && requesterId == bytes32(0));
+            if (zero) continue;
             index[
                 filterKey(
                     i & 1 == 0 ? bytes32(0) : workerServiceId,
@@ -119,7 +123,9 @@ contract WorkOrderReceiptRegistry {
             require(updaterId == orderWorker, "the worker's registrant updates as the worker");
         } else {
             require(msg.sender == submitter, "only the work order's submitter or its worker's registrant may update its receipt");
-            require(updaterId == orderRequester, "the submitter updates as the requester");
+            require(
+                updaterId == orderRequester && updaterId != orderWorker, "the submitter updates as the requester"
+            );
         }
         if (updateType < ANY_STATUS) {
             receipt.currentReceiptStatus = updateType;

@@ -98,6 +98,18 @@ pub enum ChainError {
     Unexpected(String),
 }
 
+impl ChainError {
+    /// Whether the chain refused the call or transaction (it reverted, or would have): asking
+    /// again changes nothing until the chain's state does.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            Self::Contract(error) => error.as_revert_data().is_some(),
+            Self::Reverted(_) => true,
+            _ => false,
+        }
+    }
+}
+
 /// An account's signing key, read from hex (with or without `0x`; surrounding whitespace is
 /// ignored). alloy's signer keeps it zeroized on drop and never prints it.
 ///

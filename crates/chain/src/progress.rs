@@ -91,6 +91,14 @@ impl Progress {
         self.read_to
     }
 
+    /// Something counted open at block `counted` was read again at block `again` (after a
+    /// rewind; a reorganisation may have moved it): it stays counted once, at the lower block,
+    /// which is returned.
+    pub fn read_again(&mut self, counted: u64, again: u64) -> u64 {
+        self.settled(counted.max(again));
+        counted.min(again)
+    }
+
     /// Records that an order from `block` is settled.
     pub fn settled(&mut self, block: u64) {
         if let Some(count) = self.open.get_mut(&block) {
@@ -142,6 +150,25 @@ mod tests {
         assert_eq!(progress.read_end(&(12..=20), &[12, 12], 2), None);
         assert_eq!(progress.read_end(&(12..=20), &[13, 13], 2), Some(12));
         assert_eq!(progress.read_end(&(12..=20), &[], 1), Some(20));
+    }
+
+    #[test]
+    fn what_is_read_again_at_an_earlier_block_holds_the_cursor_there() {
+        let mut progress = Progress::after(10);
+        progress.read(&(11..=20), [15]);
+        progress.rewind_to(10);
+        // Read again at block 12 (moved by a reorganisation): counted at 12 now, once.
+        progress.read(&(11..=20), [12]);
+        assert_eq!(progress.read_again(15, 12), 12);
+        assert_eq!(progress.open(), 1);
+        assert_eq!(progress.done_to(), 11);
+        // Read again at a later block: still counted at the earlier one.
+        progress.rewind_to(10);
+        progress.read(&(11..=20), [18]);
+        assert_eq!(progress.read_again(12, 18), 12);
+        assert_eq!(progress.open(), 1);
+        progress.settled(12);
+        assert_eq!(progress.done_to(), 20);
     }
 
     #[test]

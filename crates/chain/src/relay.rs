@@ -163,6 +163,8 @@ pub struct ChainReceipt {
     pub request_hash: Vec<u8>,
     /// The block it was created in.
     pub block: u64,
+    /// That block's hash.
+    pub block_hash: B256,
 }
 
 /// The store's receipt for a receipt created on chain, whose authority is the chain's (only the
@@ -326,6 +328,7 @@ mod tests {
             status: 0,
             request_hash,
             block: 4,
+            block_hash: B256::ZERO,
         }
     }
 

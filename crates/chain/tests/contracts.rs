@@ -391,7 +391,7 @@ async fn receipts_are_created_by_the_submitter_and_updated_by_the_parties() {
     let retrieved = as_stranger.workOrderReceiptRetrieve(id(2)).call().await.expect("answers");
     assert_eq!(
         (retrieved.workOrderRequestHash, retrieved.currentReceiptStatus),
-        (hash, U256::from(1))
+        (hash.clone(), U256::from(1))
     );
     let last = as_stranger
         .workOrderReceiptUpdateRetrieve(id(2), id(1), U256::from(0xFFFF_FFFFu32))
@@ -405,12 +405,54 @@ async fn receipts_are_created_by_the_submitter_and_updated_by_the_parties() {
         .await
         .expect("answers");
     assert_eq!(found.ids_, vec![id(2)]);
+    // An order whose requester id is the worker's, or zero: the submitter cannot update as the
+    // worker, and a zero id is listed once.
+    let orders = WorkOrderRegistry::new(deployment.work_order_registry, &requester);
+    sent(orders.workOrderSubmit(id(5), id(1), id(1), "{}".into())).await;
+    let created_5 =
+        as_requester.workOrderReceiptCreate(id(5), id(1), id(1), id(1), U256::ZERO, hash.clone());
+    sent(created_5).await;
+    assert!(!updated_as(&as_requester, id(5), id(1)).await);
+    sent(orders.workOrderSubmit(id(6), id(1), B256::ZERO, "{}".into())).await;
+    let created_6 = as_requester.workOrderReceiptCreate(
+        id(6),
+        id(1),
+        B256::ZERO,
+        B256::ZERO,
+        U256::ZERO,
+        hash.clone(),
+    );
+    sent(created_6).await;
+    let any = as_stranger
+        .workOrderReceiptLookUp(B256::ZERO, B256::ZERO, B256::ZERO, U256::from(255))
+        .call()
+        .await
+        .expect("answers");
+    assert_eq!((any.totalCount, any.ids_), (U256::from(3), vec![id(2), id(5), id(6)]));
     let other_status = as_stranger
         .workOrderReceiptLookUp(B256::ZERO, id(1), B256::ZERO, U256::ZERO)
         .call()
         .await
         .expect("answers");
-    assert!(other_status.ids_.is_empty());
+    // Order 2 is processed (1) now; 5 and 6 are still as created (0).
+    assert_eq!(other_status.ids_, vec![id(5), id(6)]);
+}
+
+/// Whether `registry`'s account may post an update of `order`'s receipt under `updater`.
+async fn updated_as(
+    registry: &WorkOrderReceiptRegistry::WorkOrderReceiptRegistryInstance<&DynProvider>,
+    order: B256,
+    updater: B256,
+) -> bool {
+    let call = registry.workOrderReceiptUpdate(
+        order,
+        updater,
+        U256::from(1),
+        Bytes::new(),
+        Bytes::new(),
+        "SHA-256/SECP256K1".into(),
+    );
+    !refused(call).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,6 +33,8 @@ use serde_json::{Value, json};
 const SERVICE_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 /// anvil's second dev account: the requester.
 const REQUESTER_KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+/// anvil's third dev account: an attacker.
+const ATTACKER_KEY: &str = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a";
 
 /// A running anvil, and a miner that adds a block every 100 ms unless paused (transactions are
 /// mined at once as well), so that confirmations come.
@@ -377,6 +379,146 @@ async fn a_reorganisation_before_confirmation_neither_runs_an_order_twice_nor_lo
     assert_eq!(node.metric("afallon_workorders_completed_total{outcome=\"success\"}").await, 2.0);
 }
 
+/// The service in this process on its embedded store, and a connector (one confirmation) on the
+/// same store, speaking to the service through what `wrap` makes of the store's listener.
+struct InProcess {
+    node: afallon_node::RunningNode,
+    data_dir: PathBuf,
+    stop: tokio::sync::watch::Sender<bool>,
+    running: tokio::task::JoinHandle<Result<(), ChainError>>,
+}
+
+type Listener = afallon_node::LocalListener<afallon_node::afallon_store::RedbStore>;
+
+impl InProcess {
+    async fn start<W: afallon_chain::Service>(
+        anvil: &Anvil,
+        deployment: Deployment,
+        dir: &Path,
+        max_open: usize,
+        wrap: impl FnOnce(Listener) -> W,
+    ) -> Self {
+        let data_dir = dir.join("data");
+        std::fs::create_dir_all(&data_dir).expect("mkdir");
+        let store = Arc::new(
+            afallon_node::afallon_store::RedbStore::open(
+                &data_dir.join("store.redb"),
+                Default::default(),
+            )
+            .expect("store"),
+        );
+        let mut config =
+            afallon_node::NodeConfig::new("127.0.0.1:0".parse().expect("addr"), &data_dir);
+        config.insecure_simulation = true;
+        let node = afallon_node::Node::start_with_store(config.clone(), Arc::clone(&store))
+            .await
+            .expect("node");
+        let service = wrap(afallon_node::LocalListener::new(config, Arc::clone(&store)));
+        let signer = afallon_chain::signer_from_hex(SERVICE_KEY).expect("key");
+        let (provider, account) = afallon_chain::connect(&anvil.url, signer).expect("connect");
+        let config = ConnectorConfig {
+            confirmations: 1,
+            poll: Duration::from_millis(100),
+            max_open,
+            ..ConnectorConfig::default()
+        };
+        let connector = Connector::new(provider, account, deployment, service, store, config)
+            .await
+            .expect("connector");
+        let resume = connector.resume().await.expect("resume");
+        assert_eq!(resume.from_block, deployment.deployed_at_block);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let running = tokio::spawn(connector.run(resume, stopped));
+        Self { node, data_dir, stop, running }
+    }
+
+    /// The policy of a requester on this machine: this node's simulated TEE.
+    fn policy(&self) -> Policy {
+        let key = afallon_platform::SimPlatform::local_attestation_key(&self.data_dir.join("sim"))
+            .expect("read")
+            .expect("key");
+        Policy::new().insecure_allow_simulation().trust_simulation_key(key)
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        self.running.await.expect("joins").expect("runs");
+        self.node.shutdown().await;
+    }
+}
+
+/// The store's listener as it is.
+struct Honest(Listener);
+
+impl afallon_chain::Service for Honest {
+    async fn call(&self, request: String) -> String {
+        self.0.call(request).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_that_never_reach_the_service_and_their_receipts_do_not_hold_the_connector() {
+    let test = "orders_that_never_reach_the_service_and_their_receipts_do_not_hold_the_connector";
+    let Some(anvil) = Anvil::start(test).await else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, deployment) = deploy(&anvil, dir.path());
+    // One open order or receipt at a time: anything that never ended would stop all reading.
+    let service = InProcess::start(&anvil, deployment, dir.path(), 1, Honest).await;
+    let requester = requester(&anvil, deployment);
+    let worker = chain_worker(&requester, &service.policy()).await;
+    let (attacker_provider, _) = afallon_chain::connect(
+        &anvil.url,
+        afallon_chain::signer_from_hex(ATTACKER_KEY).expect("key"),
+    )
+    .expect("connect");
+    let attacker = ChainRequester::new(attacker_provider, deployment);
+
+    // Orders whose params lie about their id (refused before the service), each with a receipt.
+    let mut lying = Vec::new();
+    for n in 0..3 {
+        let (mut request, _) = order(&worker, "never runs", None);
+        let on_chain_id = request.work_order_id.clone();
+        request.work_order_id = format!("{:064x}", n + 1);
+        let params = serde_json::to_string(&request).expect("JSON");
+        let orders = afallon_chain::contracts::WorkOrderRegistry::new(
+            deployment.work_order_registry,
+            attacker.provider(),
+        );
+        let worker_id = afallon_chain::id_to_bytes32(&request.worker_id).expect("id");
+        let submitted = orders
+            .workOrderSubmit(
+                afallon_chain::id_to_bytes32(&on_chain_id).expect("id"),
+                worker_id,
+                afallon_chain::id_to_bytes32(&request.requester_id).expect("id"),
+                params,
+            )
+            .send()
+            .await
+            .expect("sent")
+            .get_receipt()
+            .await
+            .expect("mined");
+        assert!(submitted.status());
+        request.work_order_id = on_chain_id;
+        attacker.create_receipt(&request).await.expect("receipt created");
+        lying.push((request.work_order_id, submitted.block_number.expect("block")));
+    }
+    // An honest order after them completes: nothing held the one place.
+    let (honest, pending) = order(&worker, "still served", None);
+    let block = requester.submit(&honest).await.expect("submitted");
+    assert_eq!(completed(&requester, &worker, &honest, &pending, block).await, "still served");
+    // The lying orders were completed with an error that says why.
+    for (id, block) in lying {
+        let completion = requester
+            .wait_completion(&id, block, 0, Duration::from_millis(100), Duration::from_secs(60))
+            .await
+            .expect("completed");
+        let refusal = completion.result().expect_err("an error");
+        assert!(refusal.to_string().contains("workOrderId"), "{refusal}");
+    }
+    service.stop().await;
+}
+
 /// What the lying connector does to an order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lie {
@@ -452,57 +594,16 @@ async fn a_lying_connector_cannot_make_a_requester_accept_a_wrong_result() {
     let Some(anvil) = Anvil::start(test).await else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let (_, deployment) = deploy(&anvil, dir.path());
-    // The service in this process, on its embedded store, and the lying connector on the same.
-    let data_dir = dir.path().join("data");
-    std::fs::create_dir_all(&data_dir).expect("mkdir");
-    let store = Arc::new(
-        afallon_node::afallon_store::RedbStore::open(
-            &data_dir.join("store.redb"),
-            Default::default(),
-        )
-        .expect("store"),
-    );
-    let mut config = afallon_node::NodeConfig::new("127.0.0.1:0".parse().expect("addr"), &data_dir);
-    config.insecure_simulation = true;
-    let node = afallon_node::Node::start_with_store(config.clone(), Arc::clone(&store))
-        .await
-        .expect("node");
-    let lying = Lying {
-        listener: afallon_node::LocalListener::new(config, Arc::clone(&store)),
-        lies: Mutex::default(),
-        last: Mutex::default(),
-    };
-    let lies = Arc::new(lying);
-    let (provider, account) = afallon_chain::connect(
-        &anvil.url,
-        afallon_chain::signer_from_hex(SERVICE_KEY).expect("key"),
-    )
-    .expect("connect");
-    let connector = Connector::new(
-        provider,
-        account,
-        deployment,
-        Shared(Arc::clone(&lies)),
-        Arc::clone(&store),
-        ConnectorConfig {
-            confirmations: 1,
-            poll: Duration::from_millis(100),
-            ..ConnectorConfig::default()
-        },
-    )
-    .await
-    .expect("connector");
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let resume = connector.resume().await.expect("resume");
-    assert_eq!(resume.from_block, deployment.deployed_at_block);
-    let running = tokio::spawn(connector.run(resume, stopped));
-
+    let mut lies = None;
+    let service = InProcess::start(&anvil, deployment, dir.path(), 256, |listener| {
+        let lying = Arc::new(Lying { listener, lies: Mutex::default(), last: Mutex::default() });
+        lies = Some(Arc::clone(&lying));
+        Shared(lying)
+    })
+    .await;
+    let lies = lies.expect("the lying service");
     let requester = requester(&anvil, deployment);
-    let key = afallon_platform::SimPlatform::local_attestation_key(&data_dir.join("sim"))
-        .expect("read")
-        .expect("key");
-    let policy = Policy::new().insecure_allow_simulation().trust_simulation_key(key);
-    let worker = chain_worker(&requester, &policy).await;
+    let worker = chain_worker(&requester, &service.policy()).await;
 
     // An honest order first: the check passes when nothing lies (and gives Swap its result).
     let (honest, pending) = order(&worker, "pay the requester 10", None);
@@ -544,9 +645,7 @@ async fn a_lying_connector_cannot_make_a_requester_accept_a_wrong_result() {
             }
         }
     }
-    let _ = stop.send(true);
-    running.await.expect("joins").expect("runs");
-    node.shutdown().await;
+    service.stop().await;
 }
 
 /// The lying service, shared with the test that tells it what to lie about.

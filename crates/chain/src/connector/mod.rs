@@ -23,8 +23,8 @@ mod orders;
 mod receipts;
 mod registry;
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use afallon_store::{SealedBlob, Store};
@@ -85,6 +85,11 @@ impl Default for ConnectorConfig {
 /// is harmless (see the module's rules).
 pub const REWIND_BLOCKS: u64 = 256;
 
+/// How many rounds in a row the chain may refuse what the connector sends for one order or
+/// receipt (or what it waits for may fail to come) before it gives up on it, loudly: so that
+/// nothing holds a place among the open ones for good.
+const PATIENCE: u32 = 100;
+
 /// Where a connector goes on from ([`Connector::resume`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Resume {
@@ -121,11 +126,10 @@ struct Inner<S, St> {
     rpc_ids: std::sync::atomic::AtomicU64,
 }
 
-/// What a task reports when it ends: the key it ran under, the block it came from, and whether
-/// what it was about vanished from the chain (a reorganisation deeper than the confirmations).
+/// What a task reports when it ends: the key it ran under, and whether what it was about vanished
+/// from the chain (a reorganisation deeper than the confirmations).
 struct Ended {
     key: String,
-    block: u64,
     vanished: bool,
 }
 
@@ -134,7 +138,8 @@ struct Reading {
     progress: Progress,
     /// The last block read, with its hash then: a change means a reorganisation under it.
     mark: Option<(u64, B256)>,
-    in_flight: Arc<Mutex<HashSet<String>>>,
+    /// The tasks in progress, by key, with the block each is counted open at.
+    in_flight: HashMap<String, u64>,
     ended: mpsc::UnboundedSender<Ended>,
 }
 
@@ -203,22 +208,23 @@ impl<S: Service, St: Store> Connector<S, St> {
         let mut reading = Reading {
             progress: Progress::after(from_block),
             mark: None,
-            in_flight: Arc::default(),
+            in_flight: HashMap::new(),
             ended,
         };
         let mut last_sync: Option<tokio::time::Instant> = None;
         loop {
             while let Ok(end) = ends.try_recv() {
-                reading.progress.settled(end.block);
-                lock(&reading.in_flight).remove(&end.key);
+                let Some(block) = reading.in_flight.remove(&end.key) else { continue };
+                reading.progress.settled(block);
                 if end.vanished {
-                    let to = end.block.saturating_sub(1).max(inner.deployment.deployed_at_block);
+                    let to =
+                        block.saturating_sub(REWIND_BLOCKS).max(inner.deployment.deployed_at_block);
                     tracing::warn!(
-                        block = end.block,
+                        block,
+                        from = to,
                         "what was read there vanished from the chain; reading again"
                     );
                     reading.progress.rewind_to(to);
-                    reading.mark = None;
                 }
             }
             if last_sync.is_none_or(|at| at.elapsed() >= inner.config.registry_sync) {
@@ -229,10 +235,22 @@ impl<S: Service, St: Store> Connector<S, St> {
                     }
                 }
             }
-            if let Err(error) = inner.step(&mut reading, &stop).await {
-                tracing::warn!(%error, "reading on-chain orders failed; trying again");
-            }
-            match inner.save_cursor(&reading.progress, cursor, version).await {
+            let verified = match inner.step(&mut reading, &stop).await {
+                Ok(verified) => verified,
+                Err(error) => {
+                    tracing::warn!(%error, "reading on-chain orders failed; trying again");
+                    false
+                }
+            };
+            // Only over blocks the chain was just seen to still have: a cursor must never carry
+            // the hash of a chain that replaced what was read.
+            let saved = match reading.mark {
+                Some((marked, _)) if verified && reading.progress.done_to() <= marked => {
+                    inner.save_cursor(&reading.progress, cursor, version).await
+                }
+                _ => Ok(None),
+            };
+            match saved {
                 Ok(Some((saved, saved_version))) => {
                     cursor = Some(saved);
                     version = saved_version;
@@ -319,33 +337,39 @@ impl<S: Service, St: Store> Inner<S, St> {
         Ok(Some((next, version)))
     }
 
-    /// Reads the next confirmed blocks, up to whole blocks within [`ConnectorConfig::max_open`],
-    /// and starts a task for each order and receipt of the service's workers in them.
+    /// Checks that the chain still has the last block read (else reads again from well before
+    /// it), then reads the next confirmed blocks, up to whole blocks within
+    /// [`ConnectorConfig::max_open`], and starts a task for each order and receipt of the
+    /// service's workers in them. Whether the chain was seen to still have what was read.
     async fn step(
         self: &Arc<Self>,
         reading: &mut Reading,
         stop: &watch::Receiver<bool>,
-    ) -> Result<(), ChainError> {
-        if reading.progress.open() >= self.config.max_open {
-            return Ok(());
+    ) -> Result<bool, ChainError> {
+        let mut verified = false;
+        if let Some((number, hash)) = reading.mark {
+            verified = self.block_hash(number).await? == Some(hash);
+            if !verified {
+                let to =
+                    number.saturating_sub(REWIND_BLOCKS).max(self.deployment.deployed_at_block);
+                tracing::warn!(
+                    block = number,
+                    from = to,
+                    "the chain changed under what was read (a reorganisation deeper than the confirmations); reading again"
+                );
+                reading.progress.rewind_to(to);
+                reading.mark = None;
+                return Ok(false);
+            }
         }
-        if let Some((number, hash)) = reading.mark
-            && self.block_hash(number).await? != Some(hash)
-        {
-            let to = number.saturating_sub(REWIND_BLOCKS).max(self.deployment.deployed_at_block);
-            tracing::warn!(
-                block = number,
-                from = to,
-                "the chain changed under what was read (a reorganisation deeper than the confirmations); reading again"
-            );
-            reading.progress.rewind_to(to);
-            reading.mark = None;
+        if reading.progress.open() >= self.config.max_open {
+            return Ok(verified);
         }
         let head = self.provider.get_block_number().await?;
         let Some(range) =
             reading.progress.next_range(head, self.config.confirmations, self.config.span)
         else {
-            return Ok(());
+            return Ok(verified);
         };
         let mut owners = HashMap::new();
         let mut orders = Vec::new();
@@ -375,7 +399,7 @@ impl<S: Service, St: Store> Inner<S, St> {
                 &range,
             )
             .await?;
-        for (event, block, _) in created {
+        for (event, block, block_hash) in created {
             if event.errorCode != U256::ZERO || !self.ours(event.workerId, &mut owners).await? {
                 continue;
             }
@@ -387,22 +411,24 @@ impl<S: Service, St: Store> Inner<S, St> {
                 status: u64::try_from(event.receiptStatus).unwrap_or(u64::MAX),
                 request_hash: event.workOrderRequestHash.to_vec(),
                 block,
+                block_hash,
             });
         }
         let mut found: Vec<u64> =
             orders.iter().map(|o| o.block).chain(receipts.iter().map(|r| r.block)).collect();
         found.sort_unstable();
         let Some(end) = reading.progress.read_end(&range, &found, self.config.max_open) else {
-            return Ok(());
+            return Ok(verified);
         };
         orders.retain(|order| order.block <= end);
         receipts.retain(|receipt| receipt.block <= end);
-        let Some(end_hash) = self.block_hash(end).await? else { return Ok(()) };
+        let Some(end_hash) = self.block_hash(end).await? else { return Ok(verified) };
         reading.progress.read(
             &(*range.start()..=end),
             orders.iter().map(|o| o.block).chain(receipts.iter().map(|r| r.block)),
         );
         reading.mark = Some((end, end_hash));
+        verified = true;
         for order in orders {
             let (key, block) = (format!("order/{}", order.work_order_id), order.block);
             let (inner, stop) = (Arc::clone(self), stop.clone());
@@ -417,14 +443,15 @@ impl<S: Service, St: Store> Inner<S, St> {
             let (key, block) = (format!("receipt/{}", receipt.work_order_id), receipt.block);
             let (inner, stop) = (Arc::clone(self), stop.clone());
             Self::start_task(reading, key, block, async move {
-                inner.settle_receipt(receipt, stop).await.then_some(false)
+                inner.settle_receipt(receipt, stop).await
             });
         }
-        Ok(())
+        Ok(verified)
     }
 
-    /// Starts `task` for what was read from `block` under `key`, unless a task for it is still
-    /// in progress (it was read again after a rewind). The task answers whether what it was
+    /// Starts `task` for what was read from `block` under `key`. If a task for it is still in
+    /// progress (it was read again after a rewind, maybe at another block), none is started, and
+    /// of the two blocks the lower stays counted open. The task answers whether what it was
     /// about vanished, or nothing if the connector stopped first.
     fn start_task(
         reading: &mut Reading,
@@ -432,14 +459,15 @@ impl<S: Service, St: Store> Inner<S, St> {
         block: u64,
         task: impl Future<Output = Option<bool>> + Send + 'static,
     ) {
-        if !lock(&reading.in_flight).insert(key.clone()) {
-            reading.progress.settled(block);
+        if let Some(counted) = reading.in_flight.get_mut(&key) {
+            *counted = reading.progress.read_again(*counted, block);
             return;
         }
+        reading.in_flight.insert(key.clone(), block);
         let ended = reading.ended.clone();
         tokio::spawn(async move {
             if let Some(vanished) = task.await {
-                let _ = ended.send(Ended { key, block, vanished });
+                let _ = ended.send(Ended { key, vanished });
             }
         });
     }
@@ -529,13 +557,21 @@ impl<S: Service, St: Store> Inner<S, St> {
         Ok(transaction.is_some_and(|transaction| transaction.block_number.is_none()))
     }
 
+    /// An order's status on chain, at `block` (none: the latest).
+    async fn order_status(&self, order: B256, block: Option<u64>) -> Result<U256, ChainError> {
+        let registry =
+            WorkOrderRegistry::new(self.deployment.work_order_registry, self.provider.clone());
+        let call = registry.workOrderGet(order);
+        let call = match block {
+            Some(block) => call.block(alloy::eips::BlockId::number(block)),
+            None => call,
+        };
+        Ok(call.call().await?.status)
+    }
+
     /// The block `confirmations` below the head, if there is one.
     async fn confirmed_height(&self) -> Result<Option<u64>, ChainError> {
         let head = self.provider.get_block_number().await?;
         Ok(head.checked_sub(self.config.confirmations))
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

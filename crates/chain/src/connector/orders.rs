@@ -3,11 +3,10 @@
 
 use afallon_proto::{Response, WorkOrderStatus};
 use afallon_store::Store;
-use alloy::eips::BlockId;
 use alloy::primitives::{B256, TxHash, U256};
 use tokio::sync::watch;
 
-use super::Inner;
+use super::{Inner, PATIENCE};
 use crate::contracts::{
     ORDER_ACTIVE, ORDER_COMPLETED, ORDER_NULL, WorkOrderRegistry, id_to_bytes32,
 };
@@ -24,8 +23,9 @@ struct Attempt {
 }
 
 impl<S: Service, St: Store> Inner<S, St> {
-    /// Runs `order` until its completion is confirmed (`Some(false)`), or its submission
-    /// vanished from the chain (`Some(true)`), or the connector stops (`None`).
+    /// Runs `order` until its completion is confirmed (`Some(false)`), or the chain keeps
+    /// refusing it (`Some(false)`, said loudly), or its submission vanished from the chain
+    /// (`Some(true)`), or the connector stops (`None`).
     pub(super) async fn settle_order(
         &self,
         order: ChainOrder,
@@ -36,12 +36,18 @@ impl<S: Service, St: Store> Inner<S, St> {
             return Some(false);
         };
         let mut attempt = Attempt::default();
+        let mut refusals = 0;
         loop {
             match self.order_round(id, &order, &mut attempt).await {
                 Ok(Some(vanished)) => return Some(vanished),
-                Ok(None) => {}
+                Ok(None) => refusals = 0,
+                Err(error) if error.is_refusal() && refusals >= PATIENCE => {
+                    tracing::error!(%error, work_order = %order.work_order_id, "the chain keeps refusing this order's completion; given up");
+                    return Some(false);
+                }
                 Err(error) => {
-                    tracing::warn!(%error, work_order = %order.work_order_id, "completing an on-chain order failed; trying again")
+                    refusals += u32::from(error.is_refusal());
+                    tracing::warn!(%error, work_order = %order.work_order_id, "completing an on-chain order failed; trying again");
                 }
             }
             tokio::select! {
@@ -60,7 +66,7 @@ impl<S: Service, St: Store> Inner<S, St> {
     ) -> Result<Option<bool>, ChainError> {
         let registry =
             WorkOrderRegistry::new(self.deployment.work_order_registry, self.provider.clone());
-        let latest = registry.workOrderGet(id).call().await?.status;
+        let latest = self.order_status(id, None).await?;
         if latest == U256::from(ORDER_NULL) {
             // Gone only if its block is: a node behind the one that answered the logs says
             // nothing yet.
@@ -82,16 +88,15 @@ impl<S: Service, St: Store> Inner<S, St> {
                 }
             };
             let call = registry.workOrderComplete(id, response);
-            let still_active = async || {
-                Ok(registry.workOrderGet(id).call().await?.status == U256::from(ORDER_ACTIVE))
-            };
+            let still_active =
+                async || Ok(self.order_status(id, None).await? == U256::from(ORDER_ACTIVE));
             if let Some(sent) = self.send_if(call, still_active).await? {
                 attempt.sent = Some(sent);
             }
             return Ok(None);
         }
         let Some(confirmed) = self.confirmed_height().await? else { return Ok(None) };
-        let deep = registry.workOrderGet(id).call().block(BlockId::number(confirmed)).await?.status;
+        let deep = self.order_status(id, Some(confirmed)).await?;
         Ok((deep == U256::from(ORDER_COMPLETED)).then_some(false))
     }
 

@@ -3,44 +3,60 @@
 
 use afallon_store::Store;
 use alloy::eips::BlockId;
-use alloy::primitives::{TxHash, U256};
+use alloy::primitives::{B256, TxHash, U256};
 use tokio::sync::watch;
 
-use super::Inner;
-use crate::contracts::{LAST_UPDATE, WorkOrderReceiptRegistry, id_to_bytes32};
+use super::{Inner, PATIENCE};
+use crate::contracts::{LAST_UPDATE, ORDER_COMPLETED, WorkOrderReceiptRegistry, id_to_bytes32};
 use crate::relay::{self, ChainReceipt};
 use crate::{ChainError, Service};
 
+/// What a receipt's task keeps between rounds.
+#[derive(Default)]
+struct Mirror {
+    /// The last update sent.
+    sent: Option<TxHash>,
+    /// Rounds waited for the worker's update since the order was completed on chain.
+    waited: u32,
+}
+
 impl<S: Service, St: Store> Inner<S, St> {
-    /// Mirrors `receipt` until the worker's update is on chain and confirmed, or the receipt is
-    /// refused (true), or the connector stops (false).
+    /// Mirrors `receipt` until the worker's update is on chain and confirmed, or the receipt
+    /// cannot be mirrored (`Some(false)`, said loudly), or it vanished from the chain
+    /// (`Some(true)`), or the connector stops (`None`).
     pub(super) async fn settle_receipt(
         &self,
         receipt: ChainReceipt,
         mut stop: watch::Receiver<bool>,
-    ) -> bool {
-        let mut sent = None;
+    ) -> Option<bool> {
+        let mut mirror = Mirror::default();
+        let mut refusals = 0;
         loop {
-            match self.receipt_round(&receipt, &mut sent).await {
-                Ok(true) => return true,
-                Ok(false) => {}
+            match self.receipt_round(&receipt, &mut mirror).await {
+                Ok(Some(vanished)) => return Some(vanished),
+                Ok(None) => refusals = 0,
+                Err(error) if error.is_refusal() && refusals >= PATIENCE => {
+                    tracing::error!(%error, work_order = %receipt.work_order_id, "the chain keeps refusing the worker's receipt update; given up");
+                    return Some(false);
+                }
                 Err(error) => {
-                    tracing::warn!(%error, work_order = %receipt.work_order_id, "mirroring a receipt failed; trying again")
+                    refusals += u32::from(error.is_refusal());
+                    tracing::warn!(%error, work_order = %receipt.work_order_id, "mirroring a receipt failed; trying again");
                 }
             }
             tokio::select! {
-                _ = stop.wait_for(|stop| *stop) => return false,
+                _ = stop.wait_for(|stop| *stop) => return None,
                 () = tokio::time::sleep(self.config.poll) => {}
             }
         }
     }
 
-    /// One round: whether the receipt is settled.
+    /// One round: `Some(vanished)` once the receipt is settled, given up or gone; `None` to go on.
     async fn receipt_round(
         &self,
         receipt: &ChainReceipt,
-        sent: &mut Option<TxHash>,
-    ) -> Result<bool, ChainError> {
+        mirror: &mut Mirror,
+    ) -> Result<Option<bool>, ChainError> {
         let registry =
             WorkOrderReceiptRegistry::new(self.deployment.receipt_registry, self.provider.clone());
         let order = id_to_bytes32(&receipt.work_order_id)?;
@@ -59,41 +75,65 @@ impl<S: Service, St: Store> Inner<S, St> {
             }
         };
         if posted(None).await? {
-            let Some(confirmed) = self.confirmed_height().await? else { return Ok(false) };
-            return posted(Some(confirmed)).await;
+            let Some(confirmed) = self.confirmed_height().await? else { return Ok(None) };
+            return Ok(posted(Some(confirmed)).await?.then_some(false));
         }
-        if let Some(hash) = *sent
+        if registry.workOrderReceiptRetrieve(order).call().await?.workerId == B256::ZERO {
+            // Gone only if its block is: a node behind says nothing yet.
+            let gone = self.block_hash(receipt.block).await? != Some(receipt.block_hash);
+            return Ok(gone.then_some(true));
+        }
+        if let Some(hash) = mirror.sent
             && self.waiting(hash).await?
         {
-            return Ok(false);
+            return Ok(None);
         }
         let Some(record) = self.store.worker(&receipt.worker_id).await? else {
-            tracing::warn!(worker = %receipt.worker_id, "a receipt for a worker the service does not have is not mirrored");
-            return Ok(true);
+            tracing::error!(worker = %receipt.worker_id, work_order = %receipt.work_order_id, "a receipt for a worker the service does not have is not mirrored");
+            return Ok(Some(false));
         };
-        let key = record.details.worker_type_data.verification_key;
+        let order_done = async || {
+            let Some(confirmed) = self.confirmed_height().await? else { return Ok(false) };
+            let status = self.order_status(order, Some(confirmed)).await?;
+            Ok::<_, ChainError>(status == U256::from(ORDER_COMPLETED))
+        };
         let Some(stored) = self.store.receipt(&receipt.work_order_id).await? else {
-            // The order reaches the store when its own task submits it.
             let Some(raw) = self.store.request(&receipt.work_order_id).await? else {
-                return Ok(false);
+                // The order reaches the store when its own task submits it, unless it was
+                // refused before (its completion is then an error).
+                if order_done().await? {
+                    tracing::error!(work_order = %receipt.work_order_id, "a receipt whose order never reached the service is not mirrored");
+                    return Ok(Some(false));
+                }
+                return Ok(None);
             };
             return match relay::receipt_create(receipt, &raw) {
                 Ok(create) => {
                     self.store.create_receipt(&receipt.work_order_id, &create).await?;
-                    Ok(false)
+                    Ok(None)
                 }
                 Err(why) => {
-                    tracing::warn!(work_order = %receipt.work_order_id, %why, "an on-chain receipt is not mirrored");
-                    Ok(true)
+                    tracing::error!(work_order = %receipt.work_order_id, %why, "an on-chain receipt is not mirrored");
+                    Ok(Some(false))
                 }
             };
         };
+        let key = record.details.worker_type_data.verification_key;
         let update = stored
             .updates
             .iter()
             .find(|update| update.receipt_verification_key.as_deref() == Some(key.as_str()))
             .and_then(relay::chain_update);
-        let Some(update) = update else { return Ok(false) };
+        let Some(update) = update else {
+            if order_done().await? {
+                mirror.waited += 1;
+                if mirror.waited > PATIENCE {
+                    tracing::error!(work_order = %receipt.work_order_id, "no update of the receipt by its worker (with the key it has now) came; given up");
+                    return Ok(Some(false));
+                }
+            }
+            return Ok(None);
+        };
         let call = registry.workOrderReceiptUpdate(
             order,
             worker,
@@ -103,8 +143,8 @@ impl<S: Service, St: Store> Inner<S, St> {
             update.rules,
         );
         if let Some(hash) = self.send_if(call, async || Ok(!posted(None).await?)).await? {
-            *sent = Some(hash);
+            mirror.sent = Some(hash);
         }
-        Ok(false)
+        Ok(None)
     }
 }
