@@ -138,6 +138,32 @@ pub fn connect(url: &str, signer: PrivateKeySigner) -> Result<(DynProvider, Addr
     Ok((provider.erased(), account))
 }
 
+/// Lets `registrar` register workers in the deployment's worker registry, or no longer
+/// (`allowed` false), from `provider`'s account, which must be the one that deployed it.
+///
+/// # Errors
+/// [`ChainError`]: not the deployer (the transaction reverts), or the node failed.
+pub async fn set_registrar(
+    provider: &DynProvider,
+    deployment: &Deployment,
+    registrar: Address,
+    allowed: bool,
+) -> Result<(), ChainError> {
+    let registry =
+        crate::contracts::WorkerRegistry::new(deployment.worker_registry, provider.clone());
+    let receipt = registry
+        .setRegistrar(registrar, allowed)
+        .send()
+        .await?
+        .with_timeout(Some(std::time::Duration::from_secs(120)))
+        .get_receipt()
+        .await?;
+    if !receipt.status() {
+        return Err(ChainError::Reverted(receipt.transaction_hash));
+    }
+    Ok(())
+}
+
 /// Deploys a fresh set of registries from `provider`'s account.
 ///
 /// # Errors

@@ -66,6 +66,43 @@ pub(crate) async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `afallon registrar`.
+#[derive(Debug, Args)]
+pub(crate) struct RegistrarArgs {
+    #[command(flatten)]
+    account: AccountArgs,
+    /// The deployment file `afallon deploy-contracts` wrote.
+    #[arg(long)]
+    contracts: PathBuf,
+    /// The account (0x address) that may register workers from now on, e.g. a connector's.
+    address: String,
+    /// Take the right away instead.
+    #[arg(long)]
+    remove: bool,
+}
+
+/// Names (or un-names) a registrar, from the deployer's account.
+pub(crate) async fn registrar(args: RegistrarArgs) -> anyhow::Result<()> {
+    let deployment = deployment(&args.contracts)?;
+    let address: afallon_chain::Address = args
+        .address
+        .parse()
+        .map_err(|_| ConfigError::new(format!("not an Ethereum address: {:?}", args.address)))?;
+    let (provider, from) = args.account.connect()?;
+    afallon_chain::set_registrar(&provider, &deployment, address, !args.remove)
+        .await
+        .with_context(|| {
+            format!(
+                "only the account that deployed the registries ({from} is not it?) names registrars"
+            )
+        })?;
+    eprintln!(
+        "{address} {} register workers",
+        if args.remove { "may no longer" } else { "may now" }
+    );
+    Ok(())
+}
+
 /// `afallon connector`.
 #[derive(Debug, Args)]
 pub(crate) struct ConnectorArgs {

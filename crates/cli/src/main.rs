@@ -69,6 +69,10 @@ enum Command {
     /// deployment file.
     #[cfg(feature = "ethereum")]
     DeployContracts(chain::DeployArgs),
+    /// Lets another account (a connector's) register workers in a deployment's registry, from
+    /// the deploying account.
+    #[cfg(feature = "ethereum")]
+    Registrar(chain::RegistrarArgs),
     /// Runs a blockchain connector: on-chain work orders run on this service's workers and are
     /// completed on chain, and the on-chain worker registry follows the service's.
     #[cfg(feature = "ethereum")]
@@ -254,6 +258,8 @@ fn main() -> ExitCode {
             Command::Bench(args) => bench::bench(args).await,
             #[cfg(feature = "ethereum")]
             Command::DeployContracts(args) => chain::deploy(args).await,
+            #[cfg(feature = "ethereum")]
+            Command::Registrar(args) => chain::registrar(args).await,
             #[cfg(feature = "ethereum")]
             Command::Connector(args) => chain::connector(args).await,
             Command::Enclave(_) => Ok(()),

@@ -746,3 +746,54 @@ async fn an_avalon_style_web3_client_gets_a_result_that_verifies_from_the_chain(
     let outputs = pending.open_with_key(&result, &worker.verifying_key).expect("verifies");
     assert_eq!(String::from_utf8_lossy(&outputs[0].1), "RESULT: from web3");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connector_with_a_key_of_its_own_registers_workers_once_the_deployer_names_it() {
+    let test = "a_connector_with_a_key_of_its_own_registers_workers_once_the_deployer_names_it";
+    let Some(anvil) = Anvil::start(test).await else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (contracts, deployment) = deploy(&anvil, dir.path());
+    let connector_key = ATTACKER_KEY;
+    let connector =
+        afallon_chain::signer_from_hex(connector_key).expect("a key").address().to_string();
+    let registrar = |key: &str| {
+        Command::new(BIN)
+            .args(["registrar", "--rpc", &anvil.url, "--contracts"])
+            .arg(&contracts)
+            .arg(&connector)
+            .env("AFALLON_ETH_KEY", key)
+            .output()
+            .expect("afallon runs")
+    };
+    // Only the deployer names registrars.
+    let refused = registrar(connector_key);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("names registrars"));
+    let named = registrar(SERVICE_KEY);
+    assert!(named.status.success(), "{}", String::from_utf8_lossy(&named.stderr));
+    let key_file = dir.path().join("connector.key");
+    std::fs::write(&key_file, connector_key).expect("write");
+    let node = Service::start(
+        &dir.path().join("data"),
+        &[
+            "--contracts",
+            contracts.to_str().expect("UTF-8"),
+            "--ethereum-rpc",
+            &anvil.url,
+            "--eth-key-file",
+            key_file.to_str().expect("UTF-8"),
+        ],
+    );
+    let requester = requester(&anvil, deployment);
+    let worker = chain_worker(&requester, &node.policy()).await;
+    let registry = afallon_chain::contracts::WorkerRegistry::new(
+        deployment.worker_registry,
+        requester.provider(),
+    );
+    let owner = registry
+        .workerOwner(afallon_chain::id_to_bytes32(&worker.worker_id).expect("id"))
+        .call()
+        .await
+        .expect("answers");
+    assert_eq!(owner.to_string(), connector);
+}
