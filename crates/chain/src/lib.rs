@@ -142,13 +142,18 @@ pub fn connect(url: &str, signer: PrivateKeySigner) -> Result<(DynProvider, Addr
 /// (`allowed` false), from `provider`'s account, which must be the one that deployed it.
 ///
 /// # Errors
-/// [`ChainError`]: not the deployer (the transaction reverts), or the node failed.
+/// [`ChainError::WrongChain`] on another chain than the deployment's; [`ChainError`]: not the
+/// deployer (the transaction reverts), or the node failed.
 pub async fn set_registrar(
     provider: &DynProvider,
     deployment: &Deployment,
     registrar: Address,
     allowed: bool,
 ) -> Result<(), ChainError> {
+    let chain_id = provider.get_chain_id().await?;
+    if chain_id != deployment.chain_id {
+        return Err(ChainError::WrongChain { deployment: deployment.chain_id, node: chain_id });
+    }
     let registry =
         crate::contracts::WorkerRegistry::new(deployment.worker_registry, provider.clone());
     let receipt = registry
@@ -160,6 +165,12 @@ pub async fn set_registrar(
         .await?;
     if !receipt.status() {
         return Err(ChainError::Reverted(receipt.transaction_hash));
+    }
+    // A transaction to an address without the registry's code succeeds and does nothing.
+    if registry.registrars(registrar).call().await? != allowed {
+        return Err(ChainError::Unexpected(
+            "the worker registry did not take it: is the deployment file this chain's?".into(),
+        ));
     }
     Ok(())
 }

@@ -765,6 +765,19 @@ async fn a_connector_with_a_key_of_its_own_registers_workers_once_the_deployer_n
             .output()
             .expect("afallon runs")
     };
+    // A deployment file that is not this chain's is noticed, not reported as done.
+    let stale =
+        Deployment { worker_registry: afallon_chain::Address::repeat_byte(7), ..deployment };
+    let stale_file = dir.path().join("stale.json");
+    std::fs::write(&stale_file, stale.to_json()).expect("write");
+    let on_stale = Command::new(BIN)
+        .args(["registrar", "--rpc", &anvil.url, "--contracts"])
+        .arg(&stale_file)
+        .arg(&connector)
+        .env("AFALLON_ETH_KEY", SERVICE_KEY)
+        .output()
+        .expect("afallon runs");
+    assert!(!on_stale.status.success(), "{}", String::from_utf8_lossy(&on_stale.stderr));
     // Only the deployer names registrars.
     let refused = registrar(connector_key);
     assert!(!refused.status.success());

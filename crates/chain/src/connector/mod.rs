@@ -124,6 +124,8 @@ struct Inner<S, St> {
     /// check made under it still holds when the transaction goes out.
     sending: tokio::sync::Mutex<()>,
     rpc_ids: std::sync::atomic::AtomicU64,
+    /// Orders whose completion was given up: their receipts end too.
+    given_up: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// What a task reports when it ends: the key it ran under, and whether what it was about vanished
@@ -172,6 +174,7 @@ impl<S: Service, St: Store> Connector<S, St> {
                 config,
                 sending: tokio::sync::Mutex::new(()),
                 rpc_ids: std::sync::atomic::AtomicU64::new(1),
+                given_up: std::sync::Mutex::default(),
             }),
         })
     }
@@ -245,8 +248,8 @@ impl<S: Service, St: Store> Connector<S, St> {
             // Only over blocks the chain was just seen to still have: a cursor must never carry
             // the hash of a chain that replaced what was read.
             let saved = match reading.mark {
-                Some((marked, _)) if verified && reading.progress.done_to() <= marked => {
-                    inner.save_cursor(&reading.progress, cursor, version).await
+                Some(mark) if verified && reading.progress.done_to() <= mark.0 => {
+                    inner.save_cursor(&reading.progress, mark, cursor, version).await
                 }
                 _ => Ok(None),
             };
@@ -310,10 +313,13 @@ impl<S: Service, St: Store> Inner<S, St> {
         Ok(block.map(|block| block.header.hash))
     }
 
-    /// Stores the cursor if it moved (either way).
+    /// Stores the cursor if it moved (either way), with its block's hash as the chain has it,
+    /// if the chain still has `mark` (the last block read) once that hash is read: the hash is
+    /// then of the chain that was read.
     async fn save_cursor(
         &self,
         progress: &Progress,
+        mark: (u64, B256),
         cursor: Option<Cursor>,
         version: u64,
     ) -> Result<Option<(Cursor, u64)>, ChainError> {
@@ -324,6 +330,9 @@ impl<S: Service, St: Store> Inner<S, St> {
             return Ok(None);
         }
         let Some(hash) = self.block_hash(block).await? else { return Ok(None) };
+        if self.block_hash(mark.0).await? != Some(mark.1) {
+            return Ok(None);
+        }
         let next = Cursor { block, hash };
         let version = version + 1;
         self.store
@@ -555,6 +564,22 @@ impl<S: Service, St: Store> Inner<S, St> {
     async fn waiting(&self, hash: TxHash) -> Result<bool, ChainError> {
         let transaction = self.provider.get_transaction_by_hash(hash).await?;
         Ok(transaction.is_some_and(|transaction| transaction.block_number.is_none()))
+    }
+
+    /// Records that the completion of `work_order_id` was given up.
+    fn give_up(&self, work_order_id: &str) {
+        self.given_up
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(work_order_id.to_owned());
+    }
+
+    /// Whether the completion of `work_order_id` was given up.
+    fn gave_up(&self, work_order_id: &str) -> bool {
+        self.given_up
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(work_order_id)
     }
 
     /// An order's status on chain, at `block` (none: the latest).

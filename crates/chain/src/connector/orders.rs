@@ -43,6 +43,7 @@ impl<S: Service, St: Store> Inner<S, St> {
                 Ok(None) => refusals = 0,
                 Err(error) if error.is_refusal() && refusals >= PATIENCE => {
                     tracing::error!(%error, work_order = %order.work_order_id, "the chain keeps refusing this order's completion; given up");
+                    self.give_up(&order.work_order_id);
                     return Some(false);
                 }
                 Err(error) => {
@@ -70,7 +71,7 @@ impl<S: Service, St: Store> Inner<S, St> {
         if latest == U256::from(ORDER_NULL) {
             // Gone only if its block is: a node behind the one that answered the logs says
             // nothing yet.
-            let gone = self.block_hash(order.block).await? != Some(order.block_hash);
+            let gone = matches!(self.block_hash(order.block).await?, Some(hash) if hash != order.block_hash);
             return Ok(gone.then_some(true));
         }
         if latest == U256::from(ORDER_ACTIVE) {

@@ -80,7 +80,7 @@ impl<S: Service, St: Store> Inner<S, St> {
         }
         if registry.workOrderReceiptRetrieve(order).call().await?.workerId == B256::ZERO {
             // Gone only if its block is: a node behind says nothing yet.
-            let gone = self.block_hash(receipt.block).await? != Some(receipt.block_hash);
+            let gone = matches!(self.block_hash(receipt.block).await?, Some(hash) if hash != receipt.block_hash);
             return Ok(gone.then_some(true));
         }
         if let Some(hash) = mirror.sent
@@ -92,6 +92,10 @@ impl<S: Service, St: Store> Inner<S, St> {
             tracing::error!(worker = %receipt.worker_id, work_order = %receipt.work_order_id, "a receipt for a worker the service does not have is not mirrored");
             return Ok(Some(false));
         };
+        if self.gave_up(&receipt.work_order_id) {
+            tracing::error!(work_order = %receipt.work_order_id, "the order's completion was given up, and so is its receipt");
+            return Ok(Some(false));
+        }
         let order_done = async || {
             let Some(confirmed) = self.confirmed_height().await? else { return Ok(false) };
             let status = self.order_status(order, Some(confirmed)).await?;
