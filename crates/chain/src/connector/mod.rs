@@ -135,6 +135,49 @@ struct Ended {
     vanished: bool,
 }
 
+/// How a task's rounds ended.
+enum Rounds {
+    /// Settled; whether what it was about vanished from the chain.
+    Settled(bool),
+    /// The chain kept refusing it.
+    GaveUp,
+}
+
+/// Counts the rounds in a row in which the chain refused what a task sent.
+#[derive(Default)]
+struct Patience {
+    refusals: u32,
+}
+
+impl Patience {
+    /// What one round's outcome means for a task about `work_order_id` doing `what`: settled,
+    /// given up after [`PATIENCE`] refusals in a row (said loudly), or (`None`) go on, with a
+    /// failure logged.
+    fn judge(
+        &mut self,
+        outcome: Result<Option<bool>, ChainError>,
+        work_order_id: &str,
+        what: &str,
+    ) -> Option<Rounds> {
+        match outcome {
+            Ok(Some(vanished)) => Some(Rounds::Settled(vanished)),
+            Ok(None) => {
+                self.refusals = 0;
+                None
+            }
+            Err(error) if error.is_refusal() && self.refusals >= PATIENCE => {
+                tracing::error!(%error, work_order = %work_order_id, "the chain keeps refusing {what}; given up");
+                Some(Rounds::GaveUp)
+            }
+            Err(error) => {
+                self.refusals += u32::from(error.is_refusal());
+                tracing::warn!(%error, work_order = %work_order_id, "{what} failed; trying again");
+                None
+            }
+        }
+    }
+}
+
 /// What the loop keeps between steps.
 struct Reading {
     progress: Progress,
@@ -261,9 +304,8 @@ impl<S: Service, St: Store> Connector<S, St> {
                 Ok(None) => {}
                 Err(error) => tracing::warn!(%error, "cannot store the connector's cursor"),
             }
-            tokio::select! {
-                _ = stop.wait_for(|stop| *stop) => break,
-                () = tokio::time::sleep(inner.config.poll) => {}
+            if inner.pause(&mut stop).await {
+                break;
             }
         }
         Ok(())
@@ -564,6 +606,14 @@ impl<S: Service, St: Store> Inner<S, St> {
     async fn waiting(&self, hash: TxHash) -> Result<bool, ChainError> {
         let transaction = self.provider.get_transaction_by_hash(hash).await?;
         Ok(transaction.is_some_and(|transaction| transaction.block_number.is_none()))
+    }
+
+    /// Waits one poll interval; whether the connector stopped meanwhile.
+    async fn pause(&self, stop: &mut watch::Receiver<bool>) -> bool {
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => true,
+            () = tokio::time::sleep(self.config.poll) => false,
+        }
     }
 
     /// Records that the completion of `work_order_id` was given up.

@@ -6,7 +6,7 @@ use afallon_store::Store;
 use alloy::primitives::{B256, TxHash, U256};
 use tokio::sync::watch;
 
-use super::{Inner, PATIENCE};
+use super::{Inner, Patience, Rounds};
 use crate::contracts::{
     ORDER_ACTIVE, ORDER_COMPLETED, ORDER_NULL, WorkOrderRegistry, id_to_bytes32,
 };
@@ -36,24 +36,19 @@ impl<S: Service, St: Store> Inner<S, St> {
             return Some(false);
         };
         let mut attempt = Attempt::default();
-        let mut refusals = 0;
+        let mut patience = Patience::default();
         loop {
-            match self.order_round(id, &order, &mut attempt).await {
-                Ok(Some(vanished)) => return Some(vanished),
-                Ok(None) => refusals = 0,
-                Err(error) if error.is_refusal() && refusals >= PATIENCE => {
-                    tracing::error!(%error, work_order = %order.work_order_id, "the chain keeps refusing this order's completion; given up");
+            let outcome = self.order_round(id, &order, &mut attempt).await;
+            match patience.judge(outcome, &order.work_order_id, "this order's completion") {
+                Some(Rounds::Settled(vanished)) => return Some(vanished),
+                Some(Rounds::GaveUp) => {
                     self.give_up(&order.work_order_id);
                     return Some(false);
                 }
-                Err(error) => {
-                    refusals += u32::from(error.is_refusal());
-                    tracing::warn!(%error, work_order = %order.work_order_id, "completing an on-chain order failed; trying again");
-                }
+                None => {}
             }
-            tokio::select! {
-                _ = stop.wait_for(|stop| *stop) => return None,
-                () = tokio::time::sleep(self.config.poll) => {}
+            if self.pause(&mut stop).await {
+                return None;
             }
         }
     }

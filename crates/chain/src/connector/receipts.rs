@@ -6,7 +6,7 @@ use alloy::eips::BlockId;
 use alloy::primitives::{B256, TxHash, U256};
 use tokio::sync::watch;
 
-use super::{Inner, PATIENCE};
+use super::{Inner, PATIENCE, Patience, Rounds};
 use crate::contracts::{LAST_UPDATE, ORDER_COMPLETED, WorkOrderReceiptRegistry, id_to_bytes32};
 use crate::relay::{self, ChainReceipt};
 use crate::{ChainError, Service};
@@ -30,23 +30,16 @@ impl<S: Service, St: Store> Inner<S, St> {
         mut stop: watch::Receiver<bool>,
     ) -> Option<bool> {
         let mut mirror = Mirror::default();
-        let mut refusals = 0;
+        let mut patience = Patience::default();
         loop {
-            match self.receipt_round(&receipt, &mut mirror).await {
-                Ok(Some(vanished)) => return Some(vanished),
-                Ok(None) => refusals = 0,
-                Err(error) if error.is_refusal() && refusals >= PATIENCE => {
-                    tracing::error!(%error, work_order = %receipt.work_order_id, "the chain keeps refusing the worker's receipt update; given up");
-                    return Some(false);
-                }
-                Err(error) => {
-                    refusals += u32::from(error.is_refusal());
-                    tracing::warn!(%error, work_order = %receipt.work_order_id, "mirroring a receipt failed; trying again");
-                }
+            let outcome = self.receipt_round(&receipt, &mut mirror).await;
+            match patience.judge(outcome, &receipt.work_order_id, "the worker's receipt update") {
+                Some(Rounds::Settled(vanished)) => return Some(vanished),
+                Some(Rounds::GaveUp) => return Some(false),
+                None => {}
             }
-            tokio::select! {
-                _ = stop.wait_for(|stop| *stop) => return None,
-                () = tokio::time::sleep(self.config.poll) => {}
+            if self.pause(&mut stop).await {
+                return None;
             }
         }
     }
